@@ -1,0 +1,52 @@
+# A fresh clone needs only python3, git and make: every target sets up what it needs (DESIGN §10).
+SHELL := /bin/bash
+PY ?= python3
+UV_VERSION ?= 0.13.8
+TOOLS := .tools
+UV := $(TOOLS)/bin/uv
+VENV := .venv
+BIN := $(VENV)/bin
+HOME_DIR ?= $(or $(EGO_ASSETS_HOME),$(CURDIR)/.ego_assets)
+MODEL := models/hand_landmarker.task
+
+.PHONY: setup demo test test-fast ui bench browser clean
+
+$(UV):
+	$(PY) -m venv $(TOOLS)
+	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
+
+# The environment, exactly as locked (uv.lock), with the project installed in editable mode.
+$(BIN)/ego-assets: $(UV) pyproject.toml uv.lock
+	$(UV) sync --frozen --quiet
+	@touch $@
+
+$(MODEL): | $(BIN)/ego-assets
+	$(BIN)/python -m ego_assets.lib.hands.model provision --dest $(MODEL)
+
+setup: $(BIN)/ego-assets $(MODEL)
+	@echo "environment ready: $(VENV) (activate with: source $(BIN)/activate)"
+
+# Debian's Chromium for the browser test of the UI (skipped where apt-get is not available).
+browser:
+	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium install failed: the UI test will be skipped"; fi
+
+demo: setup
+	EGO_ASSETS_HOME=$(HOME_DIR) $(BIN)/ego-assets demo
+
+test: setup browser
+	$(BIN)/python -m pytest -q
+
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not ui and not slow"
+
+ui: setup
+	mkdir -p $(HOME_DIR)/dagster && cp dagster.yaml $(HOME_DIR)/dagster/dagster.yaml
+	EGO_ASSETS_HOME=$(HOME_DIR) DAGSTER_HOME=$(HOME_DIR)/dagster \
+	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+bench: setup
+	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) $(TOOLS) .ego_assets models

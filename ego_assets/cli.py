@@ -1,0 +1,285 @@
+"""The `ego-assets` command (DESIGN §10)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DIR = PROJECT_ROOT / "sample_data"
+
+
+def _store(args):
+    from ego_assets.lib.storage import Store
+
+    if getattr(args, "home", None):
+        os.environ["EGO_ASSETS_HOME"] = args.home
+    return Store()
+
+
+class _Bar:
+    """A one-line progress display on stderr for long steps (frames decoded, hands tracked, ...)."""
+
+    def __init__(self):
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, stage: str, key: str, done: int, total: int):
+        now = time.monotonic()
+        if done < total and now - self.last < (0.2 if self.tty else 5.0):
+            return
+        self.last = now
+        frac = done / max(total, 1)
+        bar = "#" * int(frac * 30)
+        line = f"  {stage:<13} {key[:40]:<40} [{bar:<30}] {done}/{total}"
+        if self.tty:
+            sys.stderr.write("\r" + line + ("\n" if done >= total else ""))
+        else:
+            sys.stderr.write(line + "\n")
+        sys.stderr.flush()
+
+
+def _quiet_dagster():
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("dagster", "dagster.builtin"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False,
+               run_config: dict | None = None) -> int:
+    """Register every video under ``paths`` as partitions of ``source`` and materialize everything."""
+    from ego_assets.lib import progress
+    from ego_assets.lib.sources import Source, SourcesError, discover_file, list_files
+    from ego_assets.lib.storage import Store
+
+    store = Store()
+    found, bad_paths = [], []
+    try:
+        for p in paths:
+            src = Source(name=source, uri=os.path.abspath(p), **hints)
+            if not os.path.exists(p):
+                bad_paths.append(f"{p}: no such file or folder")
+                continue
+            for uri in list_files(src):
+                found.append(discover_file(src, uri))
+    except (SourcesError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    for msg in bad_paths:
+        print(f"error: {msg}", file=sys.stderr)
+    if not found:
+        print("error: no video files found under " + ", ".join(paths), file=sys.stderr)
+        return EXIT_USAGE
+    _quiet_dagster()
+    from ego_assets.defs.execute import materialize_dataset, materialize_videos, use_local_instance
+    from ego_assets.defs.partitions import videos
+    from ego_assets.definitions import defs
+
+    instance = use_local_instance(store)
+    by_key: dict[str, list] = {}
+    for d in found:
+        by_key.setdefault(d.partition_key, []).append(d)
+        store.register_video(d.partition_key, d.record())
+    keys = list(by_key)
+    existing = set(instance.get_dynamic_partitions(videos.name))
+    instance.add_dynamic_partitions(videos.name, [k for k in keys if k not in existing])
+    print(f"{len(found)} file(s), {len(keys)} video(s) for source {source!r}; storage {store.home}",
+          file=sys.stderr)
+    progress.set_hook(_Bar())
+    t0 = time.perf_counter()
+    try:
+        status = materialize_videos(defs, instance, store, keys, run_config=run_config)
+        ds = materialize_dataset(defs, instance) if any(s.status == "ok" for s in status.values()) else None
+    finally:
+        progress.set_hook(None)
+    n_bad = 0
+    for k in keys:
+        st = status[k]
+        names = ", ".join(d.uri for d in by_key[k])
+        if st.status == "ok":
+            print(f"ok      {k}  {names}")
+        else:
+            n_bad += 1
+            print(f"FAILED  {k}  {names}: {st.asset}: {st.error or st.status}")
+    if ds is not None and not ds.success:
+        n_bad += 1
+        print("FAILED  lerobot_dataset: see `ego-assets catalog \"select * from lineage where "
+              "asset='lerobot_dataset'\"`")
+    print(f"{len(keys) - (n_bad if ds is None or ds.success else n_bad - 1)}/{len(keys)} video(s) ok "
+          f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    return EXIT_FAILED if n_bad else EXIT_OK
+
+
+def cmd_run(args) -> int:
+    hints = {}
+    if args.hfov_deg is not None:
+        hints["hfov_deg"] = args.hfov_deg
+    if args.intrinsics:
+        try:
+            vals = [float(x) for x in args.intrinsics.split(",")]
+            assert len(vals) == 4
+        except (ValueError, AssertionError):
+            print("error: --intrinsics wants FX,FY,CX,CY", file=sys.stderr)
+            return EXIT_USAGE
+        hints["intrinsics"] = vals
+    _store(args)
+    from ego_assets.lib.keys import validate_source_name
+
+    try:
+        validate_source_name(args.source)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    return run_videos(args.paths, args.source, hints, args.verbose)
+
+
+def cmd_demo(args) -> int:
+    store = _store(args)
+    sample = SAMPLE_DIR / "egoloc_pour_water_rgb.mp4"
+    if not sample.exists():
+        print(f"error: the bundled sample {sample} is missing", file=sys.stderr)
+        return EXIT_FAILED
+    print(f"demo: running every asset on {sample.name} (storage: {store.home})", file=sys.stderr)
+    rc = run_videos([str(sample)], "demo", {})
+    _summary(store)
+    return EXIT_OK if rc == EXIT_OK else EXIT_FAILED
+
+
+def _summary(store) -> None:
+    from ego_assets.lib import catalog
+
+    con = catalog.connect(store, in_memory=True)
+    try:
+        rows = con.execute(
+            "select v.partition_key, v.name, v.duration_s, v.n_frames, "
+            "(select count(*) from frames f where f.partition_key = v.partition_key) as frames "
+            "from videos v order by 1").fetchall()
+        extra = {}
+        for t in ("hand_tracks", "camera_poses", "segments", "captions", "episodes"):
+            try:
+                extra[t] = dict(con.execute(
+                    f"select partition_key, count(*) from {t} group by 1").fetchall())
+            except Exception:  # noqa: BLE001 - a stage not in this build
+                pass
+    finally:
+        con.close()
+    print("\nper-video summary:")
+    for pk, name, dur, n, nf in rows:
+        more = "  ".join(f"{t}={extra[t].get(pk, 0)}" for t in extra)
+        print(f"  {pk}  {name}  {dur:.1f} s  {n} source frames  frames={nf}  {more}")
+    ds = Path(store.datasets_dir("ego_assets")) if store.is_local else None
+    if ds is not None and (ds / "meta" / "info.json").exists():
+        print(f"\nLeRobot dataset: {ds}")
+        print(f"  load it: LeRobotDataset('local/ego_assets', root='{ds}')")
+    print(f"catalog: {os.path.join(store.root, 'catalog.duckdb')}  "
+          f"(try: ego-assets catalog \"select count(*) from frames\")")
+
+
+def cmd_catalog(args) -> int:
+    store = _store(args)
+    from ego_assets.lib import catalog
+
+    try:
+        catalog.refresh(store)
+    except Exception:  # noqa: BLE001 - the file may be locked; connect() falls back to memory
+        pass
+    try:
+        cols, rows = catalog.query(store, args.sql)
+    except Exception as e:  # noqa: BLE001
+        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        return EXIT_FAILED
+    _print_rows(cols, rows, args.format)
+    return EXIT_OK
+
+
+def _print_rows(cols, rows, fmt):
+    if fmt == "json":
+        print(json.dumps([dict(zip(cols, r)) for r in rows], default=str, indent=1))
+    elif fmt == "csv":
+        import csv
+
+        w = csv.writer(sys.stdout)
+        w.writerow(cols)
+        w.writerows(rows)
+    else:
+        cells = [[str(c) for c in cols]] + [["" if v is None else str(v) for v in r] for r in rows]
+        widths = [min(60, max(len(row[i]) for row in cells)) for i in range(len(cols))]
+        for j, row in enumerate(cells):
+            print("  ".join(v[:60].ljust(w) for v, w in zip(row, widths)))
+            if j == 0:
+                print("  ".join("-" * w for w in widths))
+        print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
+
+
+def cmd_check(args) -> int:
+    store = _store(args)
+    from ego_assets.defs.checks import evaluate_all
+
+    report = evaluate_all(store, source=args.source)
+    if not report:
+        print("no materialized videos to check", file=sys.stderr)
+        return EXIT_OK
+    n_err = n_warn = 0
+    for pk, asset, o in report:
+        if o.passed:
+            continue
+        if o.severity == "ERROR":
+            n_err += 1
+        else:
+            n_warn += 1
+        val = "" if o.value is None else f" (value {o.value:g})"
+        print(f"{o.severity:<5}  {pk}  {asset}.{o.check_name}{val}: {o.detail}")
+    n = len(report)
+    print(f"{n} check result(s) on {len({r[0] for r in report})} video(s): {n - n_err - n_warn} passed, "
+          f"{n_err} ERROR, {n_warn} WARN")
+    return EXIT_FAILED if n_err else EXIT_OK
+
+
+def main(argv=None) -> int:
+    rc = _main(argv)
+    if argv is None:
+        # Called as the `ego-assets` command: leave without waiting on native threads (FFmpeg, DuckDB)
+        # whose teardown at interpreter exit can abort the process after the work is done.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(rc)
+    return rc
+
+
+def _main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="ego-assets", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+    d = sub.add_parser("demo", help="run every asset on the bundled sample video")
+    d.add_argument("--home")
+    r = sub.add_parser("run", help="register and materialize the videos under PATHs")
+    r.add_argument("paths", nargs="+", metavar="PATH")
+    r.add_argument("--source", required=True)
+    r.add_argument("--home")
+    r.add_argument("--hfov-deg", type=float)
+    r.add_argument("--intrinsics", help="FX,FY,CX,CY at the source resolution")
+    r.add_argument("-v", "--verbose", action="store_true")
+    c = sub.add_parser("catalog", help="read-only SQL on the catalog")
+    c.add_argument("sql")
+    c.add_argument("--home")
+    c.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    k = sub.add_parser("check", help="evaluate the asset checks on what is materialized")
+    k.add_argument("--home")
+    k.add_argument("--source")
+    try:
+        args = p.parse_args(argv)
+    except SystemExit as e:
+        return EXIT_USAGE if e.code else EXIT_OK
+    return {"demo": cmd_demo, "run": cmd_run, "catalog": cmd_catalog, "check": cmd_check}[args.cmd](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

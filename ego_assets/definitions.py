@@ -1,0 +1,31 @@
+"""The Dagster definitions: every asset, check, sensor and job of ego_assets."""
+
+from __future__ import annotations
+
+import warnings
+
+import dagster as dg
+
+# backfill_policy (beta) is how a run carries many videos (DESIGN §7); its warning says nothing new.
+warnings.filterwarnings("ignore", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", category=dg.PreviewWarning)
+
+from ego_assets.defs import ingest  # noqa: E402 (after the warning filters)
+from ego_assets.defs.jobs import per_video_job
+from ego_assets.defs.sensors import discover_videos
+from ego_assets.defs.settings import EgoStorage
+
+ASSET_MODULES = [ingest]
+
+
+def build_definitions() -> dg.Definitions:
+    assets = [a for m in ASSET_MODULES for a in dg.load_assets_from_modules([m])]
+    return dg.Definitions(
+        assets=assets,
+        jobs=[per_video_job],
+        sensors=[discover_videos],
+        resources={"ego": EgoStorage()},
+    )
+
+
+defs = build_definitions()

@@ -1,0 +1,243 @@
+"""The per-partition loop every partitioned asset shares.
+
+A run may carry many partitions (``context.partition_keys``). Each partition is processed on its own: a
+failure (bad video, failed upstream, blocking check) is recorded in ``lineage`` and does not stop the
+others. Dagster cannot mark single partitions of a ranged step as failed, so when some fail, the good ones
+are reported as materializations one by one and the step then fails naming every bad file and reason;
+``ego-assets run`` reruns the good ones downstream. Partitions whose inputs, code and parameters are
+unchanged since their last success are skipped (resumable runs).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+import traceback
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Callable
+
+import dagster as dg
+
+from ego_assets.lib import catalog
+from ego_assets.lib.quality import ERROR, CheckDef, CheckOutcome
+from ego_assets.lib.storage import Store
+
+
+@dataclass
+class PartitionOutput:
+    """What an asset body returns for one partition."""
+
+    metadata: dict = field(default_factory=dict)
+    tables: list[str] = field(default_factory=list)  # tables written (for the catalog and data version)
+
+
+class UpstreamNotReady(RuntimeError):
+    pass
+
+
+def _now() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def latest_ok(store: Store, asset: str, pk: str) -> dict | None:
+    rows = [r for r in store.lineage(asset, pk) if r["status"] in ("ok", "blocked")]
+    return rows[-1] if rows else None
+
+
+def upstream_versions(store: Store, upstream: list[str], pk: str) -> dict[str, str]:
+    out = {}
+    for a in upstream:
+        rows = store.lineage(a, pk)
+        last = rows[-1] if rows else None
+        if last is None:
+            raise UpstreamNotReady(f"upstream asset {a} has not been materialized for this video")
+        if last["status"] != "ok":
+            raise UpstreamNotReady(f"upstream asset {a} {last['status']} for this video"
+                                   + (f": {last['error']}" if last.get("error") else ""))
+        out[a] = last["data_version"]
+    return out
+
+
+def _data_version(store: Store, asset: str, pk: str, code_version: str, params: dict,
+                  upstream: dict, tables: list[str]) -> str:
+    h = hashlib.sha256(json.dumps([code_version, params, upstream], sort_keys=True).encode())
+    for t in sorted(tables):
+        h.update(store.read_bytes(store.table_path(t, pk)))
+    return h.hexdigest()[:16]
+
+
+def run_partitions(
+    context: dg.AssetExecutionContext,
+    store: Store,
+    asset: str,
+    body: Callable[[str], PartitionOutput],
+    *,
+    code_version: str,
+    params: dict,
+    upstream: list[str],
+    checks: list[CheckDef] = (),
+    force: bool = False,
+    setup: Callable[[], None] | None = None,
+) -> dg.MaterializeResult:
+    keys = list(context.partition_keys) if context.has_partition_key_range or context.has_partition_key \
+        else []
+    ok_meta: dict[str, dict] = {}
+    versions: dict[str, str] = {}
+    failures: dict[str, str] = {}
+    blocked: dict[str, list[CheckOutcome]] = {}
+    outcomes: dict[str, list[CheckOutcome]] = {}
+    set_up = False
+    t_all = time.perf_counter()
+    for n, pk in enumerate(keys, 1):
+        started = _now()
+        up: dict = {}
+        try:
+            up = upstream_versions(store, upstream, pk)
+            prev = latest_ok(store, asset, pk)
+            if (not force and prev is not None and prev["status"] == "ok"
+                    and prev["code_version"] == code_version
+                    and json.loads(prev["upstream"] or "{}") == up
+                    and json.loads(prev["params"] or "{}") == json.loads(json.dumps(params))
+                    and store.exists(store.artifact_dir(asset, pk))):
+                context.log.info(f"[{n}/{len(keys)}] {pk}: up to date (data version "
+                                 f"{prev['data_version']}), skipped")
+                ok_meta[pk] = {"skipped": "up to date"}
+                versions[pk] = prev["data_version"]
+                continue
+            if setup and not set_up:
+                setup()
+                set_up = True
+            context.log.info(f"[{n}/{len(keys)}] {pk}: {asset} started")
+            t0 = time.perf_counter()
+            out = body(pk)
+            for t in out.tables:
+                catalog.ensure_view(store, t)
+            dv = _data_version(store, asset, pk, code_version, params, up, out.tables)
+            results = [c.evaluate(store, pk) for c in checks]
+            store.write_quality(asset, pk, [r.row(asset) for r in results])
+            outcomes[pk] = results
+            bad = [r for r in results if not r.passed and r.severity == ERROR]
+            status = "blocked" if bad else "ok"
+            err = "; ".join(f"check {r.check_name} failed: {r.detail}" for r in bad) or None
+            store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run_id,
+                                     code_version=code_version, data_version=dv,
+                                     upstream=json.dumps(up, sort_keys=True),
+                                     params=json.dumps(params, sort_keys=True), status=status, error=err,
+                                     started_at=started, finished_at=_now()))
+            meta = dict(out.metadata)
+            meta["seconds"] = round(time.perf_counter() - t0, 3)
+            meta["data_version"] = dv
+            if bad:
+                blocked[pk] = bad
+                failures[pk] = err
+                context.log.error(f"[{n}/{len(keys)}] {pk}: {asset} blocked: {err}")
+            else:
+                context.log.info(f"[{n}/{len(keys)}] {pk}: {asset} done in {meta['seconds']} s")
+            ok_meta[pk] = meta
+            versions[pk] = dv
+        except Exception as e:  # noqa: BLE001 - one video's failure must not stop the others
+            msg = _describe(store, pk, e)
+            failures[pk] = msg
+            status = "skipped" if isinstance(e, UpstreamNotReady) else "failed"
+            store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run_id,
+                                     code_version=code_version, data_version=None,
+                                     upstream=json.dumps(up, sort_keys=True),
+                                     params=json.dumps(params, sort_keys=True), status=status,
+                                     error=msg, started_at=started, finished_at=_now()))
+            context.log.error(f"[{n}/{len(keys)}] {pk}: {asset} {status}: {msg}")
+            if not isinstance(e, (ValueError, UpstreamNotReady, FileNotFoundError)):
+                context.log.debug(traceback.format_exc())
+
+    check_results = _check_results(context, outcomes)
+    summary = {"partitions": len(keys), "failed": len(failures),
+               "total_seconds": round(time.perf_counter() - t_all, 3)}
+    if failures:
+        for pk, meta in ok_meta.items():
+            if pk not in blocked:
+                context.log_event(dg.AssetMaterialization(
+                    asset_key=context.asset_key, partition=pk, metadata=_clean(meta)))
+        lines = "\n".join(f"- {pk} ({_source_name(store, pk)}): {msg}" for pk, msg in failures.items())
+        raise dg.Failure(
+            description=(f"{asset}: {len(failures)} of {len(keys)} video(s) failed:\n{lines}\n"
+                         "Fix or remove these files; the other videos of this run are materialized. "
+                         "Rerun the downstream assets for them (ego-assets run does this for you)."),
+            metadata={"failed": dg.MetadataValue.json(failures), **summary},
+            allow_retries=False,
+        )
+    if len(keys) == 1:
+        meta = ok_meta[keys[0]]
+        return dg.MaterializeResult(metadata=_clean(meta), data_version=dg.DataVersion(versions[keys[0]]),
+                                    check_results=check_results)
+    table = "| partition | " + " | ".join(_summary_cols(ok_meta)) + " |\n"
+    table += "|---" * (1 + len(_summary_cols(ok_meta))) + "|\n"
+    for pk, meta in ok_meta.items():
+        table += f"| {pk} | " + " | ".join(str(meta.get(c, "")) for c in _summary_cols(ok_meta)) + " |\n"
+    return dg.MaterializeResult(metadata={**summary, "per_partition": dg.MetadataValue.md(table)},
+                                check_results=check_results)
+
+
+def _summary_cols(ok_meta: dict) -> list[str]:
+    cols: list[str] = []
+    for meta in ok_meta.values():
+        for k, v in meta.items():
+            if k not in cols and isinstance(v, (int, float, str)) and not str(v).startswith("!["):
+                cols.append(k)
+    return cols[:8]
+
+
+def _check_results(context, outcomes: dict[str, list[CheckOutcome]]) -> list[dg.AssetCheckResult]:
+    """One result per check for the run: passed when it passed on every partition of the run."""
+    by_check: dict[str, list[tuple[str, CheckOutcome]]] = {}
+    for pk, rs in outcomes.items():
+        for r in rs:
+            by_check.setdefault(r.check_name, []).append((pk, r))
+    out = []
+    spec_names = {k.name for k in context.assets_def.check_keys} if context.assets_def else set()
+    for name, items in by_check.items():
+        if name not in spec_names:
+            continue
+        failed = [(pk, r) for pk, r in items if not r.passed]
+        sev = items[0][1].severity
+        meta = {pk: f"{'ok' if r.passed else 'FAILED'}: {r.detail}" for pk, r in items}
+        if len(items) == 1:
+            meta["value"] = items[0][1].value if items[0][1].value is not None else float("nan")
+        out.append(dg.AssetCheckResult(
+            check_name=name, passed=not failed,
+            severity=dg.AssetCheckSeverity.ERROR if sev == ERROR else dg.AssetCheckSeverity.WARN,
+            metadata=meta))
+    return out
+
+
+def _source_name(store: Store, pk: str) -> str:
+    try:
+        return store.video_record(pk)["uri"]
+    except Exception:  # noqa: BLE001
+        return "?"
+
+
+def _describe(store: Store, pk: str, e: Exception) -> str:
+    msg = str(e) or type(e).__name__
+    if isinstance(e, (ValueError, UpstreamNotReady, FileNotFoundError)):
+        return msg
+    return f"{type(e).__name__}: {msg}"
+
+
+def _clean(meta: dict) -> dict:
+    out = {}
+    for k, v in meta.items():
+        if isinstance(v, dg.MetadataValue) or isinstance(v, (int, float, str, bool)):
+            out[k] = v
+        elif isinstance(v, (dict, list)):
+            out[k] = dg.MetadataValue.json(v)
+        elif v is None:
+            continue
+        else:
+            out[k] = str(v)
+    return out
+
+
+def check_specs(asset_key, checks: list[CheckDef]) -> list[dg.AssetCheckSpec]:
+    return [dg.AssetCheckSpec(c.name, asset=asset_key, description=c.description,
+                              blocking=c.severity == ERROR) for c in checks]

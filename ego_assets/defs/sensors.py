@@ -1,0 +1,53 @@
+"""Discovery: every source's new videos become partitions and are requested, several per run."""
+
+
+import json
+
+import dagster as dg
+
+from ego_assets.defs.jobs import per_video_job
+from ego_assets.defs.partitions import MAX_PARTITIONS_PER_RUN, videos
+from ego_assets.defs.settings import EgoStorage
+from ego_assets.lib.sources import discover, load_sources
+
+MAX_NEW_PER_TICK = 64
+
+
+def range_tags(keys: list[str]) -> dict[str, str]:
+    """Tags that make one run carry a contiguous range of dynamic partition keys."""
+    return {"dagster/asset_partition_range_start": keys[0],
+            "dagster/asset_partition_range_end": keys[-1]}
+
+
+def chunks(keys: list[str], n: int = MAX_PARTITIONS_PER_RUN) -> list[list[str]]:
+    return [keys[i:i + n] for i in range(0, len(keys), n)]
+
+
+@dg.sensor(name="discover_videos", target=per_video_job, minimum_interval_seconds=15,
+           default_status=dg.DefaultSensorStatus.RUNNING,
+           description="Registers new videos of every source in the sources file as partitions and "
+                       f"requests their runs ({MAX_PARTITIONS_PER_RUN} videos per run, at most "
+                       f"{MAX_NEW_PER_TICK} new videos per tick).")
+def discover_videos(context: dg.SensorEvaluationContext, ego: EgoStorage):
+    store = ego.store()
+    path = ego.sources_path()
+    sources = load_sources(path)
+    if not sources:
+        return dg.SkipReason(f"no sources in {path}")
+    cursor = json.loads(context.cursor) if context.cursor else {}
+    known = set(context.instance.get_dynamic_partitions(videos.name))
+    new, seen, errors = discover(sources, cursor.get("seen", {}), known, MAX_NEW_PER_TICK)
+    for src, err in errors.items():
+        context.log.warning(f"source {src}: {err}")
+    if not new:
+        context.update_cursor(json.dumps({"seen": seen}))
+        return dg.SkipReason(f"no new videos in {len(sources)} source(s)")
+    for d in new:
+        store.register_video(d.partition_key, d.record())
+    keys = [d.partition_key for d in new]
+    context.log.info(f"registering {len(keys)} new video(s): {', '.join(keys[:10])}")
+    return dg.SensorResult(
+        run_requests=[dg.RunRequest(run_key=f"{c[0]}..{c[-1]}", tags=range_tags(c)) for c in chunks(keys)],
+        dynamic_partitions_requests=[videos.build_add_request(keys)],
+        cursor=json.dumps({"seen": seen}),
+    )

@@ -1,0 +1,1 @@
+"""Pure-Python core of ego_assets: no Dagster imports here (DESIGN §4)."""

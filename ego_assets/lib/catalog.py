@@ -1,0 +1,139 @@
+"""The DuckDB catalog (DESIGN §5): one view per table of schemas.TABLES over the Parquet files.
+
+``<home>/catalog.duckdb`` is for users and tools; it holds only view definitions. Writers never open it:
+the views are globs, so a new partition's Parquet file is visible without touching the catalog, and the
+file is only rewritten when a table first appears (``ensure_view``) or on ``refresh``. Checks and the CLI
+may also use :func:`connect` with ``in_memory=True`` which defines the same views in a private
+in-memory database and so never waits on a lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+from contextlib import contextmanager
+
+import duckdb
+
+from ego_assets.lib import schemas
+from ego_assets.lib.storage import Store
+
+CATALOG_FILE = "catalog.duckdb"
+
+
+def _view_sql(store: Store, table: str) -> str:
+    glob = store.url(store.table_glob(table)).replace("'", "''")
+    return (f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM "
+            f"read_parquet('{glob}', union_by_name = true)")
+
+
+def _has_files(store: Store, table: str) -> bool:
+    return bool(store.fs.glob(store.table_glob(table)))
+
+
+def _define(con: duckdb.DuckDBPyConnection, store: Store, table: str, persistent: bool) -> bool:
+    """Define ``table`` as a view if it has files, else as an empty table of its schema."""
+    if not store.is_local:
+        con.register_filesystem(store.fs)
+    kind = con.execute(
+        "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()
+    if _has_files(store, table):
+        if kind and kind[0] == "BASE TABLE":
+            con.execute(f"DROP TABLE {table}")
+        con.execute(_view_sql(store, table))
+        return True
+    if kind is None:
+        empty = schemas.empty(table)  # noqa: F841 (referenced by name in the SQL below)
+        con.execute(f"CREATE TABLE {table} AS SELECT * FROM empty")
+    return False
+
+
+@contextmanager
+def _lock(store: Store):
+    path = os.path.join(store.root, "catalog.lock")
+    os.makedirs(store.root, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def catalog_path(store: Store) -> str:
+    """The catalog file. On object stores it lives in a local folder (DuckDB files need a filesystem)."""
+    if store.is_local:
+        return os.path.join(store.root, CATALOG_FILE)
+    base = os.environ.get("EGO_ASSETS_CATALOG_DIR") or os.path.expanduser("~/.cache/ego_assets")
+    os.makedirs(base, exist_ok=True)
+    return os.path.join(base, store.root.replace("/", "_") + "-" + CATALOG_FILE)
+
+
+def _marker(store: Store, table: str) -> str:
+    return os.path.join(os.path.dirname(catalog_path(store)), ".catalog", f"{table}.view")
+
+
+def refresh(store: Store, tables: list[str] | None = None) -> dict[str, bool]:
+    """(Re)define the views in ``<home>/catalog.duckdb``. Returns table -> has data."""
+    path = catalog_path(store)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    out = {}
+    with _lock(store) if store.is_local else _nolock():
+        con = duckdb.connect(path)
+        try:
+            for t in tables or list(schemas.TABLES):
+                out[t] = _define(con, store, t, persistent=True)
+                if out[t]:
+                    os.makedirs(os.path.dirname(_marker(store, t)), exist_ok=True)
+                    open(_marker(store, t), "w").close()
+        finally:
+            con.close()
+    return out
+
+
+@contextmanager
+def _nolock():
+    yield
+
+
+def ensure_view(store: Store, table: str) -> None:
+    """Called by writers after a commit: cheap unless this table has never had a view."""
+    if os.path.exists(_marker(store, table)) and os.path.exists(catalog_path(store)):
+        return
+    refresh(store, [table])
+
+
+def connect(store: Store, in_memory: bool = False) -> duckdb.DuckDBPyConnection:
+    """A read-only connection with every view defined. ``in_memory`` skips the catalog file."""
+    if not in_memory:
+        path = catalog_path(store)
+        if not os.path.exists(path):
+            refresh(store)
+        try:
+            con = duckdb.connect(path, read_only=True)
+            if not store.is_local:
+                con.register_filesystem(store.fs)
+            # Views over tables that appeared since the file was written are redefined in memory.
+            missing = [t for t in schemas.TABLES if _has_files(store, t) and con.execute(
+                "SELECT table_type FROM information_schema.tables WHERE table_name = ?",
+                [t]).fetchone() != ("VIEW",)]
+            if not missing:
+                return con
+            con.close()
+        except duckdb.IOException:
+            pass  # someone holds the file for writing: fall back to private views
+    con = duckdb.connect(":memory:")
+    for t in schemas.TABLES:
+        _define(con, store, t, persistent=False)
+    return con
+
+
+def query(store: Store, sql: str):
+    """Run read-only SQL; returns (column names, rows)."""
+    con = connect(store)
+    try:
+        cur = con.execute(sql)
+        cols = [d[0] for d in cur.description] if cur.description else []
+        return cols, cur.fetchall()
+    finally:
+        con.close()

@@ -1,0 +1,145 @@
+"""Frame sampling at the dataset rate into a compact proxy video, with per-frame quality measures.
+
+Later stages decode the proxy (small, constant size, upright) instead of the source. The proxy keeps the
+real presentation time of every sampled frame as its pts (milliseconds), so ``t_s`` survives exactly.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import Callable
+
+import numpy as np
+
+from ego_assets.lib.probe import VideoError
+from ego_assets.lib.video import PROXY_TIME_BASE
+
+
+@dataclass(frozen=True)
+class FrameParams:
+    rate_hz: float = 10.0
+    long_side: int = 640
+    crf: int = 23
+    preset: str = "veryfast"
+    gop_s: float = 1.0  # a proxy keyframe every second, for cheap seeking by later stages
+
+    def __post_init__(self):
+        if self.rate_hz <= 0 or self.long_side < 16:
+            raise ValueError(f"bad frame parameters: rate {self.rate_hz} Hz, long side {self.long_side} px")
+
+
+def proxy_size(width: int, height: int, rotation_deg: int, long_side: int) -> tuple[int, int]:
+    """(w, h) of the upright proxy: long side ``long_side`` (never upscaled), even dimensions."""
+    w, h = (height, width) if rotation_deg in (90, 270) else (width, height)
+    scale = min(1.0, long_side / max(w, h))
+    return max(2, int(round(w * scale / 2)) * 2), max(2, int(round(h * scale / 2)) * 2)
+
+
+def expected_count(duration_s: float, n_source: int, rate_hz: float) -> int:
+    return min(n_source, int(np.floor(duration_s * rate_hz - 1e-9)) + 1)
+
+
+def _rotate(img: np.ndarray, rotation_deg: int) -> np.ndarray:
+    # rotation_deg is clockwise; np.rot90 turns counter-clockwise for positive k
+    return np.ascontiguousarray(np.rot90(img, k=-(rotation_deg // 90)))
+
+
+def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_deg: int,
+                  p: FrameParams = FrameParams(),
+                  progress: Callable[[int, int], None] | None = None,
+                  n_source: int | None = None) -> tuple[dict, dict]:
+    """Decode ``src``, keep the first frame at or after each tick of the ``rate_hz`` grid, write them to
+    ``proxy_path`` (H.264) and measure blur (variance of the Laplacian), brightness (mean luma in
+    [0, 1]) and motion (mean absolute luma change from the previous sampled frame, in [0, 1]).
+
+    Returns (columns of the ``frames`` table, stats)."""
+    import av
+    import cv2
+
+    pw, ph = proxy_size(width, height, rotation_deg, p.long_side)
+    # resize before rotating: the pre-rotation size of the proxy
+    rw, rh = (ph, pw) if rotation_deg in (90, 270) else (pw, ph)
+    period = 1.0 / p.rate_hz
+    cols: dict[str, list] = {k: [] for k in ("frame_index", "t_s", "is_keyframe", "blur", "brightness",
+                                             "motion")}
+    t_start = time.perf_counter()
+    n_decoded = 0
+    prev_small = None
+    next_tick = 0
+    last_t = -np.inf
+    with av.open(src) as inp, av.open(proxy_path, "w", format="mp4") as out:
+        ins = inp.streams.video[0]
+        ins.thread_type = "AUTO"
+        tb = ins.time_base
+        st = out.add_stream("libx264", rate=Fraction(p.rate_hz).limit_denominator(1000))
+        st.width, st.height, st.pix_fmt = pw, ph, "yuv420p"
+        st.time_base = PROXY_TIME_BASE
+        st.codec_context.time_base = PROXY_TIME_BASE
+        st.gop_size = max(1, int(round(p.gop_s * p.rate_hz)))
+        st.options = {"crf": str(p.crf), "preset": p.preset, "bf": "0"}
+        t0 = None
+        try:
+            for frame in inp.decode(ins):
+                n_decoded += 1
+                if frame.pts is None:
+                    continue
+                if t0 is None:
+                    t0 = frame.pts
+                t = float((frame.pts - t0) * tb)
+                if t < next_tick * period - 1e-6 or t <= last_t:
+                    continue
+                next_tick = int(np.floor(t / period + 1e-6)) + 1
+                last_t = t
+                small = frame.reformat(width=rw, height=rh, format="yuv420p",
+                                       interpolation="AREA")
+                if rotation_deg:
+                    rgb = _rotate(small.to_ndarray(format="rgb24"), rotation_deg)
+                    small = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
+                gray = small.to_ndarray(format="gray") if rotation_deg else _luma(small)
+                i = len(cols["t_s"])
+                cols["frame_index"].append(i)
+                cols["t_s"].append(t)
+                cols["is_keyframe"].append(bool(frame.key_frame))
+                cols["blur"].append(float(cv2.Laplacian(gray, cv2.CV_32F).var()))
+                cols["brightness"].append(float(gray.mean()) / 255.0)
+                tiny = cv2.resize(gray, (max(1, pw // 4), max(1, ph // 4)), interpolation=cv2.INTER_AREA)
+                cols["motion"].append(0.0 if prev_small is None else
+                                      float(cv2.absdiff(tiny, prev_small).mean()) / 255.0)
+                prev_small = tiny
+                small.pts = int(round(t * 1000))
+                small.time_base = PROXY_TIME_BASE
+                small.pict_type = av.video.frame.PictureType.NONE
+                for pkt in st.encode(small):
+                    out.mux(pkt)
+                if progress and n_source and n_decoded % 300 == 0:
+                    progress(n_decoded, n_source)
+            for pkt in st.encode(None):
+                out.mux(pkt)
+        except av.error.FFmpegError as e:
+            raise VideoError(src, f"decoding failed after {n_decoded} frames: {e.strerror or e}") from None
+    if progress and n_source:
+        progress(n_source, n_source)
+    if not cols["t_s"]:
+        raise VideoError(src, "no frame could be decoded")
+    wall = time.perf_counter() - t_start
+    stats = dict(n_sampled=len(cols["t_s"]), n_decoded=n_decoded, proxy_width=pw, proxy_height=ph,
+                 seconds=wall, decode_fps=n_decoded / wall if wall > 0 else 0.0)
+    return cols, stats
+
+
+def _luma(frame) -> np.ndarray:
+    """The Y plane of a yuv420p frame as a HxW uint8 array (no colour conversion)."""
+    plane = frame.planes[0]
+    buf = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
+    return buf[:, : plane.width]
+
+
+def count_frames(path: str) -> int:
+    """Frames in a video by demuxing (no decoding)."""
+    import av
+
+    with av.open(path) as c:
+        s = c.streams.video[0]
+        return sum(1 for pkt in c.demux(s) if pkt.size > 0)

@@ -1,0 +1,277 @@
+"""Stitching per-clip trajectories into one world frame, and the metric scale cues.
+
+Clips overlap (2 s by default), so consecutive clips have frames posed in both. The new clip is mapped
+into the world by a similarity transform fitted on those frames: the rotation by averaging the
+relative rotations (a proper mean on SO(3), not an average of matrices), then scale and translation
+in closed form (Umeyama's, with the rotation fixed) on the camera centres. When the overlap hardly
+moves (a head turning in place), the centres cannot carry the scale; the ratio of the scene depths both
+clips measured on the same frames does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+from scipy.spatial.transform import Rotation
+
+
+def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
+    """Least-squares similarity (s, R, t) with dst ~ s R src + t (Umeyama 1991). src, dst: (N, 3)."""
+    src, dst = np.asarray(src, float), np.asarray(dst, float)
+    if src.shape != dst.shape or src.ndim != 2 or src.shape[1] != 3 or len(src) < 3:
+        raise ValueError(f"umeyama: need two (N>=3, 3) point sets, got {src.shape} and {dst.shape}")
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    cov = xd.T @ xs / len(src)
+    U, D, Vt = np.linalg.svd(cov)
+    S = np.eye(3)
+    if np.linalg.det(U) * np.linalg.det(Vt) < 0:
+        S[2, 2] = -1
+    R = U @ S @ Vt
+    var_s = (xs ** 2).sum() / len(src)
+    s = float(np.trace(np.diag(D) @ S) / var_s) if with_scale and var_s > 0 else 1.0
+    t = mu_d - s * R @ mu_s
+    return s, R, t
+
+
+def rotation_mean(Rs: np.ndarray) -> np.ndarray:
+    """Chordal L2 mean of rotation matrices (scipy's quaternion-based Rotation.mean)."""
+    return Rotation.from_matrix(np.asarray(Rs)).mean().as_matrix()
+
+
+@dataclass
+class Sim3:
+    s: float
+    R: np.ndarray
+    t: np.ndarray
+
+    def apply_poses(self, R_wc: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        return np.einsum("ij,njk->nik", self.R, R_wc), self.s * c @ self.R.T + self.t
+
+
+MIN_SPREAD_OF_DEPTH = 0.05  # centres spread over < 5 % of the scene depth carry no usable scale
+
+
+def fit_sim3(R_wc_a: np.ndarray, c_a: np.ndarray, R_wc_b: np.ndarray, c_b: np.ndarray,
+             depth_a: np.ndarray | None = None, depth_b: np.ndarray | None = None) -> tuple[Sim3, dict]:
+    """Similarity mapping trajectory b's world into a's from the same frames posed in both
+    (camera-to-world rotations and camera centres). Rotation: mean of R_a R_b^T; then s, t in closed
+    form on the centres, or s from the depth ratio when the centres are too concentrated."""
+    R = rotation_mean(np.einsum("nij,nkj->nik", R_wc_a, R_wc_b))
+    x = c_b @ R.T
+    xm, ym = x.mean(0), c_a.mean(0)
+    xc, yc = x - xm, c_a - ym
+    spread_b = float(np.sqrt((xc ** 2).sum(1).mean()))
+    s_depth = None
+    if depth_a is not None and depth_b is not None:
+        ok = np.isfinite(depth_a) & np.isfinite(depth_b) & (depth_b > 0)
+        if ok.sum() >= 2:
+            s_depth = float(np.median(depth_a[ok] / depth_b[ok]))
+    scene_b = float(np.nanmedian(depth_b)) if depth_b is not None and np.isfinite(depth_b).any() else None
+    well_spread = len(x) >= 3 and (scene_b is None or spread_b > MIN_SPREAD_OF_DEPTH * scene_b) and spread_b > 0
+    s_pos = float((xc * yc).sum() / (xc ** 2).sum()) if well_spread else None
+    if s_pos is not None and s_pos > 0:
+        s, method = s_pos, "sim3"
+    elif s_depth is not None and s_depth > 0:
+        s, method = s_depth, "depth_ratio"
+    else:
+        s, method = 1.0, "rotation_only"
+    t = ym - s * xm
+    rot_res = Rotation.from_matrix(np.einsum("nij,njk->nik", np.transpose(R_wc_a, (0, 2, 1)),
+                                             np.einsum("ij,njk->nik", R, R_wc_b))).magnitude()
+    pos_res = np.linalg.norm(s * x + t - c_a, axis=1)
+    info = dict(method=method, scale=s, scale_pos=s_pos, scale_depth=s_depth, n_overlap=len(x),
+                rot_residual_deg=float(np.degrees(np.median(rot_res))),
+                pos_residual=float(np.sqrt((pos_res ** 2).mean())))
+    return Sim3(s, R, t), info
+
+
+@dataclass
+class World:
+    """The video's trajectory in the world frame (positions indexed like the frames table)."""
+
+    R_wc: np.ndarray
+    centres: np.ndarray
+    tracked: np.ndarray
+    is_keyframe: np.ndarray
+    n_inliers: np.ndarray
+    depth: np.ndarray  # median depth of the map points seen per frame, world units
+
+    @property
+    def R_cw(self) -> np.ndarray:
+        return np.transpose(self.R_wc, (0, 2, 1))
+
+    @property
+    def t_cw(self) -> np.ndarray:
+        return -np.einsum("nij,nj->ni", self.R_cw, self.centres)
+
+
+class Stitcher:
+    """Adds clip trajectories (in clip order) to one world frame: the first clip's frame is the world
+    (its first frame is the camera of the first sampled frame)."""
+
+    def __init__(self, n: int):
+        self.w = World(np.full((n, 3, 3), np.nan), np.full((n, 3), np.nan), np.zeros(n, bool),
+                       np.zeros(n, bool), np.zeros(n, np.int32), np.full(n, np.nan))
+        self.info: list[dict] = []
+        self.last_pos = -1
+
+    def add(self, traj) -> None:
+        pos = np.asarray(traj.frame_index)
+        if not len(pos):
+            return
+        R_wc, c, depth, tr = traj.R_wc, traj.centres, traj.depth.copy(), traj.tracked
+        w = self.w
+        info: dict = dict(clip=len(self.info), first=int(pos[0]), last=int(pos[-1]),
+                          tracked=float(tr.mean()))
+        if not self.info or not w.tracked.any():
+            sim = Sim3(1.0, np.eye(3), np.zeros(3))
+            info["method"] = "world"
+        else:
+            ov = tr & w.tracked[pos]
+            if ov.sum() >= 3:
+                p = pos[ov]
+                sim, fit = fit_sim3(w.R_wc[p], w.centres[p], R_wc[ov], c[ov], w.depth[p], depth[ov])
+                info.update(fit)
+            else:
+                sim, how = self._anchor(pos, R_wc, c, depth, tr)
+                info.update(how)
+        if tr.any():
+            R2, c2 = sim.apply_poses(R_wc[tr], c[tr])
+            R_new = np.full_like(R_wc, np.nan)
+            c_new = np.full_like(c, np.nan)
+            R_new[tr], c_new[tr] = R2, c2
+        else:
+            R_new, c_new = R_wc, c
+        depth = depth * sim.s
+        # in the overlap, each clip keeps the half nearer its own middle; a frame only one clip
+        # tracked comes from that clip
+        mid = 0.5 * (pos[0] + self.last_pos) if self.last_pos >= pos[0] else -np.inf
+        take = tr & (~w.tracked[pos] | (pos >= mid))
+        p = pos[take]
+        w.R_wc[p], w.centres[p], w.tracked[p] = R_new[take], c_new[take], True
+        w.is_keyframe[p], w.n_inliers[p], w.depth[p] = traj.is_keyframe[take], traj.n_inliers[take], depth[take]
+        self.last_pos = max(self.last_pos, int(pos[-1]))
+        self.info.append(info)
+
+    def _anchor(self, pos, R_wc, c, depth, tr) -> tuple[Sim3, dict]:
+        """No frame posed in both clips: the new clip's first tracked frame takes the pose of the last
+        tracked world frame before it (a continuity assumption, reported as 'anchored')."""
+        w = self.w
+        if not tr.any():
+            return Sim3(1.0, np.eye(3), np.zeros(3)), dict(method="untracked")
+        f = int(np.flatnonzero(tr)[0])
+        before = np.flatnonzero(w.tracked[: pos[f] + 1])
+        if not len(before):
+            return Sim3(1.0, np.eye(3), np.zeros(3)), dict(method="anchored")
+        g = int(before[-1])
+        R = w.R_wc[g] @ R_wc[f].T
+        s = 1.0
+        if np.isfinite(w.depth[g]) and np.isfinite(depth[f]) and depth[f] > 0:
+            s = float(w.depth[g] / depth[f])
+        t = w.centres[g] - s * R @ c[f]
+        return Sim3(s, R, t), dict(method="anchored", scale=s, anchor_frame=g)
+
+    def result(self, n: int | None = None) -> World:
+        return self.w
+
+
+# -- metric scale ---------------------------------------------------------------------------------------
+
+def scale_from_depth(world: World, scene_depth: pa.Table, pos_of: dict[int, int],
+                     min_frames: int = 3) -> tuple[float | None, dict]:
+    """Metres per world unit from a metric median scene depth per frame (``frame_index``, ``depth_m``)
+    against the median depth of the map points the odometry saw in the same frames."""
+    for name in ("frame_index", "depth_m"):
+        if name not in scene_depth.column_names:
+            raise ValueError(f"scene_depth table: no {name!r} column")
+    fi = scene_depth.column("frame_index").to_numpy()
+    dm = scene_depth.column("depth_m").to_numpy(zero_copy_only=False).astype(float)
+    ratios = []
+    for f, d in zip(fi, dm):
+        p = pos_of.get(int(f))
+        if p is None or not np.isfinite(d) or d <= 0:
+            continue
+        v = world.depth[p]
+        if world.tracked[p] and np.isfinite(v) and v > 0:
+            ratios.append(d / v)
+    if len(ratios) < min_frames:
+        return None, dict(n_frames=len(ratios))
+    r = np.array(ratios)
+    return float(np.median(r)), dict(n_frames=len(r), iqr_rel=float(np.subtract(*np.percentile(r, [75, 25]))
+                                                                    / np.median(r)))
+
+
+RIGID_JOINTS = (0, 5, 9, 13, 17)  # wrist and knuckles: the hand's most rigid points
+
+
+def scale_from_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int, int], K: np.ndarray,
+                     window: int = 10, max_rms_px: float = 2.0, min_angle_deg: float = 2.0,
+                     min_windows: int = 2) -> tuple[float | None, dict]:
+    """Metres per world unit from hands that rest while the head moves: over short windows, a hand's
+    wrist and knuckles are triangulated from their 2D keypoints and the odometry poses; where they
+    reproject well (the hand did not move in the world) with enough parallax, the metric depth of the
+    hand (``joints_cam``, metric from the hand stage) over its triangulated depth is the scale."""
+    from ego_assets.lib.geometry.odometry import _fixed_list
+
+    for name in ("frame_index", "hand", "kp2d", "joints_cam"):
+        if name not in hand_tracks.column_names:
+            return None, dict(reason=f"hand_tracks has no {name!r} column")
+    fi = hand_tracks.column("frame_index").to_numpy()
+    hands = np.array(hand_tracks.column("hand").to_pylist(), object)
+    kp = _fixed_list(hand_tracks.column("kp2d"), 42).reshape(-1, 21, 2)
+    jc = _fixed_list(hand_tracks.column("joints_cam"), 63).reshape(-1, 21, 3)
+    Kinv = np.linalg.inv(K)
+    R_cw, t_cw = world.R_cw, world.t_cw
+    ratios = []
+    n_tried = 0
+    for h in sorted(set(hands.tolist())):
+        rows = np.flatnonzero(hands == h)
+        pos = np.array([pos_of.get(int(f), -1) for f in fi[rows]])
+        keep = pos >= 0
+        rows, pos = rows[keep], pos[keep]
+        keep = world.tracked[pos]
+        rows, pos = rows[keep], pos[keep]
+        order = np.argsort(pos)
+        rows, pos = rows[order], pos[order]
+        for s0 in range(0, max(0, len(rows) - window + 1), max(1, window // 2)):
+            r, p = rows[s0:s0 + window], pos[s0:s0 + window]
+            if p[-1] - p[0] > 1.5 * window:
+                continue
+            n_tried += 1
+            uv = kp[r][:, RIGID_JOINTS]  # (V, J, 2)
+            if not np.isfinite(uv).all():
+                continue
+            xn = np.einsum("ij,vkj->vki", Kinv, np.concatenate([uv, np.ones(uv.shape[:2] + (1,))], -1))
+            P = np.concatenate([R_cw[p], t_cw[p][:, :, None]], 2)  # (V, 3, 4)
+            A = np.concatenate([xn[:, :, 0:1].transpose(1, 0, 2) * P[None, :, 2] - P[None, :, 0],
+                                xn[:, :, 1:2].transpose(1, 0, 2) * P[None, :, 2] - P[None, :, 1]], 1)
+            _, _, Vt = np.linalg.svd(A)  # (J, 2V, 4)
+            Xh = Vt[:, -1]
+            if np.any(np.abs(Xh[:, 3]) < 1e-12):
+                continue
+            X = Xh[:, :3] / Xh[:, 3:4]  # (J, 3) world
+            Xc = np.einsum("vij,kj->vki", R_cw[p], X) + t_cw[p][:, None]  # (V, J, 3)
+            if np.any(Xc[..., 2] <= 0):
+                continue
+            proj = Xc[..., :2] / Xc[..., 2:3]
+            err = np.linalg.norm((proj - xn[..., :2]) * K[0, 0], axis=-1)
+            rms = np.sqrt((err ** 2).mean(0))  # per joint
+            centres = world.centres[p]
+            rays = X[None] - centres[:, None]  # (V, J, 3)
+            rays /= np.linalg.norm(rays, axis=-1, keepdims=True)
+            ang = np.degrees(np.arccos(np.clip(np.einsum("vjk,jk->vj", rays, rays[len(p) // 2]), -1, 1))).max(0)
+            ok = (rms < max_rms_px) & (ang > min_angle_deg)
+            if ok.sum() < 3:
+                continue
+            mid = len(p) // 2
+            z_metric = jc[r[mid]][list(RIGID_JOINTS), 2]
+            z_tri = Xc[mid, :, 2]
+            ratios.append(float(np.median(z_metric[ok] / z_tri[ok])))
+    if len(ratios) < min_windows:
+        return None, dict(n_windows=len(ratios), n_tried=n_tried)
+    r = np.array(ratios)
+    return float(np.median(r)), dict(n_windows=len(r), n_tried=n_tried,
+                                     iqr_rel=float(np.subtract(*np.percentile(r, [75, 25])) / np.median(r)))

@@ -1,0 +1,382 @@
+"""Hands backends (stage ``hands``): the interface and the default, CPU-only ``mediapipe`` backend.
+
+Interface: a :class:`~ego_assets.lib.backends.Backend` registered for ``"hands"`` whose method
+
+    track(proxy_path: str, frames: pa.Table, calib: dict, progress=None) -> HandResult
+
+reads the proxy video (frame i of the proxy is ``frame_index`` i of ``frames``), rectifies it with the
+calibration row when the camera is distorted, and returns the ``hand_tracks`` rows (identity, left/
+right and temporal clean-up done), the raw ``hand_detections`` and a dict of metrics for the UI.
+Tables come without ``partition_key``; the wiring passes them through ``schemas.conform``.
+
+The ``mediapipe`` backend: MediaPipe Tasks ``HandLandmarker`` in VIDEO mode (it tracks hands from
+frame to frame and runs the palm detector only when it lost one), two hands, then per detection the
+metric lifting of :mod:`.lifting`, identities and left/right of :mod:`.tracking`, outlier rejection
+and gap filling of :mod:`.cleanup`, and the wrist frame and finger pose of :mod:`.skeleton`.
+
+``score`` of a row is MediaPipe's handedness probability (the only per-hand confidence the Tasks API
+reports) times a fit factor (1 for ``pnp``, 0.8 for ``pnp:size_prior``, 0.5 for ``prior:*``); an
+interpolated row has the interpolation of its neighbours' scores.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import pyarrow as pa
+
+from ego_assets.lib.backends import Backend, Resources, register
+from ego_assets.lib.hands import cleanup, lifting, skeleton, tracking
+from ego_assets.lib.hands.model import model_info, resolve_model
+from ego_assets.lib.schemas import HAND_DETECTIONS, HAND_TRACKS
+
+FIT_FACTOR = {"pnp": 1.0, "pnp:size_prior": 0.8}
+PRIOR_FIT_FACTOR = 0.5
+
+
+class HandTrackingInputError(ValueError):
+    """The proxy, frames table or calibration handed to a hands backend is unusable."""
+
+
+def _schema_without_pk(schema: pa.Schema) -> pa.Schema:
+    return schema.remove(schema.get_field_index("partition_key"))
+
+
+TRACKS_SCHEMA = _schema_without_pk(HAND_TRACKS)
+DETECTIONS_SCHEMA = _schema_without_pk(HAND_DETECTIONS)
+
+
+@dataclass
+class HandResult:
+    tracks: pa.Table  # HAND_TRACKS columns (no partition_key)
+    detections: pa.Table  # HAND_DETECTIONS columns (no partition_key)
+    stats: dict = field(default_factory=dict)  # metrics for the UI / lineage
+
+
+def _vec_column(values: np.ndarray, type_: pa.DataType) -> pa.Array:
+    n = type_.list_size
+    flat = np.ascontiguousarray(np.asarray(values, np.float32).reshape(-1))
+    return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), n)
+
+
+def _table(schema: pa.Schema, cols: dict) -> pa.Table:
+    arrays = []
+    for f in schema:
+        v = cols[f.name]
+        if pa.types.is_fixed_size_list(f.type):
+            arrays.append(_vec_column(v, f.type))
+        else:
+            arrays.append(pa.array(np.asarray(v).tolist() if isinstance(v, np.ndarray) else v, f.type))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def empty_tracks() -> pa.Table:
+    return TRACKS_SCHEMA.empty_table()
+
+
+def empty_detections() -> pa.Table:
+    return DETECTIONS_SCHEMA.empty_table()
+
+
+def _frame_times(frames: pa.Table) -> np.ndarray:
+    """t_s indexed by frame_index, validated: frame indices 0..n-1, times finite and increasing."""
+    for col in ("frame_index", "t_s"):
+        if col not in frames.column_names:
+            raise HandTrackingInputError(f"frames table: no {col!r} column (has {frames.column_names})")
+    fi = frames.column("frame_index").to_numpy(zero_copy_only=False).astype(np.int64)
+    t = frames.column("t_s").to_numpy(zero_copy_only=False).astype(float)
+    order = np.argsort(fi, kind="stable")
+    fi, t = fi[order], t[order]
+    if not np.array_equal(fi, np.arange(len(fi))):
+        raise HandTrackingInputError("frames table: frame_index must be 0..n-1 without gaps or repeats "
+                                     "(frame i of the proxy is frame_index i)")
+    if not np.isfinite(t).all() or np.any(np.diff(t) <= 0):
+        raise HandTrackingInputError("frames table: t_s must be finite and strictly increasing")
+    return t
+
+
+def _timestamps_ms(t: np.ndarray) -> np.ndarray:
+    """MediaPipe VIDEO timestamps (int ms, strictly increasing) from t_s; sub-millisecond spacing is
+    bumped by 1 ms, which only the landmarker's internal smoothing sees."""
+    ms = np.round(t * 1000.0).astype(np.int64)
+    for i in range(1, len(ms)):
+        if ms[i] <= ms[i - 1]:
+            ms[i] = ms[i - 1] + 1
+    return ms
+
+
+def _camera(calib: dict, width: int, height: int):
+    """(K, undistort function or None) for proxy frames of the given size."""
+    from ego_assets.lib.geometry.calibration import camera_matrix, undistorter
+
+    if not isinstance(calib, dict):
+        raise HandTrackingInputError(f"calib: expected a calibrations row dict, got {type(calib).__name__}")
+    try:
+        cw, ch = int(calib["width"]), int(calib["height"])
+    except (KeyError, TypeError, ValueError):
+        raise HandTrackingInputError(f"calib: no usable width/height in {calib!r}") from None
+    if (cw, ch) != (width, height):
+        raise HandTrackingInputError(f"calib is for {cw}x{ch} images but the proxy is {width}x{height}")
+    model = str(calib.get("distortion_model") or "none")
+    if model in ("fisheye", "radtan"):
+        return camera_matrix(calib, rectified=True), undistorter(calib)
+    return camera_matrix(calib, rectified=False), None
+
+
+@register("hands")
+class MediaPipeHands(Backend):
+    """MediaPipe Tasks HandLandmarker + metric lifting + identity/handedness + clean-up (CPU)."""
+
+    name = "mediapipe"
+    version = "1.0"
+    resources = Resources(gpu=0, cpu=1.0, memory_gib=2.0)
+    description = ("MediaPipe HandLandmarker (full), lifted to metric 3D with the intrinsics and a "
+                   "hand-size prior; tracked identities and voted handedness")
+
+    def __init__(self, model_path: str | None = None, num_hands: int = 2,
+                 min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
+                 min_tracking_confidence: float = 0.5, max_gap: int = 3,
+                 outlier_window: int = 7, outlier_k: float = 4.0, outlier_floor_m: float = 0.03,
+                 mp_labels_mirrored: bool | None = None,
+                 lift_params: lifting.LiftParams = lifting.LiftParams(),
+                 track_params: tracking.TrackParams = tracking.TrackParams(),
+                 weights: tracking.EvidenceWeights = tracking.EvidenceWeights()):
+        self.model_path = resolve_model(model_path)
+        self.num_hands = num_hands
+        self.conf = (min_detection_confidence, min_presence_confidence, min_tracking_confidence)
+        self.max_gap = max_gap
+        self.outlier = (outlier_window, outlier_k, outlier_floor_m)
+        self.mp_labels_mirrored = mp_labels_mirrored
+        self.lift_params = lift_params
+        self.track_params = track_params
+        self.weights = weights
+
+    def _landmarker(self):
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        opts = vision.HandLandmarkerOptions(
+            base_options=BaseOptions(model_asset_path=str(self.model_path)),
+            running_mode=vision.RunningMode.VIDEO, num_hands=self.num_hands,
+            min_hand_detection_confidence=self.conf[0], min_hand_presence_confidence=self.conf[1],
+            min_tracking_confidence=self.conf[2])
+        return vision.HandLandmarker.create_from_options(opts)
+
+    # -- stage 1: per-frame detection and lifting -----------------------------------------------------
+
+    def detect(self, proxy_path: str, frames: pa.Table, calib: dict,
+               progress: Callable[[int, int], None] | None = None) -> dict:
+        """Run the landmarker over the proxy and lift every hand; plain arrays, one row per detection."""
+        import mediapipe as mp
+
+        from ego_assets.lib.video import iter_frames
+
+        t_s = _frame_times(frames)
+        n = len(t_s)
+        ts_ms = _timestamps_ms(t_s)
+        out = {k: [] for k in ("frame_index", "detection", "mp_label", "mp_score", "kp2d", "world",
+                               "joints_cam", "fit", "reproj_px")}
+        timing = dict(decode_s=0.0, landmarker_s=0.0, lifting_s=0.0)
+        K = undistort = None
+        size = None
+        count = 0
+        lm = self._landmarker()
+        try:
+            t_dec = time.perf_counter()
+            for i, _, img in iter_frames(proxy_path):
+                if i >= n:
+                    raise HandTrackingInputError(f"proxy {proxy_path}: has more frames than the frames "
+                                                 f"table ({n})")
+                if K is None:
+                    size = (img.shape[1], img.shape[0])
+                    K, undistort = _camera(calib, *size)
+                if undistort is not None:
+                    img = undistort(img)
+                t0 = time.perf_counter()
+                timing["decode_s"] += t0 - t_dec
+                res = lm.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
+                                                   data=np.ascontiguousarray(img)), int(ts_ms[i]))
+                t1 = time.perf_counter()
+                timing["landmarker_s"] += t1 - t0
+                for d, (hd, lms, wlms) in enumerate(zip(res.handedness, res.hand_landmarks,
+                                                        res.hand_world_landmarks)):
+                    # MediaPipe's normalized coordinates span the image edges [0, W]; OpenCV's pixel
+                    # centres are integers, so the edge is at -0.5.
+                    kp = np.array([[p.x * size[0] - 0.5, p.y * size[1] - 0.5] for p in lms])
+                    w = np.array([[p.x, p.y, p.z] for p in wlms])
+                    if not (np.isfinite(kp).all() and np.isfinite(w).all()):
+                        continue
+                    lift = lifting.lift_hand(kp, w, K, self.lift_params)
+                    out["frame_index"].append(i)
+                    out["detection"].append(d)
+                    out["mp_label"].append(hd[0].category_name if hd else "")
+                    out["mp_score"].append(float(hd[0].score) if hd else 0.5)
+                    out["kp2d"].append(kp)
+                    out["world"].append(w)
+                    out["joints_cam"].append(lift.joints_cam)
+                    out["fit"].append(lift.fit)
+                    out["reproj_px"].append(lift.reproj_px)
+                timing["lifting_s"] += time.perf_counter() - t1
+                count += 1
+                if progress is not None and (count % 25 == 0 or count == n):
+                    progress(count, n)
+                t_dec = time.perf_counter()
+        finally:
+            lm.close()
+        if count != n:
+            raise HandTrackingInputError(f"proxy {proxy_path}: decoded {count} frames, the frames table "
+                                         f"has {n}")
+        arrays = {k: np.asarray(v) for k, v in out.items()}
+        if len(out["frame_index"]) == 0:
+            arrays.update(kp2d=np.zeros((0, 21, 2)), world=np.zeros((0, 21, 3)),
+                          joints_cam=np.zeros((0, 21, 3)), frame_index=np.zeros(0, np.int64),
+                          detection=np.zeros(0, np.int64), mp_score=np.zeros(0),
+                          mp_label=np.zeros(0, str), fit=np.zeros(0, str), reproj_px=np.zeros(0))
+        arrays.update(t_s=t_s, n_frames=n, image_size=size, K=K, undistorted=undistort is not None,
+                      timing=timing)
+        return arrays
+
+    # -- stage 2: identities, handedness, clean-up --------------------------------------------------
+
+    def assemble(self, det: dict) -> HandResult:
+        """Tracks, handedness and temporal clean-up over the detections of one video."""
+        t0 = time.perf_counter()
+        t_s, n = det["t_s"], det["n_frames"]
+        fi = det["frame_index"].astype(np.int64)
+        D = len(fi)
+        fit = det["fit"]
+        factor = np.array([FIT_FACTOR.get(f, PRIOR_FIT_FACTOR) for f in fit]) if D else np.zeros(0)
+        score = det["mp_score"] * factor if D else np.zeros(0)
+        detections = _table(DETECTIONS_SCHEMA, dict(
+            frame_index=fi, t_s=t_s[fi] if D else np.zeros(0), detection=det["detection"],
+            mp_label=det["mp_label"], mp_score=det["mp_score"], score=score,
+            kp2d=det["kp2d"].reshape(D, 42), joints_cam=det["joints_cam"].reshape(D, 63), fit=fit))
+        stats = dict(n_frames=int(n), n_detections=int(D), undistorted=bool(det["undistorted"]),
+                     image_width=det["image_size"][0] if det["image_size"] else None,
+                     image_height=det["image_size"][1] if det["image_size"] else None,
+                     fx=float(det["K"][0, 0]) if det["K"] is not None else None)
+        stats.update(model_info(self.model_path))
+        if D == 0:
+            stats.update(_rates(empty_tracks(), n))
+            stats.update(_timing(det["timing"], n, 0, time.perf_counter() - t0))
+            return HandResult(empty_tracks(), detections, stats)
+
+        ev = tracking.detection_evidence(det["kp2d"], det["world"], det["mp_label"], det["mp_score"],
+                                         det["image_size"][0])
+        if self.mp_labels_mirrored is None:
+            mp_sign, agreement = tracking.mp_label_polarity(ev, self.weights)
+        else:
+            mp_sign, agreement = (-1.0 if self.mp_labels_mirrored else 1.0), float("nan")
+        evidence = ev.total(self.weights, mp_sign)
+
+        keep = tracking.suppress_duplicates(fi, det["kp2d"], score, self.track_params.duplicate_rel)
+        kept = np.flatnonzero(keep)
+        tid = np.full(D, -1, np.int64)
+        tid[kept] = tracking.assign_tracks(fi[kept], det["kp2d"][kept], evidence[kept], self.track_params)
+        labels = tracking.decide_handedness(tid[kept], fi[kept], evidence[kept])
+
+        rows = {k: [] for k in ("frame_index", "hand", "score", "kp2d", "joints_cam", "track_id",
+                                "handedness_conf", "interpolated")}
+        n_out = 0
+        sizes: dict[int, float] = {}
+        win, k, floor = self.outlier
+        for t, lab in labels.items():
+            idx = kept[tid[kept] == t]
+            idx = idx[np.argsort(fi[idx], kind="stable")]
+            J, size = lifting.normalize_track_scale(det["joints_cam"][idx], fit[idx],
+                                                    self.lift_params.size_range)
+            sizes[t] = size
+            inl = cleanup.reject_outliers(J[:, 0], win, k, floor)
+            n_out += int((~inl).sum())
+            idx, J = idx[inl], J[inl]
+            f2, arr, interp = cleanup.fill_gaps(fi[idx], dict(kp2d=det["kp2d"][idx], joints_cam=J,
+                                                              score=score[idx]), self.max_gap)
+            m = len(f2)
+            rows["frame_index"].append(f2)
+            rows["hand"].append(np.full(m, lab.hand, object))
+            rows["score"].append(arr["score"])
+            rows["kp2d"].append(arr["kp2d"])
+            rows["joints_cam"].append(arr["joints_cam"])
+            rows["track_id"].append(np.full(m, t))
+            rows["handedness_conf"].append(np.full(m, lab.conf))
+            rows["interpolated"].append(interp)
+        cat = {k: np.concatenate(v) for k, v in rows.items()}
+        # one person has one left and one right hand: if two tracks of one label share a frame
+        # (only when the track labelling could not respect it), keep the better-scored row
+        order = np.lexsort((-cat["score"], cat["interpolated"], cat["hand"].astype(str), cat["frame_index"]))
+        key = np.char.add(cat["frame_index"].astype(str), cat["hand"].astype(str))[order]
+        first = np.ones(len(order), bool)
+        first[1:] = key[1:] != key[:-1]
+        sel = order[first]
+        n_conflict = int((~first).sum())
+        sel = sel[np.lexsort((cat["hand"][sel].astype(str), cat["frame_index"][sel]))]
+        cat = {k: v[sel] for k, v in cat.items()}
+        hands = cat["hand"].astype(str)
+        J = cat["joints_cam"]
+        tracks = _table(TRACKS_SCHEMA, dict(
+            frame_index=cat["frame_index"], t_s=t_s[cat["frame_index"]], hand=hands.tolist(),
+            score=cat["score"], kp2d=cat["kp2d"].reshape(-1, 42), joints_cam=J.reshape(-1, 63),
+            wrist_rotvec_cam=skeleton.wrist_rotvec(J, hands), finger_pose=skeleton.finger_pose(J, hands).reshape(-1, 45),
+            track_id=cat["track_id"], handedness_conf=cat["handedness_conf"],
+            interpolated=cat["interpolated"]))
+
+        final = np.array([labels[int(t)].hand == "right" if t >= 0 else False for t in tid])
+        mp_right = (ev.mp * mp_sign) > 0
+        has_mp = ev.mp != 0
+        fits = {}
+        for f in fit:
+            key_ = "prior" if f.startswith("prior") else f
+            fits[key_] = fits.get(key_, 0) + 1
+        stats.update(
+            n_tracks=len(labels), n_duplicates=int((~keep).sum()), n_outliers=n_out,
+            n_interpolated=int(cat["interpolated"].sum()), n_label_conflicts=n_conflict,
+            mp_labels_mirrored=bool(mp_sign < 0), mp_label_geometric_agreement=agreement,
+            mp_label_final_agreement=float((mp_right[keep & has_mp] == final[keep & has_mp]).mean())
+            if (keep & has_mp).any() else float("nan"),
+            hand_size_m={int(t): round(v, 4) for t, v in sizes.items()},
+            handedness_conf_mean=float(np.mean(cat["handedness_conf"])) if len(sel) else float("nan"),
+            **{f"fit_{k}": v / D for k, v in fits.items()},
+            reproj_px_median=float(np.median(det["reproj_px"][np.isfinite(det["reproj_px"])]))
+            if np.isfinite(det["reproj_px"]).any() else float("nan"),
+        )
+        stats.update(_rates(tracks, n))
+        stats.update(_timing(det["timing"], n, D, time.perf_counter() - t0))
+        return HandResult(tracks, detections, stats)
+
+    def track(self, proxy_path: str, frames: pa.Table, calib: dict,
+              progress: Callable[[int, int], None] | None = None) -> HandResult:
+        """Hand tracks of one proxy video (see the module doc)."""
+        _warm_imports()
+        return self.assemble(self.detect(proxy_path, frames, calib, progress))
+
+
+def _warm_imports() -> None:
+    """Import what the assembly uses before it is timed (the fps in the stats is about the work, not
+    about a first import, which can take seconds where bytecode is not cached)."""
+    import scipy.ndimage  # noqa: F401
+    import scipy.optimize  # noqa: F401
+    import scipy.spatial.transform  # noqa: F401
+
+
+def _rates(tracks: pa.Table, n: int) -> dict:
+    if n == 0:
+        return dict(detection_rate=float("nan"), left_rate=float("nan"), right_rate=float("nan"),
+                    both_hands_rate=float("nan"))
+    interp = np.asarray(tracks.column("interpolated").to_pylist(), bool)
+    fi = tracks.column("frame_index").to_numpy()[~interp]
+    hand = np.asarray(tracks.column("hand").to_pylist(), dtype=object)[~interp]
+    left = set(fi[hand == "left"].tolist())
+    right = set(fi[hand == "right"].tolist())
+    return dict(detection_rate=len(left | right) / n, left_rate=len(left) / n, right_rate=len(right) / n,
+                both_hands_rate=len(left & right) / n)
+
+
+def _timing(t: dict, n: int, d: int, assemble_s: float) -> dict:
+    wall = t["decode_s"] + t["landmarker_s"] + t["lifting_s"] + assemble_s
+    return dict(fps=n / wall if wall > 0 else float("nan"),
+                decode_ms_per_frame=1000 * t["decode_s"] / max(n, 1),
+                landmarker_ms_per_frame=1000 * t["landmarker_s"] / max(n, 1),
+                lifting_ms_per_hand=1000 * t["lifting_s"] / max(d, 1),
+                assemble_ms=1000 * assemble_s, processing_s=wall)

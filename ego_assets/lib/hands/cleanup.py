@@ -1,0 +1,83 @@
+"""Temporal clean-up of one hand track, on plain arrays.
+
+Per-frame 3D wrist positions are noisy mostly in depth (the lifting's scale comes from a network guess
+or a size prior). A rolling median over the track with a MAD threshold drops the frames whose wrist
+jumps away from its neighbours; then gaps of at most ``max_gap`` missing frames (dropped outliers
+or missed detections) are filled by linear interpolation and flagged, and longer gaps stay empty:
+a hand not seen has no row (DESIGN §2), but a one-frame dropout inside a motion should not cut an
+action segment in two.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+MAD_TO_SIGMA = 1.4826
+
+
+def reject_outliers(values: np.ndarray, window: int = 7, k: float = 4.0, floor: float = 0.03) -> np.ndarray:
+    """Inlier mask (N,) for a track's samples ``values`` (N, D) (e.g. wrist xyz in metres).
+
+    A sample is an outlier when its distance to the rolling median (``window`` samples, centred)
+    exceeds ``max(k * 1.4826 * MAD, floor)``, the MAD being that of all the track's distances;
+    ``floor`` (same unit as values) keeps ordinary jitter from being cut on a very steady track.
+    Tracks shorter than 3 samples are kept whole.
+    """
+    from scipy.ndimage import median_filter
+
+    v = np.asarray(values, float)
+    if v.ndim == 1:
+        v = v[:, None]
+    n = len(v)
+    if n < 3:
+        return np.ones(n, bool)
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"window={window}: must be an odd number >= 3")
+    w = min(window, n if n % 2 else n - 1)
+    med = median_filter(v, size=(w, 1), mode="nearest")
+    r = np.linalg.norm(v - med, axis=1)
+    mad = np.median(np.abs(r - np.median(r)))
+    thr = max(k * MAD_TO_SIGMA * mad, floor)
+    return r <= thr
+
+
+def fill_gaps(frame_index: np.ndarray, arrays: dict[str, np.ndarray], max_gap: int = 3
+              ) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
+    """Linearly interpolate every array over runs of at most ``max_gap`` missing frame indices.
+
+    ``frame_index`` (N,) strictly increasing; each array has N rows (any trailing shape). Returns
+    (frame indices, arrays, interpolated mask) with the new rows inserted in order.
+    """
+    fi = np.asarray(frame_index, np.int64)
+    if len(fi) and np.any(np.diff(fi) <= 0):
+        raise ValueError("fill_gaps: frame_index must be strictly increasing")
+    if max_gap < 0:
+        raise ValueError(f"max_gap={max_gap}: must be >= 0")
+    for name, a in arrays.items():
+        if len(a) != len(fi):
+            raise ValueError(f"fill_gaps: array {name!r} has {len(a)} rows, frame_index {len(fi)}")
+    if len(fi) < 2 or max_gap == 0:
+        return fi.copy(), {k: np.asarray(a).copy() for k, a in arrays.items()}, np.zeros(len(fi), bool)
+    new_fi, lo, hi, wt = [], [], [], []
+    for i in range(len(fi) - 1):
+        missing = fi[i + 1] - fi[i] - 1
+        if 0 < missing <= max_gap:
+            for m in range(1, missing + 1):
+                new_fi.append(fi[i] + m)
+                lo.append(i)
+                hi.append(i + 1)
+                wt.append(m / (missing + 1))
+    if not new_fi:
+        return fi.copy(), {k: np.asarray(a).copy() for k, a in arrays.items()}, np.zeros(len(fi), bool)
+    new_fi = np.array(new_fi, np.int64)
+    lo, hi, wt = np.array(lo), np.array(hi), np.array(wt)
+    all_fi = np.concatenate([fi, new_fi])
+    order = np.argsort(all_fi, kind="stable")
+    out = {}
+    for name, a in arrays.items():
+        a = np.asarray(a)
+        w = wt.reshape((-1,) + (1,) * (a.ndim - 1))
+        interp = (1 - w) * a[lo].astype(float) + w * a[hi].astype(float)
+        out[name] = np.concatenate([a.astype(float), interp])[order]
+    flags = np.concatenate([np.zeros(len(fi), bool), np.ones(len(new_fi), bool)])[order]
+    return all_fi[order], out, flags

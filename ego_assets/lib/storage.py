@@ -1,0 +1,278 @@
+"""One storage module for the whole project (DESIGN §5).
+
+Layout under the storage root ``<home>`` (a local path or an fsspec URL such as ``s3://bucket/prefix``)::
+
+    artifacts/<asset>/<partition_key>/...   media and per-partition Parquet tables (<table>.parquet)
+    lineage/<asset>/<partition_key>/<stamp>-<run>.parquet   one row per asset materialization attempt
+    quality/<asset>/<partition_key>/<check>.parquet          the latest result of each check
+    registry/<partition_key>.json            where a partition's video is (written at discovery)
+    datasets/<name>/                         LeRobot datasets
+    catalog.duckdb                           views over the Parquet tables (see catalog.py)
+
+Writes are atomic. A partition of an asset is written into a staging folder and committed in one step
+(a directory rename locally; on object stores the tables are uploaded last, each file being one atomic
+PUT), so readers never see half a partition, and a step killed at any moment leaves only staging
+leftovers that the next writer of that partition removes.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import fsspec
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ego_assets.lib import schemas
+from ego_assets.lib.keys import check_key
+
+DEFAULT_HOME = "./.ego_assets"
+
+
+def default_home() -> str:
+    return os.environ.get("EGO_ASSETS_HOME") or DEFAULT_HOME
+
+
+def table_file(table: str) -> str:
+    return f"{table}.parquet"
+
+
+class StorageError(RuntimeError):
+    pass
+
+
+@dataclass
+class PartitionWriter:
+    """Collects one asset partition's files in a local staging folder; committed by the store."""
+
+    staging: Path
+
+    def path(self, name: str) -> str:
+        """A local path to write ``name`` into (sub-folders allowed)."""
+        p = self.staging / name
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return str(p)
+
+    def write_table(self, table: str, data: pa.Table) -> str:
+        if data.schema.names != schemas.TABLES[table].schema.names:
+            raise StorageError(f"table {table!r} does not match its schema; use schemas.conform()")
+        p = self.path(table_file(table))
+        pq.write_table(data, p, compression="zstd")
+        return p
+
+
+class Store:
+    def __init__(self, home: str | None = None):
+        self.home = str(home or default_home())
+        self.fs, root = fsspec.core.url_to_fs(self.home)
+        self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
+        self.root = str(Path(root).resolve()) if self.is_local else root.rstrip("/")
+        self.protocol = None if self.is_local else (
+            self.fs.protocol[0] if isinstance(self.fs.protocol, (tuple, list)) else self.fs.protocol)
+
+    # -- paths ----------------------------------------------------------------------------------
+    def join(self, *parts: str) -> str:
+        return "/".join([self.root, *parts])
+
+    def url(self, path: str) -> str:
+        """A path usable by other tools (DuckDB, users): plain path locally, protocol URL otherwise."""
+        return path if self.is_local else f"{self.protocol}://{path}"
+
+    def artifact_dir(self, asset: str, pk: str) -> str:
+        return self.join("artifacts", asset, check_key(pk))
+
+    def artifact(self, asset: str, pk: str, name: str) -> str:
+        return f"{self.artifact_dir(asset, pk)}/{name}"
+
+    def table_path(self, table: str, pk: str) -> str:
+        return self.artifact(schemas.TABLES[table].asset, pk, table_file(table))
+
+    def table_glob(self, table: str) -> str:
+        spec = schemas.TABLES[table]
+        if table in ("lineage", "quality"):
+            return self.join(table, "*", "*", "*.parquet")
+        return self.join("artifacts", spec.asset, "*", table_file(table))
+
+    def datasets_dir(self, name: str = "") -> str:
+        return self.join("datasets", name) if name else self.join("datasets")
+
+    # -- small files ----------------------------------------------------------------------------
+    def exists(self, path: str) -> bool:
+        return self.fs.exists(path)
+
+    def write_bytes(self, path: str, data: bytes) -> None:
+        """Atomic single-file write (temp + rename locally; one PUT on object stores)."""
+        if self.is_local:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            tmp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        else:
+            self.fs.pipe_file(path, data)
+
+    def read_bytes(self, path: str) -> bytes:
+        return self.fs.cat_file(path)
+
+    def write_json(self, path: str, obj) -> None:
+        self.write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())
+
+    def read_json(self, path: str):
+        return json.loads(self.read_bytes(path))
+
+    def write_parquet(self, path: str, data: pa.Table) -> None:
+        buf = io.BytesIO()
+        pq.write_table(data, buf, compression="zstd")
+        self.write_bytes(path, buf.getvalue())
+
+    # -- tables ---------------------------------------------------------------------------------
+    def read_table(self, table: str, pk: str, columns: list[str] | None = None) -> pa.Table:
+        path = self.table_path(table, pk)
+        if not self.fs.exists(path):
+            raise FileNotFoundError(f"table {table!r} of partition {pk!r} is not materialized ({path})")
+        with self.fs.open(path, "rb") as f:
+            return pq.read_table(f, columns=columns)
+
+    def has_table(self, table: str, pk: str) -> bool:
+        return self.fs.exists(self.table_path(table, pk))
+
+    def local_path(self, asset: str, pk: str, name: str) -> str:
+        """A local file path for an artifact (downloaded into a cache on object stores)."""
+        path = self.artifact(asset, pk, name)
+        if self.is_local:
+            if not os.path.exists(path):
+                raise FileNotFoundError(f"artifact {name!r} of {asset}/{pk} is missing ({path})")
+            return path
+        info = self.fs.info(path)
+        tag = str(info.get("ETag") or info.get("etag") or info.get("mtime") or info.get("size"))
+        cache = Path(tempfile.gettempdir()) / "ego_assets_cache" / asset / pk
+        local = cache / f"{tag.strip(chr(34))}-{name.replace('/', '_')}"
+        if not local.exists():
+            cache.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_suffix(".part")
+            self.fs.get_file(path, str(tmp))
+            os.replace(tmp, local)
+        return str(local)
+
+    # -- atomic partition commits ---------------------------------------------------------------
+    def _scratch(self) -> Path:
+        if self.is_local:
+            return Path(self.root) / ".staging"
+        return Path(tempfile.gettempdir()) / "ego_assets_staging"
+
+    def clean_stale(self, asset: str, pk: str) -> int:
+        """Remove leftovers of earlier, killed writers of this partition. Returns how many."""
+        n = 0
+        for base in (self._scratch() / asset, self._scratch() / ".trash" / asset):
+            if base.exists():
+                for p in base.glob(f"{check_key(pk)}.*"):
+                    shutil.rmtree(p, ignore_errors=True)
+                    n += 1
+        return n
+
+    @contextmanager
+    def write_partition(self, asset: str, pk: str) -> Iterator[PartitionWriter]:
+        """Stage every file of one asset partition, then replace the committed partition at once.
+        On an exception nothing is committed and the staging folder is removed."""
+        self.clean_stale(asset, pk)
+        staging = self._scratch() / asset / f"{check_key(pk)}.{uuid.uuid4().hex[:12]}"
+        staging.mkdir(parents=True)
+        try:
+            yield PartitionWriter(staging)
+            self._commit(staging, asset, pk)
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+
+    def _commit(self, staging: Path, asset: str, pk: str) -> None:
+        final = self.artifact_dir(asset, pk)
+        if self.is_local:
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            if os.path.exists(final):
+                trash = self._scratch() / ".trash" / asset / f"{pk}.{uuid.uuid4().hex[:12]}"
+                trash.parent.mkdir(parents=True, exist_ok=True)
+                os.rename(final, trash)
+                os.rename(staging, final)
+                shutil.rmtree(trash, ignore_errors=True)
+            else:
+                os.rename(staging, final)
+            return
+        # Object store: media first, tables last (each file one atomic PUT), then drop stale files.
+        files = sorted(p for p in staging.rglob("*") if p.is_file())
+        files.sort(key=lambda p: p.suffix == ".parquet")
+        new = set()
+        for p in files:
+            rel = p.relative_to(staging).as_posix()
+            new.add(rel)
+            self.fs.put_file(str(p), f"{final}/{rel}")
+        if self.fs.exists(final):
+            for old in self.fs.find(final):
+                if old[len(final) + 1:] not in new:
+                    self.fs.rm_file(old)
+
+    def delete_partition(self, asset: str, pk: str) -> None:
+        final = self.artifact_dir(asset, pk)
+        if self.fs.exists(final):
+            self.fs.rm(final, recursive=True)
+
+    def partitions(self, asset: str) -> list[str]:
+        base = self.join("artifacts", asset)
+        if not self.fs.exists(base):
+            return []
+        return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(base, detail=False))
+
+    # -- registry, lineage, quality -------------------------------------------------------------
+    def registry_path(self, pk: str) -> str:
+        return self.join("registry", f"{check_key(pk)}.json")
+
+    def register_video(self, pk: str, record: dict) -> bool:
+        """Record where a partition's video is. Returns False if it was already registered."""
+        path = self.registry_path(pk)
+        if self.fs.exists(path):
+            return False
+        self.write_json(path, record)
+        return True
+
+    def video_record(self, pk: str) -> dict:
+        path = self.registry_path(pk)
+        if not self.fs.exists(path):
+            raise FileNotFoundError(f"partition {pk!r} is not registered (no {path}); run discovery first")
+        return self.read_json(path)
+
+    def registered(self) -> list[str]:
+        base = self.join("registry")
+        if not self.fs.exists(base):
+            return []
+        return sorted(p.rsplit("/", 1)[-1][:-5] for p in self.fs.ls(base, detail=False) if p.endswith(".json"))
+
+    def write_lineage(self, row: dict) -> None:
+        pk = check_key(row["partition_key"])
+        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
+        path = self.join("lineage", row["asset"], pk, f"{stamp}-{row.get('run_id') or 'norun'}.parquet")
+        self.write_parquet(path, schemas.conform("lineage", {k: [v] for k, v in row.items()
+                                                             if k != "partition_key"}, pk))
+
+    def lineage(self, asset: str, pk: str) -> list[dict]:
+        base = self.join("lineage", asset, check_key(pk))
+        if not self.fs.exists(base):
+            return []
+        rows = []
+        for p in sorted(self.fs.ls(base, detail=False)):
+            with self.fs.open(p, "rb") as f:
+                rows.extend(pq.read_table(f).to_pylist())
+        return rows
+
+    def write_quality(self, asset: str, pk: str, rows: list[dict]) -> None:
+        for row in rows:
+            self.write_parquet(
+                self.join("quality", asset, check_key(pk), f"{row['check_name']}.parquet"),
+                schemas.conform("quality", {k: [v] for k, v in row.items()}, pk))

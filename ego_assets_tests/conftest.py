@@ -1,0 +1,32 @@
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+SHARED_CLIP = SHARED / "data" / "egoloc_pour_water_rgb.mp4"
+SAMPLE_CLIP = REPO / "sample_data" / "egoloc_pour_water_rgb.mp4"
+
+
+@pytest.fixture
+def home(tmp_path, monkeypatch):
+    """A fresh storage root (and Dagster home) per test."""
+    h = tmp_path / "home"
+    h.mkdir()
+    monkeypatch.setenv("EGO_ASSETS_HOME", str(h))
+    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    return h
+
+
+@pytest.fixture
+def real_clip():
+    """The real egocentric clip: the shared one, else the copy the project ships."""
+    for p in (SHARED_CLIP, SAMPLE_CLIP):
+        if p.exists():
+            return p
+    pytest.skip(f"no real clip: neither {SHARED_CLIP} nor {SAMPLE_CLIP} exists")
+
+
+def pytest_configure(config):
+    os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")

@@ -1,0 +1,116 @@
+"""Small synthetic videos for tests: moving textures with a known frame count, VFR and rotated variants,
+and the broken files of the bad-input list."""
+
+from __future__ import annotations
+
+import struct
+from fractions import Fraction
+from pathlib import Path
+
+import numpy as np
+
+
+def texture(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth random texture (so that resizing and encoding keep it recognisable)."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 255, (max(2, h // 8), max(2, w // 8), 3), dtype=np.uint8)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def frame_at(i: int, h: int, w: int, base: np.ndarray, speed: int = 2, static: bool = False) -> np.ndarray:
+    img = base if static else np.roll(base, shift=i * speed, axis=1)
+    img = img.copy()
+    if not static:
+        x = (i * 3) % max(1, w - 16)
+        img[h // 3: h // 3 + 16, x: x + 16] = (255, 255, 255)
+    return img
+
+
+def make_video(path: str | Path, n_frames: int = 30, fps: float = 30.0, size=(160, 120),
+               vfr: bool = False, rotation: int = 0, static: bool = False, seed: int = 0,
+               faststart: bool = False, codec: str = "libx264", gop: int = 15) -> list[float]:
+    """Write an H.264 MP4; returns the presentation times (s) of its frames. ``vfr`` alternates frame
+    intervals of 1/fps and 2/fps. ``rotation`` (clockwise degrees) goes into the track's display matrix."""
+    import av
+
+    w, h = size
+    base = texture(h, w, seed)
+    times, t = [], 0.0
+    for i in range(n_frames):
+        times.append(round(t, 3))
+        t += (2.0 if (vfr and i % 2) else 1.0) / fps
+    opts = {"movflags": "faststart"} if faststart else {}
+    with av.open(str(path), "w", format="mp4", options=opts) as c:
+        st = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        st.time_base = Fraction(1, 1000)
+        st.codec_context.time_base = Fraction(1, 1000)
+        st.gop_size = gop
+        if codec == "libx264":
+            st.options = {"preset": "ultrafast", "bf": "0"}
+        for i, ti in enumerate(times):
+            fr = av.VideoFrame.from_ndarray(frame_at(i, h, w, base, static=static), format="rgb24")
+            fr.pts = int(round(ti * 1000))
+            fr.time_base = Fraction(1, 1000)
+            for p in st.encode(fr):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+    if rotation:
+        set_rotation(path, rotation)
+    return times
+
+
+def set_rotation(path: str | Path, degrees_cw: int) -> None:
+    """Patch the display matrix of the first video track header (tkhd) of an MP4 in place."""
+    data = bytearray(Path(path).read_bytes())
+    i = data.find(b"tkhd")
+    assert i > 0, "no tkhd box"
+    version = data[i + 4]
+    off = i + 4 + 4 + (32 if version == 1 else 20) + 8 + 8  # version/flags, times/ids, reserved, layer..
+    one, zero = 0x10000, 0
+    # rotation matrices [a b u; c d v; x y w] in 16.16 (w in 2.30), for a clockwise display rotation
+    m = {90: (zero, one, -one, zero), 180: (-one, zero, zero, -one), 270: (zero, -one, one, zero)}[degrees_cw]
+    a, b, c, d = m
+    struct.pack_into(">9i", data, off, a, b, 0, c, d, 0, 0, 0, 0x40000000)
+    Path(path).write_bytes(bytes(data))
+
+
+def make_audio_only(path: str | Path, seconds: float = 1.0) -> None:
+    import av
+
+    with av.open(str(path), "w", format="mp4") as c:
+        st = c.add_stream("aac", rate=16000)
+        n = int(16000 * seconds)
+        samples = (np.sin(np.arange(n) / 10.0) * 0.3).astype(np.float32)[None, :]
+        fr = av.AudioFrame.from_ndarray(samples, format="fltp", layout="mono")
+        fr.sample_rate = 16000
+        fr.pts = 0
+        for p in st.encode(fr):
+            c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+
+
+def make_bad_files(folder: str | Path) -> dict[str, Path]:
+    """The bad inputs of the foundation issue, by kind."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {}
+    out["zero_byte"] = folder / "empty.mp4"
+    out["zero_byte"].write_bytes(b"")
+    out["text"] = folder / "notes.mp4"
+    out["text"].write_text("this is not a video\n" * 20)
+    good = folder / "_whole.tmp"
+    make_video(good, n_frames=60, seed=7, faststart=True)
+    data = good.read_bytes()
+    out["truncated"] = folder / "truncated.mp4"
+    out["truncated"].write_bytes(data[: len(data) // 2])
+    good.unlink()
+    out["audio_only"] = folder / "audio_only.mp4"
+    make_audio_only(out["audio_only"])
+    out["single_frame"] = folder / "single_frame.mp4"
+    make_video(out["single_frame"], n_frames=1, seed=8)
+    return out

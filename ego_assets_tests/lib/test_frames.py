@@ -1,0 +1,78 @@
+import numpy as np
+import pytest
+
+from ego_assets.lib import frames
+from ego_assets.lib.probe import probe_video
+from ego_assets.lib.video import iter_frames
+from ego_assets_tests.helpers import synth
+
+
+def _sample(tmp_path, src, **kw):
+    row, idx = probe_video(str(src))
+    out = tmp_path / "proxy.mp4"
+    cols, stats = frames.sample_frames(str(src), str(out), row["width"], row["height"],
+                                       row["rotation_deg"], frames.FrameParams(**kw))
+    return row, idx, cols, stats, out
+
+
+def test_constant_rate_sampling_and_proxy(tmp_path):
+    src = tmp_path / "v.mp4"
+    synth.make_video(src, n_frames=60, fps=30, size=(320, 180))
+    row, idx, cols, stats, proxy = _sample(tmp_path, src, rate_hz=10, long_side=160)
+    assert len(cols["t_s"]) == 20 == frames.expected_count(row["duration_s"], row["n_frames"], 10)
+    assert np.allclose(np.diff(cols["t_s"]), 0.1, atol=2e-3)
+    # the proxy keeps size, count and the exact presentation times
+    dec = list(iter_frames(str(proxy)))
+    assert len(dec) == 20 and dec[0][2].shape == (90, 160, 3)
+    assert [t for _, t, _ in dec] == pytest.approx(cols["t_s"], abs=1e-3)
+    assert frames.count_frames(str(proxy)) == 20
+    assert all(m > 0.005 for m in cols["motion"][1:]) and cols["motion"][0] == 0.0
+    assert all(0 < b < 1 for b in cols["brightness"])
+
+
+def test_vfr_times_are_real_presentation_times(tmp_path):
+    src = tmp_path / "vfr.mp4"
+    times = synth.make_video(src, n_frames=40, fps=20, vfr=True)
+    _, _, cols, _, _ = _sample(tmp_path, src, rate_hz=10)
+    # every sampled time is a real frame time, and the first at or after each 0.1 s tick
+    assert set(np.round(cols["t_s"], 3)) <= set(np.round(times, 3))
+    for t in np.arange(0, times[-1], 0.1):
+        first = min(x for x in times if x >= t - 1e-6)
+        assert round(first, 3) in set(np.round(cols["t_s"], 3))
+    assert np.all(np.diff(cols["t_s"]) > 0)
+
+
+def test_rotated_source_gives_upright_proxy(tmp_path):
+    src = tmp_path / "rot.mp4"
+    synth.make_video(src, n_frames=10, size=(160, 96), rotation=90)
+    row, _, cols, stats, proxy = _sample(tmp_path, src)
+    assert (stats["proxy_width"], stats["proxy_height"]) == (96, 160)
+    img = next(iter_frames(str(proxy)))[2]
+    assert img.shape == (160, 96, 3)
+    # the first frame of the source, turned clockwise, matches the proxy's first frame
+    base = synth.frame_at(0, 96, 160, synth.texture(96, 160, 0))
+    turned = np.rot90(base, k=-1)
+    assert np.abs(img.astype(int) - turned.astype(int)).mean() < 12
+    assert np.abs(img.astype(int) - np.rot90(base, k=1).astype(int)).mean() > 20
+
+
+def test_odd_size_source(tmp_path):
+    src = tmp_path / "odd.mp4"
+    synth.make_video(src, n_frames=12, size=(322, 182))
+    _, _, cols, stats, proxy = _sample(tmp_path, src, long_side=161)
+    assert stats["proxy_width"] % 2 == 0 and stats["proxy_height"] % 2 == 0
+    assert frames.count_frames(str(proxy)) == len(cols["t_s"])
+
+
+def test_static_video_has_no_motion_and_blur_is_measured(tmp_path):
+    a = tmp_path / "static.mp4"
+    synth.make_video(a, n_frames=20, static=True)
+    _, _, cols, _, _ = _sample(tmp_path, a)
+    assert max(cols["motion"]) < 0.003
+    assert min(cols["blur"]) > 0
+
+
+def test_proxy_size_never_upscales():
+    assert frames.proxy_size(320, 240, 0, 640) == (320, 240)
+    assert frames.proxy_size(1920, 1080, 0, 640) == (640, 360)
+    assert frames.proxy_size(1920, 1080, 90, 640) == (360, 640)
