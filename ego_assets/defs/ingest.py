@@ -4,7 +4,7 @@
 import dagster as dg
 
 from ego_assets.defs.partitions import backfill_policy, videos
-from ego_assets.defs.runner import PartitionOutput, check_specs, run_partitions
+from ego_assets.defs.runner import PartitionOutput, check_specs, progress_logger, run_partitions
 from ego_assets.defs.settings import EgoStorage
 from ego_assets.lib import clips as clips_lib
 from ego_assets.lib import frames as frames_lib
@@ -130,19 +130,11 @@ def frames(context: dg.AssetExecutionContext, config: FramesConfig, ego: EgoStor
         rec = store.video_record(pk)
         path = local_source(store, rec)
         v = store.read_table("videos", pk).to_pylist()[0]
-        last = [0.0]
-
-        def progress(done: int, total: int):
-            import time
-
-            if time.monotonic() - last[0] > 5 or done == total:
-                last[0] = time.monotonic()
-                context.log.info(f"{pk}: frames {done}/{total} decoded ({100 * done / max(total, 1):.0f}%)")
-
         with store.write_partition("frames", pk) as w:
             cols, stats = frames_lib.sample_frames(
                 path, w.path("proxy.mp4"), v["width"], v["height"], v["rotation_deg"], p,
-                progress=progress, n_source=v["n_frames"])
+                progress=progress_logger(context, "frames", pk, "source frames"),
+                n_source=v["n_frames"])
             w.write_table("frames", schemas.conform("frames", cols, pk))
         import numpy as np
 

@@ -103,8 +103,10 @@ def run_partitions(
                     and store.exists(store.artifact_dir(asset, pk))):
                 context.log.info(f"[{n}/{len(keys)}] {pk}: up to date (data version "
                                  f"{prev['data_version']}), skipped")
-                ok_meta[pk] = {"skipped": "up to date"}
+                ok_meta[pk] = {"skipped": "up to date", "data_version": prev["data_version"]}
                 versions[pk] = prev["data_version"]
+                # the checks still report on this run (cheap: they read the stored tables)
+                outcomes[pk] = [c.evaluate(store, pk) for c in checks]
                 continue
             if setup and not set_up:
                 setup()
@@ -121,7 +123,7 @@ def run_partitions(
             bad = [r for r in results if not r.passed and r.severity == ERROR]
             status = "blocked" if bad else "ok"
             err = "; ".join(f"check {r.check_name} failed: {r.detail}" for r in bad) or None
-            store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run_id,
+            store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run.run_id,
                                      code_version=code_version, data_version=dv,
                                      upstream=json.dumps(up, sort_keys=True),
                                      params=json.dumps(params, sort_keys=True), status=status, error=err,
@@ -141,7 +143,7 @@ def run_partitions(
             msg = _describe(store, pk, e)
             failures[pk] = msg
             status = "skipped" if isinstance(e, UpstreamNotReady) else "failed"
-            store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run_id,
+            store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run.run_id,
                                      code_version=code_version, data_version=None,
                                      upstream=json.dumps(up, sort_keys=True),
                                      params=json.dumps(params, sort_keys=True), status=status,
@@ -176,6 +178,25 @@ def run_partitions(
         table += f"| {pk} | " + " | ".join(str(meta.get(c, "")) for c in _summary_cols(ok_meta)) + " |\n"
     return dg.MaterializeResult(metadata={**summary, "per_partition": dg.MetadataValue.md(table)},
                                 check_results=check_results)
+
+
+def progress_logger(context, asset: str, pk: str, unit: str = "frames", every_s: float = 5.0):
+    """A ``progress(done, total)`` callback for lib functions: logs through Dagster's logger every few
+    seconds (with the rate) and feeds the CLI's progress bar."""
+    from ego_assets.lib import progress
+
+    state = {"last": 0.0, "t0": time.monotonic()}
+
+    def cb(done: int, total: int) -> None:
+        progress.report(asset, pk, done, total)
+        now = time.monotonic()
+        if now - state["last"] >= every_s or done >= total:
+            state["last"] = now
+            rate = done / max(now - state["t0"], 1e-6)
+            context.log.info(f"{pk}: {asset} {done}/{total} {unit} ({100 * done / max(total, 1):.0f}%, "
+                             f"{rate:.1f} {unit}/s)")
+
+    return cb
 
 
 def _summary_cols(ok_meta: dict) -> list[str]:

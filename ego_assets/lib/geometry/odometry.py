@@ -51,13 +51,13 @@ class VOParams:
     rot_inlier_deg: float = 0.3
     pnp_px: float = 2.0
     pnp_min_inliers: int = 20
-    kf_max_gap: int = 6
-    kf_min_ratio: float = 0.7
-    kf_disp_px: float = 20.0
+    kf_max_gap: int = 10
+    kf_min_ratio: float = 0.6
+    kf_disp_px: float = 50.0  # median feature displacement since the last keyframe
     tri_min_angle_deg: float = 1.0
     tri_max_px: float = 2.0
     ba_window: int = 6
-    ba_max_nfev: int = 6
+    ba_max_nfev: int = 4
     reloc_kfs: int = 6
     reloc_frames: int = 5  # lost frames spent trying to relocalise before starting a new segment
     reloc_min_inliers: int = 25
@@ -206,7 +206,8 @@ class _KF:
     t: np.ndarray
     ids: np.ndarray  # track ids seen in this keyframe (sorted)
     uv: np.ndarray  # their pixel positions
-    desc: np.ndarray | None = None  # ORB descriptors at map points (relocalisation)
+    gray: np.ndarray | None = None  # kept for the last few keyframes, for relocalisation
+    desc: np.ndarray | None = None  # ORB descriptors at its map points, computed on a loss
     desc_ids: np.ndarray | None = None
 
 
@@ -312,19 +313,24 @@ class ClipOdometry:
             self.pts = np.vstack([self.pts, new])
             self.ids = np.concatenate([self.ids, nid])
             kf.ids, kf.uv = self.ids.copy(), self.pts.copy()
-        self._describe(kf, gray)
+        kf.gray = gray
         self.kfs.append(kf)
         self.counters["n_keyframes"] += 1
         if len(self.kfs) > self.p.ba_window + self.p.reloc_kfs + 2:  # bounded memory
             old = self.kfs[-(self.p.ba_window + self.p.reloc_kfs + 2)]
             old.uv = old.uv[:0]
             old.ids = old.ids[:0]
+        if len(self.kfs) > self.p.reloc_kfs:
+            self.kfs[-self.p.reloc_kfs - 1].gray = None
         return kf
 
-    def _describe(self, kf: _KF, gray: np.ndarray) -> None:
+    def _describe(self, kf: _KF) -> None:
         """ORB descriptors at the keyframe's map points, for relocalisation after a loss."""
         import cv2
 
+        gray = kf.gray
+        if gray is None or kf.desc is not None or not len(kf.ids):
+            return
         has = np.isfinite(self.X[kf.ids, 0])
         if has.sum() < self.p.reloc_min_inliers:
             return
@@ -346,8 +352,12 @@ class ClipOdometry:
             self.prev = gray
             return
         if len(self.pts):
-            p1, st, _ = cv2.calcOpticalFlowPyrLK(self.prev, gray, self.pts.reshape(-1, 1, 2), None, **self.lk)
-            p0r, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self.prev, p1, None, **self.lk)
+            p0 = self.pts.reshape(-1, 1, 2)
+            p1, st, _ = cv2.calcOpticalFlowPyrLK(self.prev, gray, p0, None, **self.lk)
+            # backward check started from the original positions: only the finest levels are needed
+            p0r, st2, _ = cv2.calcOpticalFlowPyrLK(gray, self.prev, p1, p0.copy(), winSize=self.lk["winSize"],
+                                                   maxLevel=0, criteria=self.lk["criteria"],
+                                                   flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
             p1 = p1.reshape(-1, 2)
             h, w = gray.shape
             b = self.p.border_px
@@ -612,7 +622,7 @@ class ClipOdometry:
 
         def fun(x):
             Rs, ts, P, _ = unpack(x)
-            Xc = np.einsum("nij,nj->ni", Rs[cam], P[pt]) + ts[cam]
+            Xc = (Rs[cam] @ P[pt][:, :, None])[:, :, 0] + ts[cam]
             z = np.maximum(Xc[:, 2], 1e-6)
             r = np.empty((m, 2))
             r[:, 0] = Xc[:, 0] / z * fx + K[0, 2] - uv[:, 0]
@@ -633,7 +643,7 @@ class ClipOdometry:
 
         def jac(x):
             Rs, ts, P, d = unpack(x)
-            Y = np.einsum("nij,nj->ni", Rs[cam], P[pt])
+            Y = (Rs[cam] @ P[pt][:, :, None])[:, :, 0]
             Xc = Y + ts[cam]
             z = np.maximum(Xc[:, 2], 1e-6)
             J = np.zeros((m, 2, 3))  # d residual / d Xc
@@ -641,7 +651,7 @@ class ClipOdometry:
             J[:, 0, 2] = -fx * Xc[:, 0] / z ** 2
             J[:, 1, 1] = fy / z
             J[:, 1, 2] = -fy * Xc[:, 1] / z ** 2
-            Jp = np.einsum("nab,nbc->nac", J, Rs[cam])  # d / d point
+            Jp = J @ Rs[cam]  # d / d point
             vals = [Jp.reshape(m, 6)]
             if len(ofree):
                 th = np.linalg.norm(d, axis=1)
@@ -660,7 +670,7 @@ class ClipOdometry:
                 skew[:, 0, 1], skew[:, 0, 2] = -Yf[:, 2], Yf[:, 1]
                 skew[:, 1, 0], skew[:, 1, 2] = Yf[:, 2], -Yf[:, 0]
                 skew[:, 2, 0], skew[:, 2, 1] = -Yf[:, 1], Yf[:, 0]
-                Jrot = np.einsum("nab,nbc,ncd->nad", J[free], -skew, Jl[cam[free] - n_fix])
+                Jrot = -(J[free] @ skew) @ Jl[cam[free] - n_fix]
                 Jcam = np.concatenate([Jrot, J[free]], axis=2)  # (k, 2, 6)
                 vals.insert(0, Jcam.reshape(-1, 12))
             v = np.concatenate([vals[0].ravel(), vals[1].ravel()]) if len(vals) == 2 else vals[0].ravel()
@@ -698,7 +708,7 @@ class ClipOdometry:
             self._record(fi, None, None, "lost")
         if self._relocalise(fi, gray, hand):
             return
-        if self.lost_since >= self.p.reloc_frames or not any(k.desc is not None for k in self.kfs):
+        if self.lost_since >= self.p.reloc_frames or not any(k.desc is not None for k in self.kfs[-self.p.reloc_kfs:]):
             anchor = self.last_pose
             self._start(fi, gray, hand, *(anchor or (np.eye(3), np.zeros(3))))
             if self.mode == "init" and anchor is not None:
@@ -710,6 +720,8 @@ class ClipOdometry:
         """ORB matches between this frame and the map points of recent keyframes, then PnP."""
         import cv2
 
+        for k in self.kfs[-self.p.reloc_kfs:]:
+            self._describe(k)
         kfs = [k for k in self.kfs[-self.p.reloc_kfs:] if k.desc is not None]
         if not kfs:
             return False

@@ -34,7 +34,7 @@ def reject_outliers(values: np.ndarray, window: int = 7, k: float = 4.0, floor: 
     if window < 3 or window % 2 == 0:
         raise ValueError(f"window={window}: must be an odd number >= 3")
     w = min(window, n if n % 2 else n - 1)
-    med = median_filter(v, size=(w, 1), mode="nearest")
+    med = median_filter(v, size=(w, 1), mode="mirror")  # an end sample is not its own neighbour
     r = np.linalg.norm(v - med, axis=1)
     mad = np.median(np.abs(r - np.median(r)))
     thr = max(k * MAD_TO_SIGMA * mad, floor)

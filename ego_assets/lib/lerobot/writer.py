@@ -45,6 +45,7 @@ import pyarrow.parquet as pq
 
 from ego_assets.lib import schemas
 from ego_assets.lib.lerobot.actions import HandTrack, compute_state_action
+from ego_assets.lib.lerobot.stats import episode_stats, image_stats
 from ego_assets.lib.lerobot.features import (
     ACTION_KEY,
     ACTION_MASK_KEY,
@@ -75,9 +76,6 @@ DEFAULT_VAL_FRACTION = 0.1
 EPISODES_PER_META_FILE = 10_000
 KEY_TAG = "ego_assets:"  # MP4 comment / Parquet metadata value prefix naming the partition
 PARQUET_KEY = b"ego_assets.partition_key"
-# columns added to meta/episodes next to LeRobot's (LeRobot ignores unknown episode columns)
-SRC_COLS = ("source/partition_key", "source/segment_id", "source/hand", "source/start_s", "source/end_s",
-            "source/split", "source/provenance")
 # frames of an episode stay in memory until it is encoded; cap the wait for an overlapping long segment
 MAX_BUFFERED_FRAMES = 6000
 
@@ -402,23 +400,6 @@ def _sha256(path: Path, block: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def _video_stats(frames: list[np.ndarray]) -> dict[str, np.ndarray]:
-    """Per-episode image stats exactly as LeRobot's ``compute_episode_stats`` (same sampling, downsampling,
-    quantiles, scaling to [0, 1]), from frames in memory instead of PNG files."""
-    from lerobot.datasets.compute_stats import auto_downsample_height_width, get_feature_stats, sample_indices
-
-    idx = sample_indices(len(frames))
-    imgs = np.stack([auto_downsample_height_width(frames[i].transpose(2, 0, 1)) for i in idx])
-    st = get_feature_stats(imgs, axis=(0, 2, 3), keepdims=True)
-    return {k: v if k == "count" else np.squeeze(v / 255.0, axis=0) for k, v in st.items()}
-
-
-def _numeric_stats(ep: dict[str, np.ndarray], features: dict) -> dict:
-    from lerobot.datasets.compute_stats import compute_episode_stats
-
-    return compute_episode_stats(ep, {k: features[k] for k in ep})
-
-
 def _stats_to_json(stats: dict) -> str:
     return json.dumps({f: {k: np.asarray(v).tolist() for k, v in s.items()} for f, s in stats.items()})
 
@@ -509,10 +490,8 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
                    ACTION_MASK_KEY: s.action_mask, ACTION_PAD_KEY: s.action_pad.astype(np.float32),
                    SOURCE_T_KEY: p.t_src.astype(np.float64), "timestamp": ts,
                    "frame_index": np.arange(k, dtype=np.int64)}
-            full = {**features, "timestamp": {"dtype": "float32", "shape": (1,), "names": None},
-                    "frame_index": {"dtype": "int64", "shape": (1,), "names": None}}
-            stats = _numeric_stats(num, full)
-            stats[VIDEO_KEY] = _video_stats(imgs)
+            stats = episode_stats(num)
+            stats[VIDEO_KEY] = image_stats(imgs)
             data_cols["episode"].append(np.full(k, p.ordinal, np.int32))
             data_cols["frame_index"].append(np.arange(k, dtype=np.int64))
             data_cols["timestamp"].append(ts)
@@ -809,7 +788,7 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
     no-op; a different version replaces its episodes. ``rebuild`` starts from an empty dataset. The result
     is deterministic for a given set of partitions and ``val_fraction``: partitions ordered by (split, key).
     Returns the ``episodes`` rows of the whole dataset and what was added/replaced/removed."""
-    from lerobot.datasets.compute_stats import aggregate_stats, compute_episode_stats
+    from lerobot.datasets.compute_stats import aggregate_stats
     from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION
     from lerobot.datasets.utils import (
         DEFAULT_CHUNK_SIZE,
@@ -994,10 +973,9 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
             e = q["ep_base"] + j
             ti = q["task_idx"][j]
             k = ep.length
-            extra = compute_episode_stats(
-                {"episode_index": np.full(k, e, np.int64), "index": np.arange(frame_global, frame_global + k),
-                 "task_index": np.full(k, ti, np.int64)},
-                {f: full_features[f] for f in ("episode_index", "index", "task_index")})
+            extra = episode_stats({"episode_index": np.full(k, e, np.int64),
+                                   "index": np.arange(frame_global, frame_global + k, dtype=np.int64),
+                                   "task_index": np.full(k, ti, np.int64)})
             stats = {**ep.stats, **extra}
             ep_stats_all.append(stats)
             row = {"episode_index": e, "tasks": [ep.task], "length": k, "data/chunk_index": q["chunk"],

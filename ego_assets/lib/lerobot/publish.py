@@ -1,0 +1,169 @@
+"""Dataset card and Hugging Face Hub upload of an assembled dataset."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from ego_assets.lib.lerobot.features import ACTION_SPACE_DOC
+
+# licence identifiers the Hub accepts in card metadata (a subset; anything else becomes "other")
+HUB_LICENSES = {"apache-2.0", "mit", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0",
+                "cc-by-nc-nd-4.0", "cc-by-nd-4.0", "odc-by", "odbl", "pddl", "cdla-permissive-2.0", "openrail",
+                "bsd-3-clause", "gpl-3.0", "lgpl-3.0", "unknown", "other"}
+EXCLUDE_DIRS = (".ego_assets_tmp", "images")
+
+
+class PublishError(ValueError):
+    """Bad input for publishing (names the input and the reason)."""
+
+
+def _sources(root: Path) -> dict[str, dict]:
+    """Per source name: uri(s), licence(s), number of videos and episodes, backends seen."""
+    from ego_assets.lib.lerobot.writer import PROVENANCE_PATH
+
+    path = root / PROVENANCE_PATH
+    out: dict[str, dict] = defaultdict(lambda: {"uris": set(), "licences": set(), "videos": set(), "episodes": 0,
+                                                "frames": 0, "backends": set()})
+    if not path.exists():
+        return {}
+    for r in pq.read_table(path).to_pylist():
+        p = json.loads(r["provenance"] or "{}")
+        s = out[str(p.get("source") or p.get("source_name") or "unknown")]
+        if p.get("uri") or p.get("source_uri"):
+            s["uris"].add(str(p.get("uri") or p.get("source_uri")))
+        s["licences"].add(str(p.get("licence") or p.get("license") or "not given"))
+        s["videos"].add(r["partition_key"])
+        s["episodes"] += 1
+        s["frames"] += int(r["length"])
+        b = p.get("backends") or {}
+        if isinstance(b, dict):
+            s["backends"].update(f"{k}: {v}" for k, v in sorted(b.items()))
+        elif b:
+            s["backends"].add(str(b))
+    return dict(out)
+
+
+def card_text(root: str | Path, repo_id: str, description: str | None = None) -> tuple[str, str]:
+    """(markdown description, hub licence id) for the dataset card."""
+    from ego_assets.lib.lerobot.writer import STATE_PATH
+
+    root = Path(root)
+    info = json.loads((root / "meta" / "info.json").read_text())
+    state = json.loads((root / STATE_PATH).read_text()) if (root / STATE_PATH).exists() else {}
+    srcs = _sources(root)
+    fps = info["fps"]
+    hours = info["total_frames"] / fps / 3600
+    space = state.get("action_space", "?")
+    lines = [description.strip() + "\n" if description else "",
+             "Egocentric videos of human hands at work, turned into Vision-Language-Action episodes by "
+             "ego_assets: every atomic hand action (a segment of world-frame wrist "
+             "motion) is one episode with the egocentric image, the 3D hand state, the hand action and a "
+             "language instruction.", "",
+             f"- **Episodes:** {info['total_episodes']} ({hours:.2f} h, {info['total_frames']} frames at {fps} fps)",
+             f"- **Tasks (distinct instructions):** {info['total_tasks']}",
+             f"- **Source videos:** {len(state.get('partitions', {}))}",
+             f"- **Splits (by source video):** " + ", ".join(f"{k} = episodes {v}" for k, v in info["splits"].items()),
+             f"- **Action space:** `{space}`", ""]
+    lines += ["### Sources", "", "| source | videos | episodes | frames | licence (as given) | uri |",
+              "|---|---|---|---|---|---|"]
+    for name, s in sorted(srcs.items()):
+        lines.append(f"| {name} | {len(s['videos'])} | {s['episodes']} | {s['frames']} | "
+                     f"{'; '.join(sorted(s['licences']))} | {'; '.join(sorted(s['uris'])) or '-'} |")
+    lines += ["", "The licence of each source applies to the episodes made from it; check them before use.", ""]
+    lines += ["### Action space", "", ACTION_SPACE_DOC.get(space, ""), ""]
+    lines += ["### Features", ""]
+    for k, ft in info["features"].items():
+        names = ft.get("names")
+        n = f" — names: `{names[0]}` … `{names[-1]}`" if isinstance(names, list) and len(names) > 3 else (
+            f" — names: {names}" if names else "")
+        lines.append(f"- `{k}`: {ft['dtype']} {list(ft['shape'])}{n}")
+    lines += ["", "`pad.action`/`mask.action` are named outside the `action` prefix on purpose: LeRobot's policy "
+              "factory treats every `action*` key as a policy output and writes its own `action_is_pad`.", ""]
+    backends = sorted({b for s in srcs.values() for b in s["backends"]})
+    lines += ["### How it was made", "",
+              "Frames sampled at the dataset rate into a proxy video; camera intrinsics (undistortion for "
+              "fisheye sources), per-frame 3D hand tracks, camera poses with the hands masked out, "
+              "world-frame hand motion cut into atomic actions at minima of wrist speed, one instruction per "
+              "segment. Each dataset step takes the source frame nearest to the `k / fps` grid; its real "
+              "time is kept in `source.t_s`. Provenance per episode (source video, segment, hand, time "
+              "range, backends) is in the `source/*` columns of `meta/episodes` and in "
+              "`meta/ego_assets_provenance.parquet`.", ""]
+    if backends:
+        lines += ["Backends: " + ", ".join(f"`{b}`" for b in backends), ""]
+    lines += ["### Loading", "", "```python", "from lerobot.datasets.lerobot_dataset import LeRobotDataset",
+              f"ds = LeRobotDataset({repo_id!r})  # or root=<local folder>",
+              "# where torchcodec cannot load (no system FFmpeg), pass video_backend='pyav'", "```", ""]
+    lic = {s for src in srcs.values() for s in src["licences"]}
+    hub_lic = next(iter(lic)).lower() if len(lic) == 1 and next(iter(lic)).lower() in HUB_LICENSES else "other"
+    return "\n".join(lines), hub_lic
+
+
+def write_card(root: str | Path, repo_id: str, description: str | None = None,
+               tags: list[str] | None = None) -> Path:
+    """Write README.md (LeRobot's card template + our description: sources, counts, action space, how it
+    was made, the sources' licences as given)."""
+    from lerobot.datasets.utils import create_lerobot_dataset_card
+
+    root = Path(root)
+    text, lic = card_text(root, repo_id, description)
+    info = json.loads((root / "meta" / "info.json").read_text())
+    card = create_lerobot_dataset_card(tags=["ego_assets", "egocentric", "human-hands", *(tags or [])],
+                                       dataset_info=info, license=lic, repo_id=repo_id, dataset_description=text)
+    path = root / "README.md"
+    tmp = path.with_name(".README.md.tmp")
+    card.save(str(tmp))
+    os.replace(tmp, path)
+    return path
+
+
+def upload_files(root: str | Path) -> list[tuple[str, int]]:
+    """(relative path, size in bytes) of what ``push`` uploads: everything but temp/hidden files."""
+    root = Path(root)
+    out = []
+    for p in sorted(root.rglob("*")):
+        rel = p.relative_to(root)
+        if not p.is_file() or any(part.startswith(".") for part in rel.parts) or rel.parts[0] in EXCLUDE_DIRS:
+            continue
+        out.append((rel.as_posix(), p.stat().st_size))
+    return out
+
+
+def push(dataset_dir: str | Path, repo_id: str, token: str | None = None, dry_run: bool = False,
+         private: bool = False, tag_version: bool = True) -> list[tuple[str, int]]:
+    """Upload the dataset to the Hub as a dataset repo (create_repo + upload_folder) and tag it with the
+    LeRobot codebase version (``LeRobotDataset(repo_id)`` looks for that tag). The token comes from
+    ``token`` or ``HF_TOKEN`` and is never printed. ``dry_run`` touches no network and returns what would
+    be uploaded with sizes."""
+    root = Path(dataset_dir)
+    if not (root / "meta" / "info.json").is_file():
+        raise PublishError(f"{str(root)!r} is not a LeRobot dataset (no meta/info.json)")
+    if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise PublishError(f"repo_id {repo_id!r} must look like 'owner/name'")
+    files = upload_files(root)
+    if dry_run:
+        return files
+    token = token or os.environ.get("HF_TOKEN")
+    if not token:
+        raise PublishError("no Hugging Face token: pass token= or set HF_TOKEN")
+    from huggingface_hub import HfApi
+    from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION
+
+    api = HfApi(token=token)
+    api.create_repo(repo_id=repo_id, repo_type="dataset", private=private, exist_ok=True)
+    api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(root),
+                      allow_patterns=[f for f, _ in files])
+    if tag_version:
+        try:
+            api.delete_tag(repo_id, tag=CODEBASE_VERSION, repo_type="dataset")
+        except Exception:  # no such tag yet
+            pass
+        api.create_tag(repo_id, tag=CODEBASE_VERSION, repo_type="dataset")
+    return files
+
+
+__all__ = ["write_card", "card_text", "push", "upload_files", "PublishError"]

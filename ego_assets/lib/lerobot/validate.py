@@ -1,0 +1,203 @@
+"""Checks of an assembled dataset through LeRobot's own loader (what a user's training run would do)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ego_assets.lib.lerobot.features import ACTION_PAD_KEY, CONSTANT_BY_DESIGN, VIDEO_KEY
+
+Check = tuple[str, bool, float, str]  # (check_name, passed, value, detail)
+
+
+@contextlib.contextmanager
+def _offline():
+    """No Hub access while loading: a local dataset must load from its folder alone."""
+    import huggingface_hub.constants as hc
+
+    old = hc.HF_HUB_OFFLINE
+    hc.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        hc.HF_HUB_OFFLINE = old
+
+
+def _missing_files(root: Path, info: dict, meta: pa.Table) -> list[str]:
+    missing = [p for p in ("meta/info.json", "meta/tasks.parquet", "meta/stats.json") if not (root / p).is_file()]
+    pairs = set(zip(meta["data/chunk_index"].to_pylist(), meta["data/file_index"].to_pylist()))
+    missing += [info["data_path"].format(chunk_index=c, file_index=f) for c, f in sorted(pairs)
+                if not (root / info["data_path"].format(chunk_index=c, file_index=f)).is_file()]
+    for key, ft in info["features"].items():
+        if ft["dtype"] != "video":
+            continue
+        vp = set(zip(meta[f"videos/{key}/chunk_index"].to_pylist(), meta[f"videos/{key}/file_index"].to_pylist()))
+        missing += [info["video_path"].format(video_key=key, chunk_index=c, file_index=f) for c, f in sorted(vp)
+                    if not (root / info["video_path"].format(video_key=key, chunk_index=c, file_index=f)).is_file()]
+    return missing
+
+
+def _sample(n: int, max_n: int | None) -> list[int]:
+    if max_n is None or n <= max_n:
+        return list(range(n))
+    return sorted(set(np.linspace(0, n - 1, max_n).round().astype(int).tolist()))
+
+
+def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, repo_id: str | None = None,
+                     video_backend: str = "pyav", max_episodes: int | None = None,
+                     tolerance_s: float = 1e-4) -> list[Check]:
+    """Load the dataset with ``LeRobotDataset(repo_id, root=dataset_dir)`` (offline) and check it.
+
+    ``episodes``: the ``episodes`` table rows the writer returned (lengths are compared with them).
+    ``video_backend``: "pyav" by default because torchcodec needs a system FFmpeg that is not always there;
+    pass "torchcodec" to check that path too. ``max_episodes`` bounds the episodes whose first and last
+    frames are decoded (evenly spread); None decodes all. Returns (check_name, passed, value, detail)."""
+    from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION, LeRobotDataset
+
+    root = Path(dataset_dir)
+    out: list[Check] = []
+    if not (root / "meta" / "info.json").is_file():
+        return [("dataset_files_present", False, 1.0, f"{root}/meta/info.json is missing")]
+    info = json.loads((root / "meta" / "info.json").read_text())
+    meta_files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
+    if not meta_files:
+        return [("dataset_files_present", False, 1.0, "meta/episodes has no parquet file")]
+    meta = pa.concat_tables([pq.read_table(f) for f in meta_files]).sort_by("episode_index")
+    missing = _missing_files(root, info, meta)
+    out.append(("dataset_files_present", not missing, float(len(missing)),
+                "all files present" if not missing else f"missing: {missing[:5]}"))
+    if missing:
+        return out
+    out.append(("codebase_version", info.get("codebase_version") == CODEBASE_VERSION, 0.0,
+                f"{info.get('codebase_version')} (lerobot writes {CODEBASE_VERSION})"))
+
+    t0 = time.perf_counter()
+    try:
+        with _offline():
+            ds = LeRobotDataset(repo_id or "ego_assets/local", root=root, video_backend=video_backend,
+                                tolerance_s=tolerance_s)
+    except Exception as e:  # report, do not raise: this is a check
+        out.append(("lerobot_loads", False, time.perf_counter() - t0, f"{type(e).__name__}: {e}"))
+        return out
+    out.append(("lerobot_loads", True, time.perf_counter() - t0,
+                f"{ds.num_episodes} episodes, {ds.num_frames} frames, backend {video_backend}"))
+
+    n_eps = ds.meta.total_episodes
+    lengths = np.asarray(meta["length"].to_pylist(), np.int64)
+    from_i = np.asarray(meta["dataset_from_index"].to_pylist(), np.int64)
+    to_i = np.asarray(meta["dataset_to_index"].to_pylist(), np.int64)
+    data = ds.hf_dataset.with_format("arrow")[:]
+    ep_col = np.asarray(data["episode_index"].to_numpy(), np.int64)
+    counts = np.bincount(ep_col, minlength=n_eps) if len(ep_col) else np.zeros(n_eps, np.int64)
+    problems = []
+    if len(meta) != n_eps or not np.array_equal(meta["episode_index"].to_numpy(), np.arange(n_eps)):
+        problems.append(f"meta/episodes has {len(meta)} rows for {n_eps} episodes or a gap in episode_index")
+    bad = np.flatnonzero((lengths != to_i - from_i) | (counts[:len(lengths)] != lengths))
+    problems += [f"episode {e}: length {lengths[e]}, index range {to_i[e] - from_i[e]}, data rows {counts[e]}"
+                 for e in bad[:5]]
+    if episodes is not None:
+        rows = {int(e): int(n) for e, n in zip(episodes["episode_index"].to_pylist(), episodes["length"].to_pylist())}
+        if len(rows) != n_eps:
+            problems.append(f"episodes table has {len(rows)} rows, dataset {n_eps} episodes")
+        diff = [e for e in range(min(n_eps, len(lengths))) if rows.get(e) != int(lengths[e])]
+        problems += [f"episode {e}: episodes table length {rows.get(e)}, dataset {lengths[e]}" for e in diff[:5]]
+        bad = np.concatenate([bad, np.asarray(diff, np.int64)])
+    out.append(("episode_lengths_match", not problems, float(len(problems)),
+                "; ".join(problems) if problems else f"{n_eps} episodes, {int(lengths.sum())} frames"))
+
+    # timestamps on the k / fps grid (what LeRobot's delta_timestamps and video decoding assume)
+    fps = ds.fps
+    ts = np.asarray(data["timestamp"].to_numpy(), np.float64)
+    fi = np.asarray(data["frame_index"].to_numpy(), np.int64)
+    dev = float(np.max(np.abs(ts - fi / fps))) if len(ts) else 0.0
+    vkeys = ds.meta.video_keys
+    for key in vkeys:
+        dur = np.asarray(meta[f"videos/{key}/to_timestamp"].to_pylist()) - np.asarray(
+            meta[f"videos/{key}/from_timestamp"].to_pylist())
+        dev = max(dev, float(np.max(np.abs(dur - lengths / fps))) if len(dur) else 0.0)
+    out.append(("timestamps_on_grid", dev <= tolerance_s, dev,
+                f"max |timestamp - frame_index/fps| and |video span - length/fps| = {dev:.2e} s"))
+
+    # the action of the last frame of each episode is padding, and only there
+    if ACTION_PAD_KEY in data.column_names:
+        pad = np.asarray(data[ACTION_PAD_KEY].to_numpy(zero_copy_only=False), bool)
+        last = np.zeros(len(pad), bool)
+        last[to_i[to_i > 0] - 1] = True
+        wrong = int((pad != last).sum())
+        out.append(("action_pad_on_last_frames", wrong == 0, float(wrong),
+                    f"{wrong} frames where {ACTION_PAD_KEY} differs from 'last frame of its episode'"))
+
+    # first and last frame of every (sampled) episode, decoded through LeRobot
+    failures = []
+    shape = tuple(info["features"][VIDEO_KEY]["shape"]) if VIDEO_KEY in info["features"] else None
+    checked = _sample(n_eps, max_episodes)
+    t1 = time.perf_counter()
+    for e in checked:
+        for idx in (int(from_i[e]), int(to_i[e]) - 1):
+            try:
+                item = ds[idx]
+                for key in vkeys:
+                    img = item[key]
+                    if shape is not None and tuple(img.shape) != (shape[2], shape[0], shape[1]):
+                        raise ValueError(f"{key} shape {tuple(img.shape)}, feature says {shape}")
+                    if not bool(np.isfinite(img.numpy()).all()):
+                        raise ValueError(f"{key} has non-finite pixels")
+                if int(item["episode_index"]) != e:
+                    raise ValueError(f"item {idx} is in episode {int(item['episode_index'])}")
+            except Exception as ex:  # report every failing frame
+                failures.append(f"episode {e} frame {idx}: {type(ex).__name__}: {str(ex)[:200]}")
+    out.append(("frames_decode", not failures, float(len(failures)),
+                "; ".join(failures[:3]) if failures else
+                f"first+last frames of {len(checked)} episodes decoded in {time.perf_counter() - t1:.1f} s"))
+
+    # stats
+    stats = ds.meta.stats or {}
+    nonfinite = [f"{k}/{s}" for k, d in stats.items() for s, v in d.items() if not np.isfinite(v).all()]
+    out.append(("stats_finite", bool(stats) and not nonfinite, float(len(nonfinite)),
+                f"non-finite: {nonfinite[:10]}" if nonfinite else ("no stats" if not stats else "all finite")))
+    flat = []
+    for key, ft in info["features"].items():
+        if ft["dtype"] in ("video", "image", "string") or key in stats and key in (
+                "timestamp", "frame_index", "episode_index", "index", "task_index"):
+            continue
+        if key not in stats:
+            continue
+        std = np.asarray(stats[key]["std"]).reshape(-1)
+        names = ft.get("names") if isinstance(ft.get("names"), list) else [f"{key}[{i}]" for i in range(len(std))]
+        for i in np.flatnonzero(~(std > 0)):
+            n = names[i] if i < len(names) else f"{key}[{i}]"
+            if not any(n == c or n.endswith("." + c) for c in CONSTANT_BY_DESIGN):
+                flat.append(f"{key}:{n}")
+    out.append(("stats_nondegenerate", not flat, float(len(flat)),
+                ("zero variance: " + ", ".join(flat[:20]) + (" ..." if len(flat) > 20 else "")) if flat
+                else "every dimension varies"))
+
+    # tasks
+    tasks = list(ds.meta.tasks.index)
+    ep_tasks = meta["tasks"].to_pylist()
+    empty = [t for t in tasks if not isinstance(t, str) or not t.strip()]
+    no_task = [e for e, t in enumerate(ep_tasks) if not t or not all(isinstance(x, str) and x.strip() for x in t)]
+    out.append(("tasks_nonempty", bool(tasks) and not empty and not no_task, float(len(empty) + len(no_task)),
+                f"{len(tasks)} tasks; {len(empty)} empty; {len(no_task)} episodes without a task"))
+
+    # splits: contiguous ranges covering every episode once
+    spans = []
+    for name, r in info.get("splits", {}).items():
+        a, b = (int(x) for x in r.split(":"))
+        spans.append((a, b, name))
+    spans.sort()
+    cover = 0
+    ok = True
+    for a, b, _ in spans:
+        ok &= a == cover and b >= a
+        cover = b
+    ok &= cover == n_eps
+    out.append(("splits_contiguous", ok, float(len(spans)),
+                ", ".join(f"{n} {a}:{b}" for a, b, n in spans) or "no splits"))
+    return out

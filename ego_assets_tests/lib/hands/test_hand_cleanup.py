@@ -1,0 +1,59 @@
+"""Outlier rejection and gap filling on track arrays."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ego_assets.lib.hands import cleanup
+
+
+def test_outliers_are_the_spikes():
+    rng = np.random.default_rng(0)
+    t = np.linspace(0, 3, 40)
+    wrist = np.stack([0.1 * np.sin(t), 0.05 * t, 0.4 + 0.02 * np.cos(2 * t)], 1)
+    wrist += rng.normal(0, 0.003, wrist.shape)
+    spikes = [5, 6, 22, 39]
+    wrist[5, 2] += 0.15  # depth jumps, as a bad lift gives
+    wrist[6, 2] += 0.12
+    wrist[22] += [0.08, -0.06, 0.0]
+    wrist[39, 2] -= 0.1  # at the track's end
+    keep = cleanup.reject_outliers(wrist)
+    assert np.flatnonzero(~keep).tolist() == spikes
+
+
+def test_steady_track_loses_nothing():
+    rng = np.random.default_rng(1)
+    wrist = np.array([0.0, 0.0, 0.4]) + rng.normal(0, 0.004, (30, 3))
+    assert cleanup.reject_outliers(wrist).all()
+    assert cleanup.reject_outliers(wrist[:2]).all()  # too short to judge
+
+
+def test_outlier_window_is_validated():
+    with pytest.raises(ValueError, match="window"):
+        cleanup.reject_outliers(np.zeros((10, 3)), window=4)
+
+
+def test_short_gaps_are_interpolated_long_ones_left_empty():
+    fi = np.array([0, 1, 2, 5, 6, 12, 13])
+    J = np.zeros((7, 21, 3))
+    J[:, :, 0] = fi[:, None] * 0.01  # x moves 1 cm per frame
+    score = np.array([0.9, 0.9, 0.8, 0.6, 0.9, 0.9, 0.9])
+    f2, arr, interp = cleanup.fill_gaps(fi, {"joints": J, "score": score}, max_gap=3)
+    assert f2.tolist() == [0, 1, 2, 3, 4, 5, 6, 12, 13]
+    assert interp.tolist() == [False, False, False, True, True, False, False, False, False]
+    np.testing.assert_allclose(arr["joints"][:, 0, 0], f2 * 0.01)
+    assert arr["joints"].shape == (9, 21, 3)
+    np.testing.assert_allclose(arr["score"][3:5], [0.8 - 0.2 / 3, 0.8 - 0.4 / 3])
+    # a gap of exactly max_gap is filled, one more is not
+    f3, _, i3 = cleanup.fill_gaps(np.array([0, 4, 9]), {"v": np.array([0.0, 4.0, 9.0])}, max_gap=3)
+    assert f3.tolist() == [0, 1, 2, 3, 4, 9] and i3.sum() == 3
+    f4, _, i4 = cleanup.fill_gaps(fi, {"v": fi.astype(float)}, max_gap=0)
+    assert f4.tolist() == fi.tolist() and not i4.any()
+
+
+def test_fill_gaps_rejects_bad_input():
+    with pytest.raises(ValueError, match="strictly increasing"):
+        cleanup.fill_gaps(np.array([0, 2, 2]), {"v": np.zeros(3)})
+    with pytest.raises(ValueError, match="has 2 rows"):
+        cleanup.fill_gaps(np.array([0, 2, 3]), {"v": np.zeros(2)})

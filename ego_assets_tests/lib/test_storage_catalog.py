@@ -1,0 +1,117 @@
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pyarrow as pa
+import pytest
+
+from ego_assets.lib import catalog, schemas
+from ego_assets.lib.storage import Store
+
+
+def _frames_table(pk, n, offset=0.0):
+    return schemas.conform("frames", {
+        "frame_index": list(range(n)), "t_s": [offset + i / 10 for i in range(n)],
+        "is_keyframe": [i == 0 for i in range(n)], "blur": [1.0] * n, "brightness": [0.5] * n,
+        "motion": [0.0] * n}, pk)
+
+
+def test_commit_replaces_partition_atomically(tmp_path):
+    store = Store(str(tmp_path))
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", _frames_table("v1", 5))
+        open(w.path("proxy.mp4"), "wb").write(b"old")
+    assert store.read_table("frames", "v1").num_rows == 5
+    with pytest.raises(RuntimeError):
+        with store.write_partition("frames", "v1") as w:
+            w.write_table("frames", _frames_table("v1", 9))
+            raise RuntimeError("killed halfway")
+    # the failed write left the committed partition as it was, and no staging behind
+    assert store.read_table("frames", "v1").num_rows == 5
+    assert not list((tmp_path / ".staging" / "frames").glob("*"))
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", _frames_table("v1", 7))
+    assert store.read_table("frames", "v1").num_rows == 7
+    assert sorted(os.listdir(store.artifact_dir("frames", "v1"))) == ["frames.parquet"]
+
+
+def test_write_table_rejects_non_conforming(tmp_path):
+    store = Store(str(tmp_path))
+    with pytest.raises(Exception, match="schema"):
+        with store.write_partition("frames", "v1") as w:
+            w.write_table("frames", pa.table({"t_s": [0.0]}))
+    with pytest.raises(ValueError, match="not in its schema"):
+        schemas.conform("frames", {"bogus": [1]}, "v1")
+
+
+def test_catalog_views_and_empty_tables(tmp_path):
+    store = Store(str(tmp_path))
+    # before anything exists, every table is queryable and empty
+    assert catalog.query(store, "select count(*) from frames")[1] == [(0,)]
+    assert catalog.query(store, "select count(*) from hand_tracks")[1] == [(0,)]
+    for pk, n in (("a", 3), ("b", 4)):
+        with store.write_partition("frames", pk) as w:
+            w.write_table("frames", _frames_table(pk, n))
+        catalog.ensure_view(store, "frames")
+    cols, rows = catalog.query(store, "select partition_key, count(*) from frames group by 1 order by 1")
+    assert rows == [("a", 3), ("b", 4)]
+    # a new partition is visible through the existing view, without touching the catalog file
+    mtime = os.path.getmtime(catalog.catalog_path(store))
+    with store.write_partition("frames", "c") as w:
+        w.write_table("frames", _frames_table("c", 2))
+    catalog.ensure_view(store, "frames")
+    assert os.path.getmtime(catalog.catalog_path(store)) == mtime
+    assert catalog.query(store, "select count(*) from frames")[1] == [(9,)]
+    # the in-memory variant sees the same
+    con = catalog.connect(store, in_memory=True)
+    assert con.execute("select count(*) from frames").fetchone() == (9,)
+
+
+def test_lineage_and_quality_rows(tmp_path):
+    store = Store(str(tmp_path))
+    store.write_lineage(dict(partition_key="a", asset="frames", run_id="r1", code_version="1",
+                             data_version="x", upstream="{}", params="{}", status="ok", error=None))
+    store.write_lineage(dict(partition_key="a", asset="frames", run_id="r2", code_version="1",
+                             data_version=None, upstream="{}", params="{}", status="failed",
+                             error="boom"))
+    assert [r["status"] for r in store.lineage("frames", "a")] == ["ok", "failed"]
+    store.write_quality("frames", "a", [dict(asset="frames", check_name="c1", passed=False,
+                                             severity="ERROR", value=1.0, detail="bad")])
+    catalog.refresh(store)
+    assert catalog.query(store, "select run_id, status from lineage order by run_id")[1] == [
+        ("r1", "ok"), ("r2", "failed")]
+    assert catalog.query(store, "select check_name, passed from quality")[1] == [("c1", False)]
+
+
+KILL_SCRIPT = textwrap.dedent("""
+    import sys, time
+    from ego_assets.lib.storage import Store
+    from ego_assets.lib import schemas
+    store = Store(sys.argv[1])
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", schemas.conform("frames", {"frame_index": [0, 1], "t_s": [0.0, 0.1]}, "v1"))
+        open(w.path("proxy.mp4"), "wb").write(b"half")
+        print("WRITING", flush=True)
+        time.sleep(60)
+""")
+
+
+def test_killed_writer_leaves_nothing_a_rerun_trips_over(tmp_path):
+    store = Store(str(tmp_path))
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", _frames_table("v1", 5))
+    p = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE,
+                         text=True)
+    assert p.stdout.readline().strip() == "WRITING"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    # readers still see the old committed partition only
+    assert store.read_table("frames", "v1").num_rows == 5
+    assert list((tmp_path / ".staging" / "frames").glob("v1.*"))  # the leftover exists...
+    with store.write_partition("frames", "v1") as w:                # ...and the next writer removes it
+        w.write_table("frames", _frames_table("v1", 6))
+    assert not list((tmp_path / ".staging" / "frames").glob("v1.*"))
+    assert store.read_table("frames", "v1").num_rows == 6
