@@ -85,7 +85,7 @@ def main(argv=None) -> int:
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--seconds", type=float, default=20.0, help="length of the head-motion sequences")
-    ap.add_argument("--long-s", type=float, default=45.0, help="length of the multi-clip sequence")
+    ap.add_argument("--long-s", type=float, default=40.0, help="length of the multi-clip sequence")
     ap.add_argument("--keep", help="folder to keep the rendered videos in")
     args = ap.parse_args(argv)
     cv2.setNumThreads(1)
@@ -102,9 +102,9 @@ def main(argv=None) -> int:
 
     print(f"rendering sequences into {tmp} ...", flush=True)
     head_p, head = make("head", n_frames=n, kind="head", with_depth=True)
-    fast_p, fast = make("fast", n_frames=n, kind="fast")
-    static_p, static = make("static", n_frames=max(50, n // 2), kind="static")
-    black_p, black = make("blackout", n_frames=max(80, int(0.75 * n)), kind="head", blackout=(40, 47), t0=3.0)
+    fast_p, fast = make("fast", n_frames=max(60, int(0.75 * n)), kind="fast")
+    static_p, static = make("static", n_frames=60, kind="static")
+    black_p, black = make("blackout", n_frames=max(80, int(0.6 * n)), kind="head", blackout=(40, 47), t0=3.0)
     long_p, long = make("long", n_frames=int(args.long_s * fps), kind="head", t0=7.0)
     print(f"rendered in {time.perf_counter() - t0:.0f} s", flush=True)
 

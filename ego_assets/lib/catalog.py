@@ -31,10 +31,16 @@ def _has_files(store: Store, table: str) -> bool:
     return bool(store.fs.glob(store.table_glob(table)))
 
 
+def _register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+    """Object stores: DuckDB reads the Parquet files through the store's own fsspec filesystem (same
+    endpoint and credentials, no httpfs extension to download). Once per connection."""
+    if not store.is_local and not con.filesystem_is_registered(store.protocol):
+        con.register_filesystem(store.fs)
+
+
 def _define(con: duckdb.DuckDBPyConnection, store: Store, table: str, persistent: bool) -> bool:
     """Define ``table`` as a view if it has files, else as an empty table of its schema."""
-    if not store.is_local:
-        con.register_filesystem(store.fs)
+    _register(con, store)
     kind = con.execute(
         "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()
     if _has_files(store, table):
@@ -111,8 +117,7 @@ def connect(store: Store, in_memory: bool = False) -> duckdb.DuckDBPyConnection:
             refresh(store)
         try:
             con = duckdb.connect(path, read_only=True)
-            if not store.is_local:
-                con.register_filesystem(store.fs)
+            _register(con, store)
             # Views over tables that appeared since the file was written are redefined in memory.
             missing = [t for t in schemas.TABLES if _has_files(store, t) and con.execute(
                 "SELECT table_type FROM information_schema.tables WHERE table_name = ?",

@@ -78,7 +78,10 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
         st.time_base = PROXY_TIME_BASE
         st.codec_context.time_base = PROXY_TIME_BASE
         st.gop_size = max(1, int(round(p.gop_s * p.rate_hz)))
-        st.options = {"crf": str(p.crf), "preset": p.preset, "bf": "0"}
+        # zerolatency: no lookahead or frame threads, so the encoder keeps no frame queue and runs
+        # beside the (threaded) decoder in its own thread.
+        st.options = {"crf": str(p.crf), "preset": p.preset, "bf": "0", "tune": "zerolatency"}
+        encoder = _Encoder(out, st)
         t0 = None
         try:
             for frame in inp.decode(ins):
@@ -92,8 +95,7 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
                     continue
                 next_tick = int(np.floor(t / period + 1e-6)) + 1
                 last_t = t
-                small = frame.reformat(width=rw, height=rh, format="yuv420p",
-                                       interpolation="AREA")
+                small = frame.reformat(width=rw, height=rh, format="yuv420p", interpolation="AREA")
                 if rotation_deg:
                     rgb = _rotate(small.to_ndarray(format="rgb24"), rotation_deg)
                     small = av.VideoFrame.from_ndarray(rgb, format="rgb24").reformat(format="yuv420p")
@@ -102,23 +104,26 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
                 cols["frame_index"].append(i)
                 cols["t_s"].append(t)
                 cols["is_keyframe"].append(bool(frame.key_frame))
-                cols["blur"].append(float(cv2.Laplacian(gray, cv2.CV_32F).var()))
-                cols["brightness"].append(float(gray.mean()) / 255.0)
+                _, sd = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F))
+                cols["blur"].append(float(sd[0, 0]) ** 2)
+                cols["brightness"].append(cv2.mean(gray)[0] / 255.0)
                 tiny = cv2.resize(gray, (max(1, pw // 4), max(1, ph // 4)), interpolation=cv2.INTER_AREA)
                 cols["motion"].append(0.0 if prev_small is None else
-                                      float(cv2.absdiff(tiny, prev_small).mean()) / 255.0)
+                                      cv2.mean(cv2.absdiff(tiny, prev_small))[0] / 255.0)
                 prev_small = tiny
                 small.pts = int(round(t * 1000))
                 small.time_base = PROXY_TIME_BASE
                 small.pict_type = av.video.frame.PictureType.NONE
-                for pkt in st.encode(small):
-                    out.mux(pkt)
+                encoder.put(small)
                 if progress and n_source and n_decoded % 300 == 0:
                     progress(n_decoded, n_source)
-            for pkt in st.encode(None):
-                out.mux(pkt)
+            encoder.close()
         except av.error.FFmpegError as e:
+            encoder.close(abort=True)
             raise VideoError(src, f"decoding failed after {n_decoded} frames: {e.strerror or e}") from None
+        except BaseException:
+            encoder.close(abort=True)
+            raise
     if progress and n_source:
         progress(n_source, n_source)
     if not cols["t_s"]:
@@ -127,6 +132,53 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
     stats = dict(n_sampled=len(cols["t_s"]), n_decoded=n_decoded, proxy_width=pw, proxy_height=ph,
                  seconds=wall, decode_fps=n_decoded / wall if wall > 0 else 0.0)
     return cols, stats
+
+
+class _Encoder:
+    """Encodes and muxes frames in a worker thread (PyAV releases the GIL inside the codec), so
+    decoding the source and encoding the proxy overlap."""
+
+    def __init__(self, out, stream, depth: int = 8):
+        import queue
+        import threading
+
+        self.out, self.stream = out, stream
+        self.q: queue.Queue = queue.Queue(maxsize=depth)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="proxy-encoder", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while True:
+            frame = self.q.get()
+            if frame is None:
+                break
+            if self.error is not None:
+                continue
+            try:
+                for pkt in self.stream.encode(frame):
+                    self.out.mux(pkt)
+            except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread
+                self.error = e
+        if self.error is None:
+            try:
+                for pkt in self.stream.encode(None):
+                    self.out.mux(pkt)
+            except BaseException as e:  # noqa: BLE001
+                self.error = e
+
+    def put(self, frame) -> None:
+        if self.error is not None:
+            raise self.error
+        self.q.put(frame)
+
+    def close(self, abort: bool = False) -> None:
+        if abort:
+            self.error = self.error or RuntimeError("aborted")
+        self.q.put(None)
+        self.thread.join()
+        if self.error is not None and not abort:
+            raise self.error
 
 
 def _luma(frame) -> np.ndarray:

@@ -10,9 +10,9 @@ Layout under the storage root ``<home>`` (a local path or an fsspec URL such as 
     catalog.duckdb                           views over the Parquet tables (see catalog.py)
 
 Writes are atomic. A partition of an asset is written into a staging folder and committed in one step
-(a directory rename locally; on object stores the tables are uploaded last, each file being one atomic
-PUT), so readers never see half a partition, and a step killed at any moment leaves only staging
-leftovers that the next writer of that partition removes.
+(a directory rename locally; on object stores, where each file is one atomic PUT: media first, tables
+next, a commit marker last, see ``Store._commit_object_store``), so readers never see half a
+partition, and a step killed at any moment leaves only leftovers that the next writer removes.
 """
 
 from __future__ import annotations
@@ -71,10 +71,17 @@ class PartitionWriter:
         return p
 
 
+COMMIT_MARKER = ".commit"  # object stores: written last by a commit (a manifest of its files)
+
+
 class Store:
     def __init__(self, home: str | None = None):
         self.home = str(home or default_home())
-        self.fs, root = fsspec.core.url_to_fs(self.home)
+        local = fsspec.utils.get_protocol(self.home) in ("file", "local")
+        # Object stores: no listing cache. Other pods write under the same root, and the code server
+        # (sensors) lives for days: a cached listing would hide their partitions. The endpoint and
+        # credentials come from the standard AWS variables (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID, ...).
+        self.fs, root = fsspec.core.url_to_fs(self.home, **({} if local else {"use_listings_cache": False}))
         self.is_local = isinstance(self.fs, fsspec.implementations.local.LocalFileSystem)
         self.root = str(Path(root).resolve()) if self.is_local else root.rstrip("/")
         self.protocol = None if self.is_local else (
@@ -206,18 +213,55 @@ class Store:
             else:
                 os.rename(staging, final)
             return
-        # Object store: media first, tables last (each file one atomic PUT), then drop stale files.
+        self._commit_object_store(staging, final)
+
+    def _commit_object_store(self, staging: Path, final: str) -> None:
+        """Object stores have no rename and no multi-object transaction; each PUT is atomic (a
+        multipart upload becomes visible only when completed). The commit is ordered so that a reader
+        never finds tables whose media are missing, nor tables of two commits side by side:
+
+        1. an existing partition is hidden first: its marker, then its tables, are deleted (a
+           reader now finds it not materialized rather than half replaced);
+        2. media are uploaded; 3. tables are uploaded (readers, the catalog's globs included, find a
+           partition through its tables); 4. the marker (a manifest of the files) is written: the
+           commit point of :meth:`committed`; 5. files of earlier commits that are not in the
+           manifest are deleted.
+
+        Between 3 and 4 an asset with several tables may show some of them: a reader that needs all
+        of a partition's tables together asks :meth:`committed` (the runner's lineage row, written
+        after the commit, says the same). A reader that had read a table before 1 and fetches media
+        after 2 gets the new media: only a versioned layout would avoid that, and Dagster does not
+        run a step while its upstream partition is being rewritten.
+
+        A writer killed at any point leaves either the old partition untouched (before 1), or a
+        partition that is not committed (no marker) which the next writer replaces, or a committed
+        partition with stale extra files that the next commit removes."""
         files = sorted(p for p in staging.rglob("*") if p.is_file())
-        files.sort(key=lambda p: p.suffix == ".parquet")
-        new = set()
-        for p in files:
-            rel = p.relative_to(staging).as_posix()
-            new.add(rel)
+        rels = [p.relative_to(staging).as_posix() for p in files]
+        tables = {table_file(t) for t in schemas.TABLES}
+        old = ([o[len(final) + 1:] for o in self.fs.find(final)] if self.fs.exists(final) else [])
+        marker = f"{final}/{COMMIT_MARKER}"
+        if COMMIT_MARKER in old:
+            self.fs.rm_file(marker)
+        for rel in sorted(set(old) & tables):
+            self.fs.rm_file(f"{final}/{rel}")
+        order = sorted(zip(rels, files), key=lambda rp: (rp[0] in tables, rp[0]))  # media, then tables
+        for rel, p in order:
             self.fs.put_file(str(p), f"{final}/{rel}")
-        if self.fs.exists(final):
-            for old in self.fs.find(final):
-                if old[len(final) + 1:] not in new:
-                    self.fs.rm_file(old)
+        self.fs.pipe_file(marker, json.dumps({"files": rels, "committed_at": time.time(),
+                                              "commit": staging.name}, sort_keys=True).encode())
+        keep = set(rels) | {COMMIT_MARKER}
+        for rel in old:
+            if rel not in keep:
+                self.fs.rm_file(f"{final}/{rel}")
+
+    def committed(self, asset: str, pk: str) -> bool:
+        """Whether a complete commit of this asset partition is in place (a folder locally; the
+        commit marker on object stores, where a folder exists as soon as one file does)."""
+        final = self.artifact_dir(asset, pk)
+        if self.is_local:
+            return os.path.isdir(final)
+        return self.fs.exists(f"{final}/{COMMIT_MARKER}")
 
     def delete_partition(self, asset: str, pk: str) -> None:
         final = self.artifact_dir(asset, pk)

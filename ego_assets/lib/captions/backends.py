@@ -19,6 +19,7 @@ episodes, so they are not worth a request.
 from __future__ import annotations
 
 import os
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Callable
@@ -189,11 +190,21 @@ class OpenAICaptioner(Backend):
         if progress and done:
             progress(done, total)
         errors: list[str] = []
+        not_tried = 0
+
+        stop = threading.Event()
 
         def work(item):
             v, common, text, images, key = item
+            if stop.is_set():
+                return v, None, "not_tried"
             try:
                 ans, n_bad = oai.ask(client, text, images, self.max_format_retries)
+            except CaptionError:
+                # the endpoint is down or refuses us: stop sending (requests in flight finish and are
+                # cached) rather than spend the retries on every remaining segment
+                stop.set()
+                raise
             except oai.MalformedAnswer as e:
                 return v, dict(common, instruction=NA, valid=False,
                                reasoning=f"The model's answers were malformed ({e})."), "malformed"
@@ -208,11 +219,15 @@ class OpenAICaptioner(Backend):
                 for fut in as_completed(futures):
                     try:
                         v, row, how = fut.result()
-                        rows[v.segment_id] = row
-                        if how == "malformed":
-                            stats["malformed"] += 1
                     except CaptionError as e:
                         errors.append(str(e))
+                        continue
+                    if how == "not_tried":
+                        not_tried += 1
+                        continue
+                    rows[v.segment_id] = row
+                    if how == "malformed":
+                        stats["malformed"] += 1
                     done += 1
                     if progress:
                         progress(done, total)
@@ -221,8 +236,8 @@ class OpenAICaptioner(Backend):
                      timeouts=client.stats.timeouts, failed=len(errors),
                      seconds=round(time.perf_counter() - t0, 3))
         if errors:
-            raise CaptionError(f"{len(errors)} of {len(todo)} segment(s) could not be captioned (the others "
-                               f"are cached for the rerun); first error: {errors[0]}")
+            raise CaptionError(f"captioning stopped: {len(errors)} segment(s) failed, {not_tried} not tried "
+                               f"(answers received are cached for the rerun); first error: {errors[0]}")
         table = captions_table(list(rows.values()))
         stats["valid"] = int(sum(r["valid"] for r in rows.values()))
         stats["na"] = len(rows) - stats["valid"]

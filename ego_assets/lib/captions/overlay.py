@@ -145,14 +145,16 @@ def draw_overlay(img: np.ndarray, view: SegmentView, frame: int, order: int, pro
         uv, front = projector.project(pts_c, w, h)
         thick = max(2, int(round(min(w, h) / 160)))
         shift = 4  # sub-pixel drawing
-        for j in range(len(uv) - 1):
-            if front[j] and front[j + 1]:
-                a = tuple(int(v) for v in np.round(uv[j] * (1 << shift)))
-                b = tuple(int(v) for v in np.round(uv[j + 1] * (1 << shift)))
-                c = tuple(int(v) for v in colours[k0 + j + 1])
-                cv2.line(out, a, b, c, thick, cv2.LINE_AA, shift)
+        fixed_pts = np.round(np.nan_to_num(uv) * (1 << shift)).astype(np.int64)
+        fixed_pts = np.clip(fixed_pts, -(1 << 24), 1 << 24)  # far off-image points stay drawable
+        segs = [j for j in range(len(uv) - 1) if front[j] and front[j + 1]]
+        for dark in (True, False):  # a dark outline first: the path stays visible on any background
+            for j in segs:
+                a, b = tuple(fixed_pts[j].tolist()), tuple(fixed_pts[j + 1].tolist())
+                c = (0, 0, 0) if dark else tuple(int(v) for v in colours[k0 + j + 1])
+                cv2.line(out, a, b, c, thick + 2 if dark else thick, cv2.LINE_AA, shift)
         if len(uv) and front[0]:
-            centre = tuple(int(v) for v in np.round(uv[0] * (1 << shift)))
+            centre = tuple(fixed_pts[0].tolist())
             cv2.circle(out, centre, (thick * 3) << shift, (255, 255, 255), thick, cv2.LINE_AA, shift)
             cv2.circle(out, centre, (thick * 3) << shift, tuple(int(v) for v in colours[k0]), max(1, thick // 2),
                        cv2.LINE_AA, shift)

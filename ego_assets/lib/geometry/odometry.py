@@ -45,7 +45,8 @@ class VOParams:
     min_tracks: int = 25  # fewer tracked features than this: the frame is lost
     static_px: float = 0.3  # median displacement below which the camera did not move
     init_min_disp_px: float = 6.0
-    init_min_angle_deg: float = 1.0  # median triangulation angle needed to initialise
+    init_min_angle_deg: float = 2.0  # median triangulation angle needed to initialise (a weak
+    # first map skews the whole clip: stitching showed 1 deg made clip starts drift)
     init_min_points: int = 40
     init_max_frames: int = 25
     rot_inlier_deg: float = 0.3
@@ -222,8 +223,9 @@ class ClipTrajectory:
     is_keyframe: np.ndarray
     n_inliers: np.ndarray
     depth: np.ndarray  # median depth of the map points seen (clip units), nan if none
-    mode: np.ndarray  # 'map' | 'rotation' | 'static' | 'lost'
+    mode: np.ndarray  # 'map' | 'rotation' | 'static' | 'lost' | 'anchored'
     stats: dict = field(default_factory=dict)
+    samples: dict = field(default_factory=dict)  # frame -> (pixels (k, 2), depths (k,)) of map points
 
     @property
     def R_wc(self) -> np.ndarray:
@@ -237,7 +239,10 @@ class ClipTrajectory:
 class ClipOdometry:
     """Visual odometry over the frames of one clip, fed one (undistorted, gray) frame at a time."""
 
-    def __init__(self, K: np.ndarray, size: tuple[int, int], params: VOParams = VOParams()):
+    def __init__(self, K: np.ndarray, size: tuple[int, int], params: VOParams = VOParams(),
+                 sample_frames: set[int] | None = None):
+        """``sample_frames``: frames whose map points (pixel, depth) are kept, for the stitching
+        scale (overlaps with the neighbouring clips) and the metric depth cue."""
         import cv2
 
         self.K = np.asarray(K, float)
@@ -266,6 +271,8 @@ class ClipOdometry:
         self.order: list[int] = []
         self.counters = dict(n_keyframes=0, n_relocalised=0, n_new_segments=0, n_inits=0, ba_s=0.0)
         self._orb = None
+        self.sample_frames = sample_frames or set()
+        self.samples: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
     # -- bookkeeping --
     def _new_ids(self, n: int) -> np.ndarray:
@@ -280,12 +287,22 @@ class ClipOdometry:
             self.X, self.first_kf = X, fk
         return ids
 
-    def _record(self, fi, R, t, mode, kf=False, n_in=0, depth=np.nan):
+    def _record(self, fi, R, t, mode, kf=False, n_in=0, depth=np.nan, current=True):
+        """Result of frame ``fi``; ``current``: it is the frame being tracked (its map points are the
+        current tracks), not a buffered one posed later."""
         if fi not in self.res:
             self.order.append(fi)
         self.res[fi] = [R, t, mode, kf, n_in, depth]
-        if mode != "lost":
+        if mode != "lost" and current:
             self.last_pose = (R, t)
+        if fi in self.sample_frames:
+            self.samples.pop(fi, None)
+            if R is not None and current and len(self.ids):
+                has = np.isfinite(self.X[self.ids, 0])
+                z = self.X[self.ids[has]] @ R[2] + t[2]
+                ok = z > 0
+                if ok.sum() >= 5:
+                    self.samples[fi] = (self.pts[has][ok].astype(np.float32), z[ok].astype(np.float32))
 
     def _detect(self, gray: np.ndarray, hand: np.ndarray | None, n_max: int) -> np.ndarray:
         import cv2
@@ -303,9 +320,10 @@ class ClipOdometry:
         c = cv2.goodFeaturesToTrack(gray, n_max, self.p.quality, self.p.min_distance, mask=m, blockSize=5)
         return np.zeros((0, 2), np.float32) if c is None else c.reshape(-1, 2).astype(np.float32)
 
-    def _add_kf(self, fi, R, t, gray, hand, n_map) -> _KF:
+    def _add_kf(self, fi, R, t, gray, hand, n_map, new: np.ndarray | None = None) -> _KF:
         """Keyframe at this frame: top the features up and remember what it sees."""
-        new = self._detect(gray, hand, self.p.max_features - len(self.pts))
+        if new is None:
+            new = self._detect(gray, hand, self.p.max_features - len(self.pts))
         kf = _KF(len(self.kfs), fi, R, t, self.ids.copy(), self.pts.copy())
         if len(new):
             nid = self._new_ids(len(new))
@@ -324,6 +342,24 @@ class ClipOdometry:
             self.kfs[-self.p.reloc_kfs - 1].gray = None
         return kf
 
+    def _orb_at(self, gray, uv, ids):
+        """ORB descriptors at given corners (upright, one scale: between a keyframe and a frame a
+        second later, rotation and scale change little, and the same corner detector on both sides
+        matches far better than ORB's own keypoints against tracked corners)."""
+        import cv2
+
+        if self._orb is None:
+            self._orb = cv2.ORB_create(edgeThreshold=16, patchSize=31)
+        kps = [cv2.KeyPoint(float(x), float(y), 31, 0, 0, 0, int(i)) for (x, y), i in zip(uv, ids)]
+        return self._orb.compute(gray, kps)
+
+    def _detect_free(self, gray, hand, n):
+        keep, self.pts = self.pts, np.zeros((0, 2), np.float32)
+        try:
+            return self._detect(gray, hand, n)
+        finally:
+            self.pts = keep
+
     def _describe(self, kf: _KF) -> None:
         """ORB descriptors at the keyframe's map points, for relocalisation after a loss."""
         import cv2
@@ -334,11 +370,7 @@ class ClipOdometry:
         has = np.isfinite(self.X[kf.ids, 0])
         if has.sum() < self.p.reloc_min_inliers:
             return
-        if self._orb is None:
-            self._orb = cv2.ORB_create(nfeatures=1000, edgeThreshold=15, patchSize=15)
-        kps = [cv2.KeyPoint(float(x), float(y), 15, -1, 0, 0, int(i))
-               for (x, y), i in zip(kf.uv[has], kf.ids[has])]
-        kps, desc = self._orb.compute(gray, kps)
+        kps, desc = self._orb_at(gray, kf.uv[has], kf.ids[has])
         if desc is not None and len(kps):
             kf.desc = desc
             kf.desc_ids = np.array([k.class_id for k in kps], np.int64)
@@ -379,17 +411,17 @@ class ClipOdometry:
             self._track_step(fi, gray, hand)
         self.prev = gray
 
-    def _start(self, fi, gray, hand, R, t):
+    def _start(self, fi, gray, hand, R, t, feats: np.ndarray | None = None):
         """(Re)start from this frame: it becomes the reference keyframe of a new initialisation."""
         self.pts = np.zeros((0, 2), np.float32)
         self.ids = np.zeros(0, np.int64)
-        kf = self._add_kf(fi, R, t, gray, hand, 0)
-        if len(self.pts) < self.p.min_tracks:
-            self.kfs.pop()
+        if feats is None:
+            feats = self._detect(gray, hand, self.p.max_features)
+        if len(feats) < self.p.min_tracks:
             self._record(fi, None, None, "lost")
             self.mode = "lost"
             return
-        self.ref = kf
+        self.ref = self._add_kf(fi, R, t, gray, hand, 0, new=feats)
         self.buffer = []
         self.mode = "init"
         self._record(fi, R, t, "map", kf=True)
@@ -468,7 +500,7 @@ class ClipOdometry:
             pose = self._pnp(bids, buv, prev[0] if prev and prev[0] is not None else ref.R,
                              prev[1] if prev and prev[1] is not None else ref.t)
             if pose is not None:
-                self._record(bfi, pose[0], pose[1], "map", n_in=pose[2], depth=pose[3])
+                self._record(bfi, pose[0], pose[1], "map", n_in=pose[2], depth=pose[3], current=False)
         self.buffer = []
         kf = self._add_kf(fi, R, t, gray, hand, int(good.sum()))
         zc = (self.X[ids[good]] @ R.T + t)[:, 2]
@@ -699,18 +731,24 @@ class ClipOdometry:
     def _lose(self, fi, gray, hand):
         self.mode = "lost"
         self.lost_since = 0
+        self.pts = np.zeros((0, 2), np.float32)
+        self.ids = np.zeros(0, np.int64)
         self._record(fi, None, None, "lost")
         self._lost(fi, gray, hand, first=True)
 
     def _lost(self, fi, gray, hand, first: bool = False):
         if not first:
-            self.lost_since += 1
             self._record(fi, None, None, "lost")
         if self._relocalise(fi, gray, hand):
             return
-        if self.lost_since >= self.p.reloc_frames or not any(k.desc is not None for k in self.kfs[-self.p.reloc_kfs:]):
+        feats = self._detect(gray, hand, self.p.max_features)
+        if len(feats) < self.p.min_tracks:
+            return  # nothing to start from (dark, blurred, covered): keep trying to relocalise
+        self.lost_since += 1
+        can_reloc = any(k.desc is not None for k in self.kfs[-self.p.reloc_kfs:])
+        if self.lost_since >= self.p.reloc_frames or not can_reloc:
             anchor = self.last_pose
-            self._start(fi, gray, hand, *(anchor or (np.eye(3), np.zeros(3))))
+            self._start(fi, gray, hand, *(anchor or (np.eye(3), np.zeros(3))), feats=feats)
             if self.mode == "init" and anchor is not None:
                 # a new segment, anchored (not aligned): its first frame gets the last good pose
                 self.counters["n_new_segments"] += 1
@@ -725,10 +763,8 @@ class ClipOdometry:
         kfs = [k for k in self.kfs[-self.p.reloc_kfs:] if k.desc is not None]
         if not kfs:
             return False
-        if self._orb is None:
-            self._orb = cv2.ORB_create(nfeatures=1000, edgeThreshold=15, patchSize=15)
-        mask = None if hand is None else (hand == 0).astype(np.uint8) * 255
-        kps, desc = self._orb.detectAndCompute(gray, mask)
+        pts = self._detect_free(gray, hand, 1000)
+        kps, desc = self._orb_at(gray, pts, np.arange(len(pts)))
         if desc is None or len(kps) < self.p.reloc_min_inliers:
             return False
         D = np.vstack([k.desc for k in kfs])
@@ -787,7 +823,7 @@ class ClipOdometry:
         stats = dict(self.counters)
         stats.update({f"frames_{m}": int((mode == m).sum()) for m in ("map", "rotation", "static", "lost",
                                                                       "anchored")})
-        return ClipTrajectory(fis, R, t, tracked, kf, nin, depth, mode, stats)
+        return ClipTrajectory(fis, R, t, tracked, kf, nin, depth, mode, stats, self.samples)
 
 
 # -- video level --------------------------------------------------------------------------------------
@@ -898,6 +934,17 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
     stitcher = stitch.Stitcher(n)
     active: dict[int, ClipOdometry] = {}
     pos_of = {int(f): i for i, f in enumerate(fi)}
+    depth_pos = set()
+    if scene_depth is not None and scene_depth.num_rows and "frame_index" in scene_depth.column_names:
+        depth_pos = {pos_of[int(f)] for f in scene_depth.column("frame_index").to_pylist() if int(f) in pos_of}
+    samples_for = []
+    for k, (a, b) in enumerate(ranges):
+        want = {p for p in depth_pos if a <= p <= b}
+        if k > 0:
+            want |= set(range(a, min(b, ranges[k - 1][1]) + 1))
+        if k + 1 < len(ranges):
+            want |= set(range(max(a, ranges[k + 1][0]), b + 1))
+        samples_for.append(want)
     next_clip = 0
     n_decoded = 0
     clip_stats = []
@@ -913,7 +960,7 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
             img = und(img)
         hand = masker.mask(idx) if masker else None
         while next_clip < len(ranges) and ranges[next_clip][0] <= pos:
-            active[next_clip] = ClipOdometry(K, size, params)
+            active[next_clip] = ClipOdometry(K, size, params, samples_for[next_clip])
             next_clip += 1
         for k in sorted(active):
             active[k].push(pos, img, hand)
@@ -932,7 +979,7 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
     world = stitcher.result(n)
     scale_source, metres_per_unit, scale_detail = "none", None, {}
     if scene_depth is not None and scene_depth.num_rows:
-        metres_per_unit, scale_detail = stitch.scale_from_depth(world, scene_depth, pos_of)
+        metres_per_unit, scale_detail = stitch.scale_from_depth(world, scene_depth, pos_of, size)
         if metres_per_unit is not None:
             scale_source = "depth"
     if metres_per_unit is None and hand_tracks is not None and hand_tracks.num_rows:

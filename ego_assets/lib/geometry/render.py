@@ -22,6 +22,7 @@ import pyarrow as pa
 from scipy.spatial.transform import Rotation
 
 SKIN_RGB = np.array([222, 170, 138], np.float32)
+GRID_W, GRID_H = 32, 18  # coarse depth maps given to the pose stage as a metric cue
 
 
 @dataclass
@@ -275,6 +276,7 @@ class Sequence:
     size: tuple[int, int]
     hand_rows: list[dict]
     median_depth: np.ndarray  # metric median scene depth per frame (hands excluded), nan if not computed
+    depth_grids: np.ndarray | None = None  # (N, GRID_H, GRID_W) coarse metric depth maps
 
     def frames_table(self) -> pa.Table:
         n = len(self.t_s)
@@ -287,9 +289,17 @@ class Sequence:
     def hand_tracks(self) -> pa.Table:
         return hand_tracks_table(self.hand_rows)
 
-    def scene_depth(self) -> pa.Table:
-        return pa.table(dict(frame_index=pa.array(np.arange(len(self.t_s)), pa.int32()),
-                             t_s=pa.array(self.t_s), depth_m=pa.array(self.median_depth)))
+    def scene_depth(self, with_grid: bool = True, every: int = 1) -> pa.Table:
+        """Exact metric scene depth in the form the pose stage takes it (what a depth model gives)."""
+        sel = np.arange(0, len(self.t_s), every)
+        cols = dict(frame_index=pa.array(sel, pa.int32()), t_s=pa.array(self.t_s[sel]),
+                    depth_m=pa.array(self.median_depth[sel]))
+        if with_grid and self.depth_grids is not None:
+            g = self.depth_grids[sel]
+            cols["depth_grid"] = pa.array(list(g.reshape(len(sel), -1).astype(np.float32)), pa.list_(pa.float32()))
+            cols["grid_w"] = pa.array([g.shape[2]] * len(sel), pa.int32())
+            cols["grid_h"] = pa.array([g.shape[1]] * len(sel), pa.int32())
+        return pa.table(cols)
 
 
 def hand_tracks_table(rows: list[dict]) -> pa.Table:
@@ -323,6 +333,7 @@ def render_sequence(path: str | None, n_frames: int = 60, fps: float = 10.0, kin
     rend = Renderer(default_scene(), K, size, default_hands() if hands else None)
     rows: list[dict] = []
     med = np.full(n_frames, np.nan)
+    grids = np.full((n_frames, GRID_H, GRID_W), np.nan, np.float32) if with_depth else None
     frames: list[np.ndarray] = []
 
     def gen() -> Iterator[np.ndarray]:
@@ -333,8 +344,12 @@ def render_sequence(path: str | None, n_frames: int = 60, fps: float = 10.0, kin
                 img[:] = img.mean().astype(np.uint8)
                 hs = []
             if with_depth:
+                import cv2
+
                 finite = depth[np.isfinite(depth)]
                 med[i] = float(np.median(finite)) if finite.size else np.nan
+                grids[i] = cv2.resize(np.where(np.isfinite(depth), depth, med[i]), (GRID_W, GRID_H),
+                                      interpolation=cv2.INTER_AREA)
             for hd in hs:
                 rows.append(dict(frame_index=i, t_s=float(t[i]), hand=hd["hand"], kp2d=hd["kp2d"],
                                  joints_cam=hd["joints_cam"]))
@@ -344,7 +359,7 @@ def render_sequence(path: str | None, n_frames: int = 60, fps: float = 10.0, kin
         frames = list(gen())
     else:
         write_video(path, gen(), t, fps, crf)
-    seq = Sequence(t, np.einsum("ij,njk->nik", T0inv, T_room), K, size, rows, med)
+    seq = Sequence(t, np.einsum("ij,njk->nik", T0inv, T_room), K, size, rows, med, grids)
     return seq, (frames if path is None else None)
 
 

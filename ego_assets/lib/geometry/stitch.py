@@ -54,11 +54,36 @@ class Sim3:
 MIN_SPREAD_OF_DEPTH = 0.05  # centres spread over < 5 % of the scene depth carry no usable scale
 
 
+def matched_depth_ratio(samples_a: dict, samples_b: dict, frames, tol_px: float = 1.0) -> tuple[float | None, int]:
+    """Scale between two reconstructions of the same frames from the points both saw: the same image
+    corner (within ``tol_px``) in the same frame is the same scene point, so its depth ratio is the
+    scale ratio, free of which points each happened to keep."""
+    from scipy.spatial import cKDTree
+
+    ratios = []
+    for f in frames:
+        a, b = samples_a.get(int(f)), samples_b.get(int(f))
+        if a is None or b is None:
+            continue
+        d, j = cKDTree(a[0]).query(b[0], distance_upper_bound=tol_px)
+        ok = np.isfinite(d)
+        if ok.any():
+            ratios.append(a[1][j[ok]] / b[1][ok])
+    if not ratios:
+        return None, 0
+    r = np.concatenate(ratios)
+    if len(r) < 20:
+        return None, len(r)
+    return float(np.median(r)), len(r)
+
+
 def fit_sim3(R_wc_a: np.ndarray, c_a: np.ndarray, R_wc_b: np.ndarray, c_b: np.ndarray,
-             depth_a: np.ndarray | None = None, depth_b: np.ndarray | None = None) -> tuple[Sim3, dict]:
+             depth_a: np.ndarray | None = None, depth_b: np.ndarray | None = None,
+             s_matched: float | None = None) -> tuple[Sim3, dict]:
     """Similarity mapping trajectory b's world into a's from the same frames posed in both
-    (camera-to-world rotations and camera centres). Rotation: mean of R_a R_b^T; then s, t in closed
-    form on the centres, or s from the depth ratio when the centres are too concentrated."""
+    (camera-to-world rotations and camera centres). Rotation: mean of R_a R_b^T. Scale: from the depth
+    ratio of matched points (``s_matched``) when given, else in closed form on the centres when they
+    spread enough, else from the ratio of median scene depths. Translation: closed form given both."""
     R = rotation_mean(np.einsum("nij,nkj->nik", R_wc_a, R_wc_b))
     x = c_b @ R.T
     xm, ym = x.mean(0), c_a.mean(0)
@@ -72,7 +97,9 @@ def fit_sim3(R_wc_a: np.ndarray, c_a: np.ndarray, R_wc_b: np.ndarray, c_b: np.nd
     scene_b = float(np.nanmedian(depth_b)) if depth_b is not None and np.isfinite(depth_b).any() else None
     well_spread = len(x) >= 3 and (scene_b is None or spread_b > MIN_SPREAD_OF_DEPTH * scene_b) and spread_b > 0
     s_pos = float((xc * yc).sum() / (xc ** 2).sum()) if well_spread else None
-    if s_pos is not None and s_pos > 0:
+    if s_matched is not None and s_matched > 0:
+        s, method = s_matched, "matched_depth"
+    elif s_pos is not None and s_pos > 0:
         s, method = s_pos, "sim3"
     elif s_depth is not None and s_depth > 0:
         s, method = s_depth, "depth_ratio"
@@ -82,7 +109,8 @@ def fit_sim3(R_wc_a: np.ndarray, c_a: np.ndarray, R_wc_b: np.ndarray, c_b: np.nd
     rot_res = Rotation.from_matrix(np.einsum("nij,njk->nik", np.transpose(R_wc_a, (0, 2, 1)),
                                              np.einsum("ij,njk->nik", R, R_wc_b))).magnitude()
     pos_res = np.linalg.norm(s * x + t - c_a, axis=1)
-    info = dict(method=method, scale=s, scale_pos=s_pos, scale_depth=s_depth, n_overlap=len(x),
+    info = dict(method=method, scale=s, scale_pos=s_pos, scale_depth=s_depth, scale_matched=s_matched,
+                n_overlap=len(x),
                 rot_residual_deg=float(np.degrees(np.median(rot_res))),
                 pos_residual=float(np.sqrt((pos_res ** 2).mean())))
     return Sim3(s, R, t), info
@@ -98,6 +126,7 @@ class World:
     is_keyframe: np.ndarray
     n_inliers: np.ndarray
     depth: np.ndarray  # median depth of the map points seen per frame, world units
+    samples: dict  # frame -> (pixels, depths in world units) of map points, for some frames
 
     @property
     def R_cw(self) -> np.ndarray:
@@ -114,7 +143,7 @@ class Stitcher:
 
     def __init__(self, n: int):
         self.w = World(np.full((n, 3, 3), np.nan), np.full((n, 3), np.nan), np.zeros(n, bool),
-                       np.zeros(n, bool), np.zeros(n, np.int32), np.full(n, np.nan))
+                       np.zeros(n, bool), np.zeros(n, np.int32), np.full(n, np.nan), {})
         self.info: list[dict] = []
         self.last_pos = -1
 
@@ -133,7 +162,9 @@ class Stitcher:
             ov = tr & w.tracked[pos]
             if ov.sum() >= 3:
                 p = pos[ov]
-                sim, fit = fit_sim3(w.R_wc[p], w.centres[p], R_wc[ov], c[ov], w.depth[p], depth[ov])
+                s_m, n_m = matched_depth_ratio(w.samples, traj.samples, p)
+                sim, fit = fit_sim3(w.R_wc[p], w.centres[p], R_wc[ov], c[ov], w.depth[p], depth[ov], s_m)
+                fit["n_matched"] = n_m
                 info.update(fit)
             else:
                 sim, how = self._anchor(pos, R_wc, c, depth, tr)
@@ -153,6 +184,12 @@ class Stitcher:
         p = pos[take]
         w.R_wc[p], w.centres[p], w.tracked[p] = R_new[take], c_new[take], True
         w.is_keyframe[p], w.n_inliers[p], w.depth[p] = traj.is_keyframe[take], traj.n_inliers[take], depth[take]
+        for f in p:
+            smp = traj.samples.get(int(f))
+            if smp is not None:
+                w.samples[int(f)] = (smp[0], smp[1] * sim.s)
+            else:
+                w.samples.pop(int(f), None)
         self.last_pos = max(self.last_pos, int(pos[-1]))
         self.info.append(info)
 
@@ -181,27 +218,48 @@ class Stitcher:
 # -- metric scale ---------------------------------------------------------------------------------------
 
 def scale_from_depth(world: World, scene_depth: pa.Table, pos_of: dict[int, int],
-                     min_frames: int = 3) -> tuple[float | None, dict]:
-    """Metres per world unit from a metric median scene depth per frame (``frame_index``, ``depth_m``)
-    against the median depth of the map points the odometry saw in the same frames."""
+                     size: tuple[int, int] | None = None, min_frames: int = 3) -> tuple[float | None, dict]:
+    """Metres per world unit from metric scene depth (``frame_index``, ``depth_m`` = median metric
+    depth of the frame, optionally ``depth_grid`` = a coarse metric depth map, ``grid_w`` x ``grid_h``,
+    row-major over the proxy image). With a grid, the metric depth is read at the very pixels of the
+    map points the odometry saw in that frame (same points, no sampling bias); with the median only,
+    the two medians are compared."""
+    from scipy.ndimage import map_coordinates
+
     for name in ("frame_index", "depth_m"):
         if name not in scene_depth.column_names:
             raise ValueError(f"scene_depth table: no {name!r} column")
     fi = scene_depth.column("frame_index").to_numpy()
     dm = scene_depth.column("depth_m").to_numpy(zero_copy_only=False).astype(float)
-    ratios = []
-    for f, d in zip(fi, dm):
+    has_grid = size is not None and all(c in scene_depth.column_names for c in ("depth_grid", "grid_w", "grid_h"))
+    grids = scene_depth.column("depth_grid").to_pylist() if has_grid else [None] * len(fi)
+    gws = scene_depth.column("grid_w").to_pylist() if has_grid else [None] * len(fi)
+    ghs = scene_depth.column("grid_h").to_pylist() if has_grid else [None] * len(fi)
+    ratios, n_grid = [], 0
+    for f, d, g, gw, gh in zip(fi, dm, grids, gws, ghs):
         p = pos_of.get(int(f))
-        if p is None or not np.isfinite(d) or d <= 0:
+        if p is None or not world.tracked[p]:
             continue
+        smp = world.samples.get(p)
+        if g is not None and gw and gh and smp is not None and len(g) == gw * gh:
+            grid = np.asarray(g, float).reshape(gh, gw)
+            uv, z = smp
+            gx = (uv[:, 0] + 0.5) * gw / size[0] - 0.5
+            gy = (uv[:, 1] + 0.5) * gh / size[1] - 0.5
+            D = map_coordinates(grid, [gy, gx], order=1, mode="nearest")
+            ok = np.isfinite(D) & (D > 0) & (z > 0)
+            if ok.sum() >= 5:
+                ratios.append(float(np.median(D[ok] / z[ok])))
+                n_grid += 1
+                continue
         v = world.depth[p]
-        if world.tracked[p] and np.isfinite(v) and v > 0:
+        if np.isfinite(d) and d > 0 and np.isfinite(v) and v > 0:
             ratios.append(d / v)
     if len(ratios) < min_frames:
         return None, dict(n_frames=len(ratios))
     r = np.array(ratios)
-    return float(np.median(r)), dict(n_frames=len(r), iqr_rel=float(np.subtract(*np.percentile(r, [75, 25]))
-                                                                    / np.median(r)))
+    return float(np.median(r)), dict(n_frames=len(r), n_with_grid=n_grid,
+                                     iqr_rel=float(np.subtract(*np.percentile(r, [75, 25])) / np.median(r)))
 
 
 RIGID_JOINTS = (0, 5, 9, 13, 17)  # wrist and knuckles: the hand's most rigid points

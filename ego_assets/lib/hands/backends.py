@@ -8,6 +8,8 @@ reads the proxy video (frame i of the proxy is ``frame_index`` i of ``frames``),
 calibration row when the camera is distorted, and returns the ``hand_tracks`` rows (identity, left/
 right and temporal clean-up done), the raw ``hand_detections`` and a dict of metrics for the UI.
 Tables come without ``partition_key``; the wiring passes them through ``schemas.conform``.
+:class:`HandsBackend` holds everything after the per-frame detector, so another backend (a GPU
+model) only writes :meth:`HandsBackend.detect`.
 
 The ``mediapipe`` backend: MediaPipe Tasks ``HandLandmarker`` in VIDEO mode (it tracks hands from
 frame to frame and runs the palm detector only when it lost one), two hands, then per detection the
@@ -126,8 +128,162 @@ def _camera(calib: dict, width: int, height: int):
     return camera_matrix(calib, rectified=False), None
 
 
+class HandsBackend(Backend):
+    """Base of the hands backends: a subclass implements :meth:`detect` (its detector/regressor on
+    every frame); :meth:`assemble` (identities, left/right, clean-up, wrist frame, finger pose, the
+    tables) is shared, and ``track = assemble(detect(...))``. A GPU backend (HaWoR, WiLoR, HaMeR...)
+    can subclass it and get the same tracks, handedness and checks for free."""
+
+    def __init__(self, max_gap: int = 3, outlier_window: int = 7, outlier_k: float = 4.0,
+                 outlier_floor_m: float = 0.05, mp_labels_mirrored: bool | None = None,
+                 lift_params: lifting.LiftParams = lifting.LiftParams(),
+                 track_params: tracking.TrackParams = tracking.TrackParams(),
+                 weights: tracking.EvidenceWeights = tracking.EvidenceWeights()):
+        self.max_gap = max_gap
+        self.outlier = (outlier_window, outlier_k, outlier_floor_m)
+        self.mp_labels_mirrored = mp_labels_mirrored
+        self.lift_params = lift_params
+        self.track_params = track_params
+        self.weights = weights
+
+    def detect(self, proxy_path: str, frames: pa.Table, calib: dict,
+               progress: Callable[[int, int], None] | None = None) -> dict:
+        """Per-frame detections as plain arrays, D = number of detections, n = number of frames:
+
+        ``frame_index`` (D,) int; ``detection`` (D,) int, index within its frame; ``mp_label`` (D,)
+        str, the detector's own 'Left'/'Right' guess ('' if none); ``mp_score`` (D,) its probability;
+        ``kp2d`` (D, 21, 2) pixels of the rectified frame; ``world`` (D, 21, 3) the metric hand shape
+        (any origin, camera-aligned axes); ``joints_cam`` (D, 21, 3) metres, camera frame; ``fit``
+        (D,) str; ``reproj_px`` (D,); ``t_s`` (n,) from the frames table; ``n_frames``;
+        ``image_size`` (w, h); ``K`` (3, 3) of the rectified frames; ``undistorted`` bool;
+        ``timing`` dict with ``decode_s``, ``landmarker_s``, ``lifting_s``.
+        """
+        raise NotImplementedError
+
+    def model_stats(self) -> dict:
+        """What to record about the model (path, hash) in the stats."""
+        return {}
+
+    # -- shared: identities, handedness, clean-up: identities, handedness, clean-up --------------------------------------------------
+
+    def assemble(self, det: dict) -> HandResult:
+        """Tracks, handedness and temporal clean-up over the detections of one video."""
+        t0 = time.perf_counter()
+        t_s, n = det["t_s"], det["n_frames"]
+        fi = det["frame_index"].astype(np.int64)
+        D = len(fi)
+        fit = det["fit"]
+        factor = np.array([FIT_FACTOR.get(f, PRIOR_FIT_FACTOR) for f in fit]) if D else np.zeros(0)
+        score = det["mp_score"] * factor if D else np.zeros(0)
+        detections = _table(DETECTIONS_SCHEMA, dict(
+            frame_index=fi, t_s=t_s[fi] if D else np.zeros(0), detection=det["detection"],
+            mp_label=det["mp_label"], mp_score=det["mp_score"], score=score,
+            kp2d=det["kp2d"].reshape(D, 42), joints_cam=det["joints_cam"].reshape(D, 63), fit=fit))
+        stats = dict(n_frames=int(n), n_detections=int(D), undistorted=bool(det["undistorted"]),
+                     image_width=det["image_size"][0] if det["image_size"] else None,
+                     image_height=det["image_size"][1] if det["image_size"] else None,
+                     fx=float(det["K"][0, 0]) if det["K"] is not None else None)
+        stats.update(self.model_stats())
+        if D == 0:
+            stats.update(_rates(empty_tracks(), n))
+            stats.update(_timing(det["timing"], n, 0, time.perf_counter() - t0))
+            return HandResult(empty_tracks(), detections, _json_safe(stats))
+
+        ev = tracking.detection_evidence(det["kp2d"], det["world"], det["mp_label"], det["mp_score"],
+                                         det["image_size"][0])
+        if self.mp_labels_mirrored is None:
+            mp_sign, agreement = tracking.mp_label_polarity(ev, self.weights)
+        else:
+            mp_sign, agreement = (-1.0 if self.mp_labels_mirrored else 1.0), float("nan")
+        evidence = ev.total(self.weights, mp_sign)
+
+        keep = tracking.suppress_duplicates(fi, det["kp2d"], score, self.track_params.duplicate_rel)
+        kept = np.flatnonzero(keep)
+        tid = np.full(D, -1, np.int64)
+        tid[kept] = tracking.assign_tracks(fi[kept], det["kp2d"][kept], evidence[kept], self.track_params)
+        labels = tracking.decide_handedness(tid[kept], fi[kept], evidence[kept])
+
+        rows = {k: [] for k in ("frame_index", "hand", "score", "kp2d", "joints_cam", "track_id",
+                                "handedness_conf", "interpolated")}
+        n_out = n_depth = 0
+        sizes: dict[int, float] = {}
+        win, k, floor = self.outlier
+        for t, lab in labels.items():
+            idx = kept[tid[kept] == t]
+            idx = idx[np.argsort(fi[idx], kind="stable")]
+            J, size = lifting.normalize_track_scale(det["joints_cam"][idx], fit[idx],
+                                                    self.lift_params.size_range)
+            sizes[t] = size
+            J, corrected = cleanup.correct_depth_outliers(J, win, k)
+            n_depth += int(corrected.sum())
+            inl = cleanup.reject_outliers(J[:, 0], win, k, floor)
+            n_out += int((~inl).sum())
+            idx, J = idx[inl], J[inl]
+            f2, arr, interp = cleanup.fill_gaps(fi[idx], dict(kp2d=det["kp2d"][idx], joints_cam=J,
+                                                              score=score[idx]), self.max_gap)
+            m = len(f2)
+            rows["frame_index"].append(f2)
+            rows["hand"].append(np.full(m, lab.hand, object))
+            rows["score"].append(arr["score"])
+            rows["kp2d"].append(arr["kp2d"])
+            rows["joints_cam"].append(arr["joints_cam"])
+            rows["track_id"].append(np.full(m, t))
+            rows["handedness_conf"].append(np.full(m, lab.conf))
+            rows["interpolated"].append(interp)
+        cat = {k: np.concatenate(v) for k, v in rows.items()}
+        # one person has one left and one right hand: if two tracks of one label share a frame
+        # (only when the track labelling could not respect it), keep the better-scored row
+        order = np.lexsort((-cat["score"], cat["interpolated"], cat["hand"].astype(str), cat["frame_index"]))
+        key = np.char.add(cat["frame_index"].astype(str), cat["hand"].astype(str))[order]
+        first = np.ones(len(order), bool)
+        first[1:] = key[1:] != key[:-1]
+        sel = order[first]
+        n_conflict = int((~first).sum())
+        sel = sel[np.lexsort((cat["hand"][sel].astype(str), cat["frame_index"][sel]))]
+        cat = {k: v[sel] for k, v in cat.items()}
+        hands = cat["hand"].astype(str)
+        J = cat["joints_cam"]
+        tracks = _table(TRACKS_SCHEMA, dict(
+            frame_index=cat["frame_index"], t_s=t_s[cat["frame_index"]], hand=hands.tolist(),
+            score=cat["score"], kp2d=cat["kp2d"].reshape(-1, 42), joints_cam=J.reshape(-1, 63),
+            wrist_rotvec_cam=skeleton.wrist_rotvec(J, hands),
+            finger_pose=skeleton.finger_pose(J, hands).reshape(-1, 45),
+            track_id=cat["track_id"], handedness_conf=cat["handedness_conf"],
+            interpolated=cat["interpolated"]))
+
+        final = np.array([labels[int(t)].hand == "right" if t >= 0 else False for t in tid])
+        mp_right = (ev.mp * mp_sign) > 0
+        has_mp = ev.mp != 0
+        fits = {}
+        for f in fit:
+            key_ = "prior" if f.startswith("prior") else f
+            fits[key_] = fits.get(key_, 0) + 1
+        stats.update(
+            n_tracks=len(labels), n_duplicates=int((~keep).sum()), n_depth_corrected=n_depth,
+            n_outliers=n_out,
+            n_interpolated=int(cat["interpolated"].sum()), n_label_conflicts=n_conflict,
+            mp_labels_mirrored=bool(mp_sign < 0), mp_label_geometric_agreement=agreement,
+            mp_label_final_agreement=float((mp_right[keep & has_mp] == final[keep & has_mp]).mean())
+            if (keep & has_mp).any() else float("nan"),
+            hand_size_m={str(t): round(v, 4) for t, v in sizes.items()},
+            handedness_conf_mean=float(np.mean(cat["handedness_conf"])) if len(sel) else float("nan"),
+            **{f"fit_{k}": v / D for k, v in fits.items()},
+            reproj_px_median=float(np.median(det["reproj_px"][np.isfinite(det["reproj_px"])]))
+            if np.isfinite(det["reproj_px"]).any() else float("nan"),
+        )
+        stats.update(_rates(tracks, n))
+        stats.update(_timing(det["timing"], n, D, time.perf_counter() - t0))
+        return HandResult(tracks, detections, _json_safe(stats))
+
+    def track(self, proxy_path: str, frames: pa.Table, calib: dict,
+              progress: Callable[[int, int], None] | None = None) -> HandResult:
+        """Hand tracks of one proxy video (see the module doc)."""
+        _warm_imports()
+        return self.assemble(self.detect(proxy_path, frames, calib, progress))
+
+
 @register("hands")
-class MediaPipeHands(Backend):
+class MediaPipeHands(HandsBackend):
     """MediaPipe Tasks HandLandmarker + metric lifting + identity/handedness + clean-up (CPU)."""
 
     name = "mediapipe"
@@ -139,21 +295,18 @@ class MediaPipeHands(Backend):
 
     def __init__(self, model_path: str | None = None, num_hands: int = 2,
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
-                 min_tracking_confidence: float = 0.5, max_gap: int = 3,
-                 outlier_window: int = 7, outlier_k: float = 4.0, outlier_floor_m: float = 0.03,
-                 mp_labels_mirrored: bool | None = None,
-                 lift_params: lifting.LiftParams = lifting.LiftParams(),
-                 track_params: tracking.TrackParams = tracking.TrackParams(),
-                 weights: tracking.EvidenceWeights = tracking.EvidenceWeights()):
+                 min_tracking_confidence: float = 0.5, **kwargs):
+        """``model_path``: a bundle (default: the verified ``model_variant`` bundle, see
+        :func:`~ego_assets.lib.hands.model.resolve_model`); other keywords go to :class:`HandsBackend`.
+        The model is resolved once here; a landmarker is created per video (~0.1 s), since VIDEO mode
+        needs timestamps increasing within one video only."""
+        super().__init__(**kwargs)
         self.model_path = resolve_model(model_path, self.model_variant)
         self.num_hands = num_hands
         self.conf = (min_detection_confidence, min_presence_confidence, min_tracking_confidence)
-        self.max_gap = max_gap
-        self.outlier = (outlier_window, outlier_k, outlier_floor_m)
-        self.mp_labels_mirrored = mp_labels_mirrored
-        self.lift_params = lift_params
-        self.track_params = track_params
-        self.weights = weights
+
+    def model_stats(self) -> dict:
+        return model_info(self.model_path)
 
     def _landmarker(self):
         from mediapipe.tasks.python import BaseOptions, vision
@@ -164,8 +317,6 @@ class MediaPipeHands(Backend):
             min_hand_detection_confidence=self.conf[0], min_hand_presence_confidence=self.conf[1],
             min_tracking_confidence=self.conf[2])
         return vision.HandLandmarker.create_from_options(opts)
-
-    # -- stage 1: per-frame detection and lifting -----------------------------------------------------
 
     def detect(self, proxy_path: str, frames: pa.Table, calib: dict,
                progress: Callable[[int, int], None] | None = None) -> dict:
@@ -239,120 +390,6 @@ class MediaPipeHands(Backend):
                       timing=timing)
         return arrays
 
-    # -- stage 2: identities, handedness, clean-up --------------------------------------------------
-
-    def assemble(self, det: dict) -> HandResult:
-        """Tracks, handedness and temporal clean-up over the detections of one video."""
-        t0 = time.perf_counter()
-        t_s, n = det["t_s"], det["n_frames"]
-        fi = det["frame_index"].astype(np.int64)
-        D = len(fi)
-        fit = det["fit"]
-        factor = np.array([FIT_FACTOR.get(f, PRIOR_FIT_FACTOR) for f in fit]) if D else np.zeros(0)
-        score = det["mp_score"] * factor if D else np.zeros(0)
-        detections = _table(DETECTIONS_SCHEMA, dict(
-            frame_index=fi, t_s=t_s[fi] if D else np.zeros(0), detection=det["detection"],
-            mp_label=det["mp_label"], mp_score=det["mp_score"], score=score,
-            kp2d=det["kp2d"].reshape(D, 42), joints_cam=det["joints_cam"].reshape(D, 63), fit=fit))
-        stats = dict(n_frames=int(n), n_detections=int(D), undistorted=bool(det["undistorted"]),
-                     image_width=det["image_size"][0] if det["image_size"] else None,
-                     image_height=det["image_size"][1] if det["image_size"] else None,
-                     fx=float(det["K"][0, 0]) if det["K"] is not None else None)
-        stats.update(model_info(self.model_path))
-        if D == 0:
-            stats.update(_rates(empty_tracks(), n))
-            stats.update(_timing(det["timing"], n, 0, time.perf_counter() - t0))
-            return HandResult(empty_tracks(), detections, stats)
-
-        ev = tracking.detection_evidence(det["kp2d"], det["world"], det["mp_label"], det["mp_score"],
-                                         det["image_size"][0])
-        if self.mp_labels_mirrored is None:
-            mp_sign, agreement = tracking.mp_label_polarity(ev, self.weights)
-        else:
-            mp_sign, agreement = (-1.0 if self.mp_labels_mirrored else 1.0), float("nan")
-        evidence = ev.total(self.weights, mp_sign)
-
-        keep = tracking.suppress_duplicates(fi, det["kp2d"], score, self.track_params.duplicate_rel)
-        kept = np.flatnonzero(keep)
-        tid = np.full(D, -1, np.int64)
-        tid[kept] = tracking.assign_tracks(fi[kept], det["kp2d"][kept], evidence[kept], self.track_params)
-        labels = tracking.decide_handedness(tid[kept], fi[kept], evidence[kept])
-
-        rows = {k: [] for k in ("frame_index", "hand", "score", "kp2d", "joints_cam", "track_id",
-                                "handedness_conf", "interpolated")}
-        n_out = 0
-        sizes: dict[int, float] = {}
-        win, k, floor = self.outlier
-        for t, lab in labels.items():
-            idx = kept[tid[kept] == t]
-            idx = idx[np.argsort(fi[idx], kind="stable")]
-            J, size = lifting.normalize_track_scale(det["joints_cam"][idx], fit[idx],
-                                                    self.lift_params.size_range)
-            sizes[t] = size
-            inl = cleanup.reject_outliers(J[:, 0], win, k, floor)
-            n_out += int((~inl).sum())
-            idx, J = idx[inl], J[inl]
-            f2, arr, interp = cleanup.fill_gaps(fi[idx], dict(kp2d=det["kp2d"][idx], joints_cam=J,
-                                                              score=score[idx]), self.max_gap)
-            m = len(f2)
-            rows["frame_index"].append(f2)
-            rows["hand"].append(np.full(m, lab.hand, object))
-            rows["score"].append(arr["score"])
-            rows["kp2d"].append(arr["kp2d"])
-            rows["joints_cam"].append(arr["joints_cam"])
-            rows["track_id"].append(np.full(m, t))
-            rows["handedness_conf"].append(np.full(m, lab.conf))
-            rows["interpolated"].append(interp)
-        cat = {k: np.concatenate(v) for k, v in rows.items()}
-        # one person has one left and one right hand: if two tracks of one label share a frame
-        # (only when the track labelling could not respect it), keep the better-scored row
-        order = np.lexsort((-cat["score"], cat["interpolated"], cat["hand"].astype(str), cat["frame_index"]))
-        key = np.char.add(cat["frame_index"].astype(str), cat["hand"].astype(str))[order]
-        first = np.ones(len(order), bool)
-        first[1:] = key[1:] != key[:-1]
-        sel = order[first]
-        n_conflict = int((~first).sum())
-        sel = sel[np.lexsort((cat["hand"][sel].astype(str), cat["frame_index"][sel]))]
-        cat = {k: v[sel] for k, v in cat.items()}
-        hands = cat["hand"].astype(str)
-        J = cat["joints_cam"]
-        tracks = _table(TRACKS_SCHEMA, dict(
-            frame_index=cat["frame_index"], t_s=t_s[cat["frame_index"]], hand=hands.tolist(),
-            score=cat["score"], kp2d=cat["kp2d"].reshape(-1, 42), joints_cam=J.reshape(-1, 63),
-            wrist_rotvec_cam=skeleton.wrist_rotvec(J, hands), finger_pose=skeleton.finger_pose(J, hands).reshape(-1, 45),
-            track_id=cat["track_id"], handedness_conf=cat["handedness_conf"],
-            interpolated=cat["interpolated"]))
-
-        final = np.array([labels[int(t)].hand == "right" if t >= 0 else False for t in tid])
-        mp_right = (ev.mp * mp_sign) > 0
-        has_mp = ev.mp != 0
-        fits = {}
-        for f in fit:
-            key_ = "prior" if f.startswith("prior") else f
-            fits[key_] = fits.get(key_, 0) + 1
-        stats.update(
-            n_tracks=len(labels), n_duplicates=int((~keep).sum()), n_outliers=n_out,
-            n_interpolated=int(cat["interpolated"].sum()), n_label_conflicts=n_conflict,
-            mp_labels_mirrored=bool(mp_sign < 0), mp_label_geometric_agreement=agreement,
-            mp_label_final_agreement=float((mp_right[keep & has_mp] == final[keep & has_mp]).mean())
-            if (keep & has_mp).any() else float("nan"),
-            hand_size_m={int(t): round(v, 4) for t, v in sizes.items()},
-            handedness_conf_mean=float(np.mean(cat["handedness_conf"])) if len(sel) else float("nan"),
-            **{f"fit_{k}": v / D for k, v in fits.items()},
-            reproj_px_median=float(np.median(det["reproj_px"][np.isfinite(det["reproj_px"])]))
-            if np.isfinite(det["reproj_px"]).any() else float("nan"),
-        )
-        stats.update(_rates(tracks, n))
-        stats.update(_timing(det["timing"], n, D, time.perf_counter() - t0))
-        return HandResult(tracks, detections, stats)
-
-    def track(self, proxy_path: str, frames: pa.Table, calib: dict,
-              progress: Callable[[int, int], None] | None = None) -> HandResult:
-        """Hand tracks of one proxy video (see the module doc)."""
-        _warm_imports()
-        return self.assemble(self.detect(proxy_path, frames, calib, progress))
-
-
 @register("hands")
 class MediaPipeHandsLite(MediaPipeHands):
     """The same pipeline with MediaPipe's lite landmark network: ~40 % less CPU per hand, for when
@@ -370,6 +407,22 @@ def _warm_imports() -> None:
     import scipy.ndimage  # noqa: F401
     import scipy.optimize  # noqa: F401
     import scipy.spatial.transform  # noqa: F401
+
+
+def _json_safe(d: dict) -> dict:
+    """NaN -> None, numpy scalars -> Python, so the stats go straight into JSON / UI metadata."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = _json_safe(v)
+        elif isinstance(v, (np.floating, float)):
+            v = None if not np.isfinite(v) else float(v)
+        elif isinstance(v, (np.integer,)):
+            v = int(v)
+        elif isinstance(v, np.bool_):
+            v = bool(v)
+        out[k] = v
+    return out
 
 
 def _rates(tracks: pa.Table, n: int) -> dict:

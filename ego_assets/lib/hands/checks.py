@@ -102,7 +102,8 @@ def check_handedness_consistent(tracks: pa.Table) -> tuple[bool, float, str]:
     if bad_hand:
         return False, float(len(bad_hand)), f"hand values {bad_hand}: must be 'left' or 'right'"
     fi = tracks.column("frame_index").to_numpy()
-    tid = tracks.column("track_id").to_numpy(zero_copy_only=False) if "track_id" in tracks.column_names else None
+    tid = (tracks.column("track_id").to_numpy(zero_copy_only=False)
+           if "track_id" in tracks.column_names else None)
     mixed = []
     if tid is not None:
         for t in np.unique(tid[~np.isnan(tid.astype(float))] if tid.dtype.kind == "f" else tid):

@@ -1,8 +1,10 @@
 """Temporal clean-up of one hand track, on plain arrays.
 
-Per-frame 3D wrist positions are noisy mostly in depth (the lifting's scale comes from a network guess
-or a size prior). A rolling median over the track with a MAD threshold drops the frames whose wrist
-jumps away from its neighbours; then gaps of at most ``max_gap`` missing frames (dropped outliers
+Per-frame 3D positions are noisy mostly in depth (the lifting's scale comes from a network guess or a
+size prior). Depth jumps are corrected in place (the frame's 2D evidence is good, only its distance is
+off); then a rolling median over the track with a MAD threshold drops the frames whose wrist still
+jumps away from its neighbours (a wrong detection); then gaps of at most ``max_gap`` missing frames
+(dropped outliers
 or missed detections) are filled by linear interpolation and flagged, and longer gaps stay empty:
 a hand not seen has no row (DESIGN §2), but a one-frame dropout inside a motion should not cut an
 action segment in two.
@@ -15,12 +17,14 @@ import numpy as np
 MAD_TO_SIGMA = 1.4826
 
 
-def reject_outliers(values: np.ndarray, window: int = 7, k: float = 4.0, floor: float = 0.03) -> np.ndarray:
+def reject_outliers(values: np.ndarray, window: int = 7, k: float = 4.0, floor: float = 0.05) -> np.ndarray:
     """Inlier mask (N,) for a track's samples ``values`` (N, D) (e.g. wrist xyz in metres).
 
     A sample is an outlier when its distance to the rolling median (``window`` samples, centred)
     exceeds ``max(k * 1.4826 * MAD, floor)``, the MAD being that of all the track's distances;
-    ``floor`` (same unit as values) keeps ordinary jitter from being cut on a very steady track.
+    ``floor`` (same unit as values) keeps ordinary jitter from being cut on a very steady track: the
+    default 5 cm is above the few-centimetre depth noise of a monocular hand at arm's length, below
+    the jumps of a wrong detection or a distorted lift.
     Tracks shorter than 3 samples are kept whole.
     """
     from scipy.ndimage import median_filter
@@ -39,6 +43,35 @@ def reject_outliers(values: np.ndarray, window: int = 7, k: float = 4.0, floor: 
     mad = np.median(np.abs(r - np.median(r)))
     thr = max(k * MAD_TO_SIGMA * mad, floor)
     return r <= thr
+
+
+def correct_depth_outliers(joints_cam: np.ndarray, window: int = 7, k: float = 4.0, floor_rel: float = 0.1
+                           ) -> tuple[np.ndarray, np.ndarray]:
+    """Pull back the depth of frames whose palm depth jumps away from the track's rolling median.
+
+    Monocular depth is the weak coordinate: the 2D keypoints of such a frame are fine, only its
+    metric depth is off. So instead of dropping the frame, its joints are scaled about the camera
+    centre (which leaves their projection unchanged) to put the palm at the rolling median depth.
+    A frame is corrected when its relative depth deviation exceeds ``max(k * 1.4826 * MAD,
+    floor_rel)``. Returns (joints, corrected mask).
+    """
+    from scipy.ndimage import median_filter
+
+    J = np.asarray(joints_cam, float)
+    n = len(J)
+    if n < 3:
+        return J.copy(), np.zeros(n, bool)
+    if window < 3 or window % 2 == 0:
+        raise ValueError(f"window={window}: must be an odd number >= 3")
+    z = J[:, [0, 5, 9, 13, 17], 2].mean(1)
+    w = min(window, n if n % 2 else n - 1)
+    med = median_filter(z, size=w, mode="mirror")
+    r = np.abs(z - med) / np.maximum(med, 1e-6)
+    mad = np.median(np.abs(r - np.median(r)))
+    bad = r > max(k * MAD_TO_SIGMA * mad, floor_rel)
+    out = J.copy()
+    out[bad] *= (med[bad] / z[bad])[:, None, None]
+    return out, bad
 
 
 def fill_gaps(frame_index: np.ndarray, arrays: dict[str, np.ndarray], max_gap: int = 3

@@ -91,7 +91,8 @@ def hand_scale(joints: np.ndarray) -> np.ndarray:
     return HAND_SIZE_PRIOR_M * np.median(ratio, axis=-1)
 
 
-def normalize_track_scale(joints_cam: np.ndarray, fits, size_range: tuple[float, float] = LiftParams.size_range
+def normalize_track_scale(joints_cam: np.ndarray, fits,
+                          size_range: tuple[float, float] = LiftParams.size_range
                           ) -> tuple[np.ndarray, float]:
     """Give every detection of one track the same hand size, by scaling its joints about the camera
     centre (which leaves their projection unchanged). One person's hand does not change size, but the
@@ -106,7 +107,8 @@ def normalize_track_scale(joints_cam: np.ndarray, fits, size_range: tuple[float,
     return J * (size / np.maximum(s, 1e-6))[:, None, None], size
 
 
-def _place_by_prior(S: np.ndarray, R: np.ndarray, kp2d: np.ndarray, K: np.ndarray, z_palm: float) -> np.ndarray:
+def _place_by_prior(S: np.ndarray, R: np.ndarray, kp2d: np.ndarray, K: np.ndarray,
+                    z_palm: float) -> np.ndarray:
     """Rotate the shape by R and put its palm centre on the ray of the 2D palm centre at z_palm."""
     Sc = S - S[_PALM].mean(0)
     c2 = kp2d[_PALM].mean(0)

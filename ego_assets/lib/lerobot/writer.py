@@ -449,6 +449,7 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    writer = None
     try:
         plans, skipped = _plans(frames, segments, captions, fps)
         n_src = int(_np(frames, "frame_index", np.int64).max()) + 1 if frames.num_rows else 0
@@ -469,7 +470,6 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
         ep_rows: list[dict] = []
         image_hw = None
         transform = None
-        writer = None
         tag = KEY_TAG + partition_key
         offset = 0
         features = None
@@ -550,7 +550,8 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
                     f"proxy video {str(proxy_path)!r} has fewer frames than the frames table of partition "
                     f"{partition_key!r} needs (frame {last} wanted)")
         if writer is not None:
-            writer.close()
+            w, writer = writer, None
+            w.close()
         if progress is not None:
             progress(1, 1)
 
@@ -588,7 +589,7 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
         manifest = {
             "format": STAGING_FORMAT, "partition_key": partition_key, "fps": fps, "action_space": action_space,
             "features": features, "video": {**video.as_dict(),
-                                            "file": STAGED_VIDEO if writer is not None else None,
+                                            "file": STAGED_VIDEO if (tmp / STAGED_VIDEO).exists() else None,
                                             "frames": offset},
             "image_transform": transform, "camera_poses": pose_note, "n_episodes": len(ep_rows),
             "n_frames": offset, "skipped": skipped, "provenance": provenance,
@@ -605,6 +606,11 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
             out_dir.parent.mkdir(parents=True, exist_ok=True)
             os.replace(tmp, out_dir)
     except BaseException:
+        if writer is not None:
+            try:
+                writer.container.close()
+            except Exception:  # the error being raised matters, not this one
+                pass
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_staged(out_dir)

@@ -9,7 +9,8 @@ boundaries. On top of the cut:
   their deepest interior minimum;
 - gaps: a missing frame for the hand or an untracked camera pose (no ``hand_world`` row) always ends a
   segment; nothing is merged across it;
-- pieces whose wrist path is shorter than ``min_path_length_m`` are dropped (the hand was resting);
+- pieces with too little motion (wrist path shorter than ``min_path_length_m``, or never farther than
+  ``min_extent_m`` from where it started) are dropped: the hand was resting;
 - quality (Ego2Robot-style filtering): each kept segment gets its hand visibility (observed frames /
   length), motion energy (mean squared wrist speed), mean frame sharpness (``frames.blur``, variance of
   the Laplacian: lower = blurrier), and ``valid`` = False with an ``invalid_reason`` when one fails.
@@ -43,7 +44,10 @@ class SegmentParams:
       minimum speed (a pause is a flat valley whose argmin wanders under noise); 0 = the argmin.
     - ``min_length`` (8): shortest segment (frames); shorter pieces merge into a neighbour.
     - ``max_length`` (300): longest segment (frames); longer pieces split at the deepest minimum.
-    - ``min_path_length_m`` (0.03): pieces whose wrist moved less are dropped (no segment).
+    - ``min_path_length_m`` (0.04): pieces whose wrist path is shorter are dropped (no segment) ...
+    - ``min_extent_m`` (0.025): ... and so are pieces whose wrist never gets this far from where it
+      started (jitter adds path length, not extent: a resting hand is dropped however long it rests).
+    Path, extent, mean speed and motion energy are measured on the segmentation-smoothed wrist.
     - ``min_visibility`` (0.7): below this share of observed (not interpolated) frames: invalid.
     - ``min_motion_energy`` (2e-4 m^2/s^2, an RMS wrist speed of 1.4 cm/s): slower: invalid (drift).
     - ``max_mean_speed_mps`` (2.5): faster on average is not a hand but a tracking error: invalid.
@@ -58,7 +62,8 @@ class SegmentParams:
     valley_tolerance_mps: float = 0.005
     min_length: int = 8
     max_length: int = 300
-    min_path_length_m: float = 0.03
+    min_path_length_m: float = 0.04
+    min_extent_m: float = 0.025
     min_visibility: float = 0.7
     min_motion_energy: float = 2e-4
     max_mean_speed_mps: float = 2.5
@@ -77,13 +82,15 @@ class SegmentParams:
                              f"min_length ({self.min_length}) so that a long piece can be split")
 
 
-def segmentation_speed(wrist: np.ndarray, t: np.ndarray, params: SegmentParams) -> np.ndarray:
-    """Wrist speed (m/s) of one contiguous run for placing the cuts: positions smoothed with the
-    segmentation window, differentiated against the real time stamps."""
-    if len(wrist) < 2:
-        return np.zeros(len(wrist))
+def segmentation_speed(wrist: np.ndarray, t: np.ndarray, params: SegmentParams) -> tuple[np.ndarray, np.ndarray]:
+    """(smoothed wrist positions, speed in m/s) of one contiguous run, for placing the cuts and for the
+    segment measures: positions smoothed with the segmentation window, differentiated against the
+    real time stamps. Measuring path and speed on these keeps frame-to-frame jitter (which a resting
+    hand has plenty of) from adding up into motion that did not happen."""
     ws = smooth_positions(wrist, params.speed_smooth_window, params.speed_smooth_polyorder)
-    return np.linalg.norm(np.gradient(ws, t, axis=0), axis=1)
+    if len(wrist) < 2:
+        return ws, np.zeros(len(wrist))
+    return ws, np.linalg.norm(np.gradient(ws, t, axis=0), axis=1)
 
 
 def speed_minima(s: np.ndarray, params: SegmentParams) -> np.ndarray:
@@ -113,7 +120,8 @@ def speed_minima(s: np.ndarray, params: SegmentParams) -> np.ndarray:
 
 def _merge_short(cuts: list[int], n: int, s: np.ndarray, min_length: int) -> list[int]:
     """Remove cuts until every piece of [0, n) is at least ``min_length`` long (or one piece is left).
-    The shortest piece goes first; it joins the neighbour across the cut where ``s`` is higher."""
+    The shortest piece goes first; it joins the neighbour across the weaker cut (where ``s`` is
+    higher: the hand paused less there)."""
     cuts = sorted(cuts)
     while cuts:
         edges = [0, *cuts, n]
@@ -128,7 +136,11 @@ def _merge_short(cuts: list[int], n: int, s: np.ndarray, min_length: int) -> lis
         elif right_cut is None:
             drop = left_cut
         else:
-            drop = left_cut if s[cuts[left_cut]] >= s[cuts[right_cut]] else right_cut
+            sl, sr = s[cuts[left_cut]], s[cuts[right_cut]]
+            if abs(sl - sr) > 1e-9:
+                drop = left_cut if sl > sr else right_cut
+            else:  # equally weak boundaries: join the shorter neighbour, pieces stay balanced
+                drop = left_cut if lens[i - 1] <= lens[i + 1] else right_cut
         cuts.pop(drop)
     return cuts
 
@@ -194,8 +206,6 @@ def segment_by_wrist_speed(hand_world: pa.Table, frames: pa.Table,
     if unknown:
         raise MotionInputError(f"hand_world.hand: values must be 'left' or 'right', got {unknown}")
     wrist_all = vectors(hand_world, "wrist_pos_world", 3, "hand_world")
-    speed_all = (scalar(hand_world, "speed_mps", np.float64, fill=np.nan)
-                 if "speed_mps" in hand_world.column_names else np.full(n_rows, np.nan))
     observed_all = (scalar(hand_world, "observed", bool, fill=True)
                     if "observed" in hand_world.column_names else np.ones(n_rows, bool))
 
@@ -210,17 +220,17 @@ def segment_by_wrist_speed(hand_world: pa.Table, frames: pa.Table,
             raise MotionInputError(f"hand_world: duplicate rows for the {hand} hand in one frame")
         for a, b in contiguous_runs(fi):
             run = rows[a:b]
-            s_run = segmentation_speed(wrist_all[run], t_all[run], params)
+            ws_run, s_run = segmentation_speed(wrist_all[run], t_all[run], params)
             for pa_, pb in cut_run(s_run, params):
                 r = run[pa_:pb]
                 if len(r) < params.min_length:
                     continue
-                w = wrist_all[r]
+                w = ws_run[pa_:pb]
                 path = float(np.linalg.norm(np.diff(w, axis=0), axis=1).sum())
-                if path < params.min_path_length_m:
+                extent = float(np.linalg.norm(w - w[0], axis=1).max())
+                if path < params.min_path_length_m or extent < params.min_extent_m:
                     continue
-                sp = speed_all[r]
-                sp = np.where(np.isfinite(sp), sp, s_run[pa_:pb])  # hand_world speed where it has one
+                sp = s_run[pa_:pb]
                 blur_vals = np.array([blur_of.get(int(f), np.nan) for f in fi_all[r]])
                 blur = float(np.nanmean(blur_vals)) if np.isfinite(blur_vals).any() else float("nan")
                 found.append(dict(

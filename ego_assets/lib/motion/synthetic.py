@@ -185,40 +185,41 @@ def synthetic_tables(sequences: list[SyntheticSequence], fps: float = 10.0, movi
         interp = np.zeros(m, bool)
         for a, b in (interpolated or {}).get(seq.hand, []):
             interp[a:b] = True
-        outl = set((outlier_frames or {}).get(seq.hand, []))
-        for i in np.flatnonzero(keep):
-            jh = hand_joints(seq.grasp[i], seq.hand)
-            jw = seq.rot_world[i].apply(jh) + seq.wrist_world[i]
-            jc = r_wc[i].inv().apply(jw - t_wc[i])
-            off = np.zeros(3)
-            if noise_m:
-                off = off + rng.normal(scale=noise_m, size=3)
-            if depth_noise_m:
-                off[2] += rng.normal(scale=depth_noise_m)
-            if i in outl:
-                off[2] += outlier_m
-            jc = jc + off
-            rc = r_wc[i].inv() * seq.rot_world[i]
-            if rot_noise_deg:
-                rc = rc * Rotation.from_rotvec(rng.normal(size=3) * np.deg2rad(rot_noise_deg))
-            uv = (K @ jc.T).T
-            uv = uv[:, :2] / uv[:, 2:3]
-            rows["frame_index"].append(i)
-            rows["t_s"].append(t[i])
-            rows["hand"].append(seq.hand)
-            rows["score"].append(0.9)
-            rows["kp2d"].append(uv.reshape(-1))
-            rows["joints_cam"].append(jc.reshape(-1))
-            rows["wrist_rotvec_cam"].append(rc.as_rotvec())
-            rows["finger_pose"].append(finger_pose(seq.grasp[i]))
-            rows["track_id"].append(ti)
-            rows["handedness_conf"].append(0.95)
-            rows["interpolated"].append(bool(interp[i]))
+        outl = np.array(sorted(set((outlier_frames or {}).get(seq.hand, []))), int)
+        idx = np.flatnonzero(keep)
+        k = len(idx)
+        jh = np.stack([hand_joints(g, seq.hand) for g in seq.grasp[idx]])
+        jw = np.einsum("nij,nkj->nki", seq.rot_world[idx].as_matrix(), jh) + seq.wrist_world[idx][:, None]
+        jc = np.einsum("nji,nkj->nki", r_wc[idx].as_matrix(), jw - t_wc[idx][:, None])  # R^T (p - t)
+        off = np.zeros((k, 3))
+        if noise_m:
+            off += rng.normal(scale=noise_m, size=(k, 3))
+        if depth_noise_m:
+            off[:, 2] += rng.normal(scale=depth_noise_m, size=k)
+        off[np.isin(idx, outl), 2] += outlier_m
+        jc = jc + off[:, None, :]
+        rc = r_wc[idx].inv() * seq.rot_world[idx]
+        if rot_noise_deg:
+            rc = rc * Rotation.from_rotvec(rng.normal(size=(k, 3)) * np.deg2rad(rot_noise_deg))
+        uv = jc @ K.T
+        uv = uv[..., :2] / uv[..., 2:3]
+        rows["frame_index"].append(idx)
+        rows["t_s"].append(t[idx])
+        rows["hand"].append(np.full(k, seq.hand, dtype=object))
+        rows["score"].append(np.full(k, 0.9))
+        rows["kp2d"].append(uv.reshape(k, -1))
+        rows["joints_cam"].append(jc.reshape(k, -1))
+        rows["wrist_rotvec_cam"].append(rc.as_rotvec().reshape(k, 3))
+        rows["finger_pose"].append(np.stack([finger_pose(g) for g in seq.grasp[idx]]).reshape(k, 45))
+        rows["track_id"].append(np.full(k, ti))
+        rows["handedness_conf"].append(np.full(k, 0.95))
+        rows["interpolated"].append(interp[idx])
+    rows = {key: np.concatenate(v) for key, v in rows.items()}
     ht_schema = schema_without_key("hand_tracks")
     hand_tracks = pa.table({
         "frame_index": pa.array(rows["frame_index"], pa.int32()),
         "t_s": pa.array(rows["t_s"], pa.float64()),
-        "hand": pa.array(rows["hand"], pa.string()),
+        "hand": pa.array(rows["hand"].tolist(), pa.string()),
         "score": pa.array(rows["score"], pa.float32()),
         "kp2d": fixed(np.array(rows["kp2d"]).reshape(-1, 42), ht_schema.field("kp2d").type),
         "joints_cam": fixed(np.array(rows["joints_cam"]).reshape(-1, 63), ht_schema.field("joints_cam").type),

@@ -222,6 +222,8 @@ def build_hand_world(hand_tracks: pa.Table, camera_poses: pa.Table, frames: pa.T
         st["rows_untracked_pose"] += int((~keep).sum())
         sel, fi = sel[keep], fi[keep]
         if len(sel) == 0:
+            if progress:
+                progress(hi + 1, len(HANDS))
             continue
         sub = hand_tracks.take(pa.array(sel))
         t = np.array([t_of[int(f)] for f in fi])

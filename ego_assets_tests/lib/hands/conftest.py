@@ -72,7 +72,8 @@ def write_proxy(path: Path, images: list[np.ndarray], times: list[float], fps: i
 
 def frames_table(times) -> pa.Table:
     t = np.asarray(times, float)
-    return pa.table({"frame_index": pa.array(np.arange(len(t)), pa.int32()), "t_s": pa.array(t, pa.float64())})
+    return pa.table({"frame_index": pa.array(np.arange(len(t)), pa.int32()),
+                     "t_s": pa.array(t, pa.float64())})
 
 
 def make_real_proxy(dst: Path, start_s: float = 0.0, dur_s: float | None = None, fps: float = 10.0,

@@ -95,7 +95,8 @@ def test_tables_conform_to_the_contract(pour_result):
     assert tr.schema == schemas.HAND_TRACKS and de.schema == schemas.HAND_DETECTIONS
     # t_s comes from the frames table; rows are ordered by frame, then hand
     t_of = dict(zip(frames.column("frame_index").to_pylist(), frames.column("t_s").to_pylist()))
-    assert all(t_of[f] == t for f, t in zip(tr.column("frame_index").to_pylist(), tr.column("t_s").to_pylist()))
+    fi, ts = tr.column("frame_index").to_pylist(), tr.column("t_s").to_pylist()
+    assert all(t_of[f] == t for f, t in zip(fi, ts))
     keys = list(zip(tr.column("frame_index").to_pylist(), tr.column("hand").to_pylist()))
     assert keys == sorted(keys) and len(set(keys)) == len(keys)
     interp = np.array(tr.column("interpolated").to_pylist())
@@ -144,3 +145,64 @@ def test_bad_inputs_are_named(backend, pour_proxy, kit):
     with pytest.raises(HandTrackingInputError, match="strictly increasing"):
         backend.track(str(proxy), bad_t, kit.pinhole_calib())
     assert isinstance(HandTrackingInputError("x"), ValueError)
+
+
+def test_assemble_on_synthetic_detections_recovers_the_truth():
+    """A backend whose detector is synthetic (the plugin path): two hands cross, MediaPipe-style labels
+    are useless ('Right' for both), one detection drops out at the crossing; the shared assembly must
+    keep identities, label the hands, and return the known wrist frame and finger pose."""
+    from scipy.spatial.transform import Rotation
+
+    from ego_assets.lib.hands.backends import HandsBackend
+    from ego_assets.lib.hands.skeleton import template_hand
+
+    K = np.array([[320.0, 0, 319.5], [0, 320.0, 239.5], [0, 0, 1]])
+    R = np.array([[0.0, 1, 0], [-1, 0, 0], [0, 0, 1]])  # back of the hand to the camera, fingers up
+    n = 21
+    rows = []
+    for f in range(n):
+        a = f / (n - 1)
+        for hand, x in (("left", -0.16 + 0.32 * a), ("right", 0.16 - 0.32 * a)):
+            if f == 10 and hand == "right":
+                continue
+            T = template_hand(hand, 20.0)
+            J = (T - T[0]) @ R.T + [x, 0.08, 0.40 if hand == "left" else 0.45]
+            p = J @ K.T
+            rows.append((f, hand, p[:, :2] / p[:, 2:], J, (T - T.mean(0)) @ R.T))
+
+    class SyntheticHands(HandsBackend):
+        name, version = "synthetic", "0"
+
+        def detect(self, proxy_path, frames, calib, progress=None):
+            D = len(rows)
+            return dict(frame_index=np.array([r[0] for r in rows]), detection=np.zeros(D, int),
+                        mp_label=np.array(["Right"] * D), mp_score=np.full(D, 0.6),
+                        kp2d=np.array([r[2] for r in rows]), world=np.array([r[4] for r in rows]),
+                        joints_cam=np.array([r[3] for r in rows]), fit=np.array(["pnp"] * D),
+                        reproj_px=np.zeros(D), t_s=np.arange(n) * 0.1 + 5.0, n_frames=n,
+                        image_size=(640, 480), K=K, undistorted=False,
+                        timing=dict(decode_s=0.0, landmarker_s=0.0, lifting_s=0.0))
+
+    res = SyntheticHands().track("unused.mp4", None, {})
+    t = res.tracks
+    fi = np.array(t.column("frame_index").to_pylist())
+    hand = np.array(t.column("hand").to_pylist())
+    J = np.array(t.column("joints_cam").to_pylist()).reshape(-1, 21, 3)
+    truth = {(r[0], r[1]): r[3] for r in rows}
+    # every observed row is labelled with its true hand and keeps its true joints (float32)
+    for i in np.flatnonzero(~np.array(t.column("interpolated").to_pylist())):
+        np.testing.assert_allclose(J[i], truth[(fi[i], hand[i])], atol=1e-6)
+    assert len(set(t.column("track_id").to_pylist())) == 2
+    # the dropped detection is filled in by interpolation, at the true position (linear motion)
+    (k,) = np.flatnonzero((fi == 10) & (hand == "right"))
+    assert t.column("interpolated")[int(k)].as_py()
+    np.testing.assert_allclose(J[k, 0], [0.0, 0.08, 0.45], atol=1e-6)
+    np.testing.assert_allclose(t.column("t_s").to_pylist(), fi * 0.1 + 5.0)  # t_s from the frames
+    # wrist frame = R for both hands; every finger joint bent 20 deg
+    rv = np.array(t.column("wrist_rotvec_cam").to_pylist())
+    np.testing.assert_allclose(Rotation.from_rotvec(rv).as_matrix(), np.broadcast_to(R, (len(rv), 3, 3)),
+                               atol=1e-5)
+    fp = np.array(t.column("finger_pose").to_pylist()).reshape(-1, 15, 3)
+    np.testing.assert_allclose(np.degrees(np.linalg.norm(fp, axis=-1)), 20.0, atol=1e-3)
+    assert res.stats["n_outliers"] == 0 and res.stats["n_depth_corrected"] == 0
+    assert res.stats["both_hands_rate"] == pytest.approx(20 / 21)

@@ -33,6 +33,11 @@ def tracks_table(frames, hands, track_ids, joints=None, interpolated=None) -> pa
         interpolated=np.zeros(n, bool) if interpolated is None else np.asarray(interpolated)))
 
 
+def two_hands(joints) -> pa.Table:
+    """10 frames of a left and a right hand (track ids 0 and 1) with the given (20, 21, 3) joints."""
+    return tracks_table([f for f in range(10) for _ in (0, 1)], ["left", "right"] * 10, [0, 1] * 10, joints)
+
+
 def good_table(n_frames=10):
     frames = [f for f in range(n_frames) for _ in (0, 1)]
     hands = ["left", "right"] * n_frames
@@ -60,19 +65,16 @@ def test_joints_plausible():
     J = np.array(t.column("joints_cam").to_pylist()).reshape(-1, 21, 3)
     giant = J.copy()
     giant[:4] = giant[:4] * 5.0  # four rows lifted at 5x scale (a 45 cm palm)
-    ok, v, detail = checks.check_joints_plausible(tracks_table([f for f in range(10) for _ in (0, 1)],
-                                                               ["left", "right"] * 10, [0, 1] * 10, giant))
+    ok, v, detail = checks.check_joints_plausible(two_hands(giant))
     assert not ok and v == pytest.approx(0.2) and "palm" in detail
     nan = J.copy()
     nan[3, 7, 2] = np.nan
-    ok, v, detail = checks.check_joints_plausible(tracks_table([f for f in range(10) for _ in (0, 1)],
-                                                               ["left", "right"] * 10, [0, 1] * 10, nan))
+    ok, v, detail = checks.check_joints_plausible(two_hands(nan))
     assert not ok and "non-finite" in detail
     collapsed = J.copy()
     collapsed[0, 8] = collapsed[0, 7]  # a zero-length bone in one row of 20: 5 % tolerated, not 10
     collapsed[1, 8] = collapsed[1, 7]
-    ok, v, detail = checks.check_joints_plausible(tracks_table([f for f in range(10) for _ in (0, 1)],
-                                                               ["left", "right"] * 10, [0, 1] * 10, collapsed))
+    ok, v, detail = checks.check_joints_plausible(two_hands(collapsed))
     assert not ok and v == pytest.approx(0.1) and "bone 7-8" in detail
 
 

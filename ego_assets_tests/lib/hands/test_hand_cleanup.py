@@ -57,3 +57,24 @@ def test_fill_gaps_rejects_bad_input():
         cleanup.fill_gaps(np.array([0, 2, 2]), {"v": np.zeros(3)})
     with pytest.raises(ValueError, match="has 2 rows"):
         cleanup.fill_gaps(np.array([0, 2, 3]), {"v": np.zeros(2)})
+
+
+def test_depth_jumps_are_corrected_keeping_the_projection():
+    from ego_assets.lib.hands.skeleton import template_hand
+
+    rng = np.random.default_rng(2)
+    T = template_hand("right", 20.0)
+    n = 25
+    z = 0.4 + 0.05 * np.sin(np.linspace(0, 2, n))  # a smooth reach
+    J = np.stack([T - T[0] + [0.05 * np.cos(i / 5), 0.05, zi] for i, zi in enumerate(z)])
+    J *= (1 + rng.normal(0, 0.01, n))[:, None, None]  # ordinary depth noise: 1 %
+    jumps = [4, 5, 17]
+    J[jumps] *= np.array([0.6, 0.65, 1.5])[:, None, None]  # bad frames: 35-50 % off in depth
+    proj = J[..., :2] / J[..., 2:]
+    out, bad = cleanup.correct_depth_outliers(J)
+    assert np.flatnonzero(bad).tolist() == jumps
+    np.testing.assert_allclose(out[..., :2] / out[..., 2:], proj, atol=1e-12)  # same image
+    palm_z = out[:, [0, 5, 9, 13, 17], 2].mean(1)
+    # corrected frames land within 2 cm of their neighbours' depth; good frames are untouched
+    assert np.abs(palm_z[jumps] - np.interp(jumps, np.flatnonzero(~bad), palm_z[~bad])).max() < 0.02
+    np.testing.assert_array_equal(out[~bad], J[~bad])

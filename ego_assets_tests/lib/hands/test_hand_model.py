@@ -30,7 +30,8 @@ def fake_wheel(tmp_path) -> tuple[Path, dict]:
         z.writestr(PALM, palm)
         z.writestr(LAND, land)
         z.writestr("mediapipe/__init__.py", "")
-    members = {"hand_detector.tflite": (PALM, _sha(palm)), "hand_landmarks_detector.tflite": (LAND, _sha(land))}
+    members = {"hand_detector.tflite": (PALM, _sha(palm)),
+               "hand_landmarks_detector.tflite": (LAND, _sha(land))}
     return whl, members
 
 
@@ -43,6 +44,7 @@ def fake_variants(monkeypatch, fake_wheel, tmp_path):
     monkeypatch.setattr(hm, "VARIANTS", {"full": v})
     monkeypatch.setattr(hm, "KNOWN_MODELS", {v.built_sha256: v.description})
     monkeypatch.setattr(hm, "repo_root", lambda: tmp_path / "repo")
+    monkeypatch.delenv(hm.MODELS_DIR_ENV, raising=False)
     return whl, v
 
 
@@ -141,6 +143,14 @@ def test_resolve_model_errors_say_how_to_provision(fake_variants, tmp_path, monk
         hm.resolve_model()
 
 
+def test_models_dir_override(fake_variants, tmp_path, monkeypatch):
+    whl, v = fake_variants
+    monkeypatch.setenv(hm.MODELS_DIR_ENV, str(tmp_path / "image_models"))
+    (dest,) = hm.provision(wheel=whl, log=lambda s: None)
+    assert dest == tmp_path / "image_models" / "hand_landmarker.task"
+    assert hm.resolve_model() == dest
+
+
 def test_cli(fake_variants, tmp_path, capsys):
     whl, v = fake_variants
     dest = tmp_path / "cli" / "m.task"
@@ -155,7 +165,8 @@ def test_index_page_parsing_json_and_html():
     fn = hm.WHEEL_FILENAME
     js = '{"files": [{"filename": "%s", "url": "https://files.example/a/%s"}]}' % (fn, fn)
     assert hm._find_file_url(js, fn) == f"https://files.example/a/{fn}"
-    html = f'<html><body><a href="../../packages/x/{fn}#sha256=ab">{fn}</a><a href="y.whl">y</a></body></html>'
+    html = (f'<html><body><a href="../../packages/x/{fn}#sha256=ab">{fn}</a>'
+            '<a href="y.whl">y</a></body></html>')
     assert hm._find_file_url(html, fn) == f"../../packages/x/{fn}#sha256=ab"
     assert hm._find_file_url(html, "other.whl") is None
 

@@ -27,8 +27,8 @@ def work(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("lerobot_export")
 
 
-@pytest.fixture(scope="session", autouse=True)
-def _datasets_cache(tmp_path_factory):
+@pytest.fixture(scope="session")
+def datasets_cache(tmp_path_factory):
     """Keep Hugging Face `datasets` cache files (written when LeRobot loads parquet) out of ~/.cache."""
     import datasets.config
 
@@ -40,12 +40,12 @@ def _datasets_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def parts(work):
-    """Three source videos: A and C in train, B in validation; B has the right hand missing for a while."""
+    """Three source videos: A and C in train, B in validation; each misses a hand for a while."""
     (a, c), (b,) = keys_by_split("vid", 2, 1)
     src = work / "src"
     return {
-        "A": make_partition(src, a, seed=1, source="lab"),
-        "B": make_partition(src, b, seed=2, task_prefix="please ", drop_right=(25, 40), source="web"),
+        "A": make_partition(src, a, seed=1, source="lab", drop={"left": (0, 5)}),
+        "B": make_partition(src, b, seed=2, task_prefix="please ", drop={"right": (25, 40)}, source="web"),
         "C": make_partition(src, c, n_frames=40, seed=3, segments=[(0, "left", 3, 30), (1, "right", 5, 25)],
                             source="lab"),
     }
@@ -57,7 +57,7 @@ def staged(parts, work):
 
 
 @pytest.fixture(scope="session")
-def dataset_ab(staged, work):
+def dataset_ab(staged, work, datasets_cache):
     """A and B assembled (the base every test copies before changing it)."""
     from ego_assets.lib.lerobot.writer import assemble
 

@@ -106,10 +106,10 @@ def _fixed(a: np.ndarray, dtype=np.float32) -> pa.Array:
 
 def make_partition(tmp: Path, key: str, n_frames: int = 60, w: int = 64, h: int = 48,
                    segments: list[tuple[int, str, int, int]] | None = None, seed: int = 0,
-                   task_prefix: str = "", source: str = "synth", drop_right: tuple[int, int] | None = None
+                   task_prefix: str = "", source: str = "synth", drop: dict[str, tuple[int, int]] | None = None
                    ) -> SynthPartition:
     """``segments``: (segment_id, hand, start_frame, end_frame). Also adds one invalid segment and one without
-    caption (neither may become an episode). ``drop_right``: frames [a, b) without a right-hand row."""
+    caption (neither may become an episode). ``drop``: hand -> frames [a, b) without a row for that hand."""
     rng = np.random.default_rng(seed)
     t_s = np.arange(n_frames) / SRC_FPS + rng.uniform(-0.004, 0.004, n_frames)
     t_s[0] = 0.0
@@ -119,7 +119,7 @@ def make_partition(tmp: Path, key: str, n_frames: int = 60, w: int = 64, h: int 
     frames = pa.table({"frame_index": pa.array(np.arange(n_frames), pa.int32()), "t_s": pa.array(t_s)})
     if segments is None:
         segments = [(0, "right", 2, 20), (1, "left", 10, 35), (2, "right", 30, 55)]
-    rows = list(segments) + [(90, "right", 5, 15), (91, "left", 40, 50)]
+    rows = list(segments) + [(90, "right", 5, 15), (91, "left", n_frames - 20, n_frames - 10)]
     seg = pa.table({
         "segment_id": pa.array([r[0] for r in rows], pa.int32()), "hand": [r[1] for r in rows],
         "start_frame": pa.array([r[2] for r in rows], pa.int32()),
@@ -138,8 +138,8 @@ def make_partition(tmp: Path, key: str, n_frames: int = 60, w: int = 64, h: int 
     fi = np.arange(n_frames)
     for hand in ("left", "right"):
         keep = np.ones(n_frames, bool)
-        if hand == "right" and drop_right is not None:
-            keep[drop_right[0]:drop_right[1]] = False
+        if drop and hand in drop:
+            keep[drop[hand][0]:drop[hand][1]] = False
         t = t_s[keep]
         hw["frame_index"].append(fi[keep])
         hw["hand"] += [hand] * int(keep.sum())

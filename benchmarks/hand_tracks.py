@@ -1,0 +1,243 @@
+"""Benchmark of the hands stage: frames/s per core on 640-px proxies with 0, 1 and 2 hands visible,
+the 3D-lifting cost per hand against the landmarker, and the detection rate on the real clip.
+
+    .venv/bin/python benchmarks/hand_tracks.py [--frames 60] [--variants full,lite] [--cpu N]
+
+The process is pinned to one CPU (``--cpu``, default the last one) and its CPU time is measured
+(``time.process_time``, all threads), so "per core" figures hold on a busy machine too; wall-clock
+figures are printed alongside. Baseline of each row: MediaPipe's landmarker alone on the same,
+already decoded frames. Scenarios, from the real clip ``../shared/data/egoloc_pour_water_rgb.mp4``
+re-encoded like the frames stage does (10 fps, long side 640 px, H.264):
+
+* ``2 hands``: the clip as is (both hands in nearly every frame);
+* ``1 hand``: the same frames with the left 60 % painted grey (only the right hand remains);
+* ``0 hands``: the top band of the first seconds (desk, keyboard, glass, mug) scaled to 640x480.
+
+The number of hands actually detected per frame is printed, so each row says what it measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+for _v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_v, "1")
+
+import numpy as np  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+CLIP = REPO.parent / "shared" / "data" / "egoloc_pour_water_rgb.mp4"
+
+
+def _decode(path: Path, fps: float = 10.0, long_side: int = 640, start_s: float = 0.0,
+            dur_s: float | None = None) -> tuple[list[np.ndarray], list[float]]:
+    import av
+    import cv2
+
+    imgs, times, nxt = [], [], start_s
+    with av.open(str(path)) as c:
+        for f in c.decode(video=0):
+            t = float(f.pts * f.time_base)
+            if t + 1e-6 < nxt:
+                continue
+            if dur_s is not None and t >= start_s + dur_s:
+                break
+            img = f.to_ndarray(format="rgb24")
+            s = long_side / max(img.shape[:2])
+            if s != 1.0:
+                size = (int(round(img.shape[1] * s / 2)) * 2, int(round(img.shape[0] * s / 2)) * 2)
+                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
+            imgs.append(img)
+            times.append(t)
+            nxt += 1.0 / fps
+    return imgs, times
+
+
+def _write_proxy(path: Path, images: list[np.ndarray], times: list[float]) -> None:
+    from fractions import Fraction
+
+    import av
+
+    h, w = images[0].shape[:2]
+    with av.open(str(path), "w") as out:
+        st = out.add_stream("libx264", rate=10)
+        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
+        st.time_base = Fraction(1, 1000)
+        st.options = {"crf": "18", "preset": "veryfast"}
+        for img, t in zip(images, times):
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            vf.pts, vf.time_base = int(round(t * 1000)), Fraction(1, 1000)
+            for p in st.encode(vf):
+                out.mux(p)
+        for p in st.encode():
+            out.mux(p)
+
+
+def scenarios(n: int) -> dict[str, tuple[list[np.ndarray], list[float]]]:
+    import cv2
+
+    full, times = _decode(CLIP)
+    reps = -(-n // len(full))
+    two = (full * reps)[:n]
+    ts = [i * 0.1 for i in range(n)]
+    one = []
+    for img in two:
+        img = img.copy()
+        img[:, : int(img.shape[1] * 0.6)] = 128
+        one.append(img)
+    still = [img for img, t in zip(full, times) if t < 3.0]
+    band = [cv2.resize(img[: int(img.shape[0] * 0.4)], (img.shape[1], img.shape[0]),
+                       interpolation=cv2.INTER_LINEAR) for img in still]
+    zero = (band * -(-n // len(band)))[:n]
+    return {"0 hands": (zero, ts), "1 hand": (one, ts), "2 hands": (two, ts)}
+
+
+def model_path(variant: str, tmp: Path) -> Path:
+    from ego_assets.lib.hands import model as hm
+
+    try:
+        return hm.resolve_model(variant=variant)
+    except hm.HandModelError as e:
+        for d in (hm._cache_dir(), Path("/tmp/mpw")):
+            wheel = d / hm.WHEEL_FILENAME
+            if wheel.is_file():
+                v = hm.VARIANTS[variant]
+                return hm.build_bundle(wheel, tmp / v.filename, v.members)
+        sys.exit(f"no hand model: {e}")
+
+
+def landmarker_only(path: Path, images: list[np.ndarray], times: list[float]) -> dict:
+    """Baseline: MediaPipe alone on decoded frames (VIDEO mode, 2 hands)."""
+    import mediapipe as mp
+    from mediapipe.tasks.python import BaseOptions, vision
+
+    opts = vision.HandLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(path)),
+                                        running_mode=vision.RunningMode.VIDEO, num_hands=2)
+    with vision.HandLandmarker.create_from_options(opts) as lm:
+        hands = 0
+        c0, w0 = time.process_time(), time.perf_counter()
+        for img, t in zip(images, times):
+            image = mp.Image(image_format=mp.ImageFormat.SRGB, data=img)
+            r = lm.detect_for_video(image, int(round(t * 1000)))
+            hands += len(r.hand_landmarks)
+        cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    n = len(images)
+    return dict(cpu_ms=1000 * cpu / n, wall_ms=1000 * wall / n, hands=hands / n)
+
+
+def end_to_end(backend, proxy: Path, times: list[float], calib: dict):
+    """backend.track() (= detect + assemble, called separately to keep the detections), timed."""
+    from ego_assets.lib.hands.backends import _warm_imports
+
+    _warm_imports()
+    c0, w0 = time.process_time(), time.perf_counter()
+    det = backend.detect(str(proxy), _frames(times), calib)
+    res = backend.assemble(det)
+    cpu, wall = time.process_time() - c0, time.perf_counter() - w0
+    return res, det, dict(cpu_ms=1000 * cpu / len(times), wall_ms=1000 * wall / len(times))
+
+
+def lifting_cost(det: dict, K: np.ndarray, repeat: int = 3) -> float:
+    """CPU microseconds per hand of lift_hand (re-run on the detections of a real run)."""
+    from ego_assets.lib.hands.lifting import lift_hand
+
+    n = len(det["frame_index"])
+    if n == 0:
+        return float("nan")
+    c0 = time.process_time()
+    for _ in range(repeat):
+        for kp, w in zip(det["kp2d"], det["world"]):
+            lift_hand(kp, w, K)
+    return 1e6 * (time.process_time() - c0) / (n * repeat)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--frames", type=int, default=60, help="frames per scenario (default 60)")
+    ap.add_argument("--variants", default="full,lite", help="model variants (default full,lite)")
+    ap.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the last allowed one)")
+    a = ap.parse_args()
+    if not CLIP.is_file():
+        sys.exit(f"real clip {CLIP} not found")
+    cpu = a.cpu if a.cpu is not None else max(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cpu})
+    import cv2
+
+    cv2.setNumThreads(1)
+    warnings.simplefilter("ignore")
+    from ego_assets.lib.hands.backends import MediaPipeHands
+
+    f = 320.0 / np.tan(np.radians(65.0 / 2))  # a 65 deg pinhole; the figures hardly depend on it
+    calib = dict(fx=f, fy=f, cx=319.5, cy=239.5, width=640, height=480, distortion_model="none",
+                 dist_coeffs=[], rect_fx=f, rect_fy=f, rect_cx=319.5, rect_cy=239.5)
+    K = np.array([[f, 0, 319.5], [0, f, 239.5], [0, 0, 1]])
+    print(f"pinned to CPU {cpu}; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs; "
+          f"{a.frames} frames per scenario")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmpd:
+        tmp = Path(tmpd)
+        sc = scenarios(a.frames)
+        proxies = {}
+        for name, (imgs, ts) in sc.items():
+            proxies[name] = tmp / (name.replace(" ", "_") + ".mp4")
+            _write_proxy(proxies[name], imgs, ts)
+        warm = tmp / "warm.mp4"
+        _write_proxy(warm, sc["2 hands"][0][:5], sc["2 hands"][1][:5])
+        for variant in [v.strip() for v in a.variants.split(",") if v.strip()]:
+            path = model_path(variant, tmp)
+            backend = MediaPipeHands(model_path=str(path))
+            landmarker_only(path, sc["2 hands"][0][:5], sc["2 hands"][1][:5])  # warm-up: imports, caches
+            end_to_end(backend, warm, sc["2 hands"][1][:5], calib)
+            for name, (imgs, ts) in sc.items():
+                base = landmarker_only(path, imgs, ts)
+                res, det, e2e = end_to_end(backend, proxies[name], ts, calib)
+                lift_us = lifting_cost(det, K) if name != "0 hands" else float("nan")
+                rows.append((variant, name, base, e2e, res.stats, lift_us))
+        # detection rate on the real clip (all of it, 10 fps)
+        imgs, ts = _decode(CLIP)
+        clip_proxy = tmp / "clip.mp4"
+        _write_proxy(clip_proxy, imgs, ts)
+        res, _, _ = end_to_end(MediaPipeHands(model_path=str(model_path("full", tmp))), clip_proxy, ts, calib)
+
+    cols = ["model", "scenario", "hands/f", "landm. ms/f", "e2e ms/f", "e2e fps/core", "e2e/landm.",
+            "wall fps", "lift us/hand", "lift/landm."]
+    table = []
+    for variant, name, base, e2e, stats, lift_us in rows:
+        # the landmarker's CPU per detected hand: its cost on 2-hand frames over 2
+        per_hand = next(b["cpu_ms"] for v, n, b, *_ in rows if v == variant and n == "2 hands") / 2 * 1000
+        table.append([variant, name, f"{base['hands']:.2f}", f"{base['cpu_ms']:.1f}", f"{e2e['cpu_ms']:.1f}",
+                      f"{1000 / e2e['cpu_ms']:.1f}", f"{e2e['cpu_ms'] / base['cpu_ms']:.2f}",
+                      f"{1000 / e2e['wall_ms']:.1f}",
+                      f"{lift_us:.0f}" if np.isfinite(lift_us) else "-",
+                      f"{lift_us / per_hand:.3f}" if np.isfinite(lift_us) else "-"])
+    widths = [max(len(c), *(len(r[i]) for r in table)) for i, c in enumerate(cols)]
+    print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
+    for r in table:
+        print("  ".join(x.rjust(w) for x, w in zip(r, widths)))
+    print("ms/f: CPU ms per frame on one core. Baseline = the landmarker alone on decoded frames; e2e = "
+          "decode + landmarker + lifting + tracking + clean-up (backend.track).\nlift/landm.: lifting CPU "
+          "per hand over the landmarker's CPU per hand (its 2-hand cost / 2).")
+    s = res.stats
+    print(f"real clip ({s['n_frames']} frames at 10 fps, full model): detection rate "
+          f"{s['detection_rate']:.2f} (left {s['left_rate']:.2f}, right {s['right_rate']:.2f}, both "
+          f"{s['both_hands_rate']:.2f}); fits pnp {s.get('fit_pnp', 0):.2f}, "
+          f"prior {s.get('fit_prior', 0):.2f}; "
+          f"MediaPipe labels agree with the final left/right for {s['mp_label_final_agreement']:.0%}")
+    return 0
+
+
+def _frames(ts):
+    import pyarrow as pa
+
+    return pa.table({"frame_index": pa.array(np.arange(len(ts)), pa.int32()), "t_s": pa.array(ts)})
+
+
+if __name__ == "__main__":
+    sys.exit(main())
