@@ -9,6 +9,10 @@ BIN := $(VENV)/bin
 HOME_DIR ?= $(or $(EGO_ASSETS_HOME),$(CURDIR)/.ego_assets)
 MODEL := models/hand_landmarker.task
 
+# Write .pyc caches (some machines set PYTHONDONTWRITEBYTECODE=1, which makes every process recompile
+# dagster, scipy and torch from source: seconds per step process).
+unexport PYTHONDONTWRITEBYTECODE
+
 .PHONY: setup demo test test-fast ui bench browser clean
 
 $(UV):
@@ -20,8 +24,10 @@ $(BIN)/ego-assets: $(UV) pyproject.toml uv.lock
 	$(UV) sync --frozen --quiet
 	@touch $@
 
+# The hand model: built from the two networks inside the mediapipe 0.10.21 wheel (PyPI), verified by
+# sha256 (see README, "Hand model", for the official bundle).
 $(MODEL): | $(BIN)/ego-assets
-	$(BIN)/python -m ego_assets.lib.hands.model provision --dest $(MODEL)
+	$(BIN)/python -m ego_assets.lib.hands.model provision
 
 setup: $(BIN)/ego-assets $(MODEL)
 	@echo "environment ready: $(VENV) (activate with: source $(BIN)/activate)"

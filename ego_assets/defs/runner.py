@@ -176,8 +176,10 @@ def run_partitions(
     table += "|---" * (1 + len(_summary_cols(ok_meta))) + "|\n"
     for pk, meta in ok_meta.items():
         table += f"| {pk} | " + " | ".join(str(meta.get(c, "")) for c in _summary_cols(ok_meta)) + " |\n"
-    return dg.MaterializeResult(metadata={**summary, "per_partition": dg.MetadataValue.md(table)},
-                                check_results=check_results)
+    previews = {f"preview {pk}": meta["preview"] for pk, meta in ok_meta.items()
+                if isinstance(meta.get("preview"), dg.MetadataValue)}
+    return dg.MaterializeResult(metadata={**summary, "per_partition": dg.MetadataValue.md(table),
+                                          **previews}, check_results=check_results)
 
 
 def progress_logger(context, asset: str, pk: str, unit: str = "frames", every_s: float = 5.0):

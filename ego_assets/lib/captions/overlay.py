@@ -6,10 +6,10 @@ which still frames alone do not. The path is coloured by time (the same ramp in 
 segment) and each frame is numbered in order, so the prompt can refer to "frame 1..4".
 
 Geometry: world points -> camera of that frame with ``T_wc`` inverted, projected with the intrinsics.
-When the calibration has a distortion model (fisheye / radtan), the frame is undistorted and the
-rectified intrinsics are used - with an explicit ``undistort`` callable, else
-``ego_assets.lib.geometry.calibration.undistorter(calib)`` when that module provides it; failing both,
-the points are projected through the distortion model onto the raw frame (equally correct, no resampling).
+When the calibration has a distortion model (fisheye / radtan) and rectified intrinsics (``rect_*``), the
+frame is undistorted to them - with an explicit ``undistort`` callable, else
+``ego_assets.lib.geometry.calibration.undistorter(calib)`` - and the points projected with them; failing
+that, the points are projected through the distortion model onto the raw frame (equally correct).
 """
 
 from __future__ import annotations
@@ -100,13 +100,14 @@ def make_projector(calib: dict, undistort: Undistort | None = None) -> Projector
     distorted = model not in _NO_DISTORTION and dist.size and np.any(dist != 0)
     raw_K = np.array([[calib["fx"], 0, calib["cx"]], [0, calib["fy"], calib["cy"]], [0, 0, 1.0]])
     rect = [_get(calib, f"rect_{k}") for k in ("fx", "fy", "cx", "cy")]
-    rect_K = (np.array([[rect[0], 0, rect[2]], [0, rect[1], rect[3]], [0, 0, 1.0]])
-              if all(v is not None for v in rect) else raw_K)
+    has_rect = all(v is not None for v in rect)
+    rect_K = np.array([[rect[0], 0, rect[2]], [0, rect[1], rect[3]], [0, 0, 1.0]]) if has_rect else raw_K
     if not distorted:
         return Projector(rect_K, None, "none", size, None)
     if model not in ("fisheye", "radtan"):
         raise ValueError(f"calibration: unknown distortion_model {model!r} (expected none, radtan, fisheye)")
-    und = undistort or _geometry_undistorter(calib)
+    # rectify only towards known rectified intrinsics (rect_*); without them, draw on the raw frame
+    und = (undistort or _geometry_undistorter(calib)) if has_rect else None
     if und is not None:
         return Projector(rect_K, None, "none", size, und)
     if model == "fisheye" and dist.size < 4:

@@ -454,6 +454,7 @@ class ClipOdometry:
         Rrel, inl = rotation_only(b0, b1, np.radians(p.rot_inlier_deg) * 3, rng=self.rng)
         if Rrel is None or inl.sum() < p.min_tracks:
             return self._lose(fi, gray, hand)
+
         R = Rrel @ ref.R
         c = -ref.R.T @ ref.t  # the centre does not move under the rotation-only model
         t = -R @ c
@@ -466,6 +467,7 @@ class ClipOdometry:
             self.buffer = []
 
     def _try_init(self, fi, gray, hand, ids, u0, u1) -> bool:
+        """Initialise the map from the reference keyframe and this frame if the parallax allows."""
         import cv2
 
         p = self.p
@@ -792,9 +794,42 @@ class ClipOdometry:
         inl = inl.ravel()
         rvec, tvec = cv2.solvePnPRefineLM(obj[inl], uv[inl].astype(np.float64), self.K, None, rvec, tvec)
         R, t = cv2.Rodrigues(rvec)[0], tvec.ravel()
-        # continue tracking from the matched map points (one track per point)
+        # continue tracking from the matched map points (one track per point), plus the other map
+        # points of the best-matching keyframe, found by KLT from that keyframe starting at their
+        # projections (a handful of ORB matches alone would leave the map thin and the pose weak)
         uid, first = np.unique(ids[inl], return_index=True)
-        self.pts = uv[inl][first].astype(np.float32)
+        pts = uv[inl][first].astype(np.float32)
+        best = max(kfs, key=lambda k: np.isin(uid, k.ids, assume_unique=True).sum())
+        if best.gray is not None:
+            sel = np.isfinite(self.X[best.ids, 0]) & ~np.isin(best.ids, uid, assume_unique=True)
+            cid, cuv = best.ids[sel], best.uv[sel]
+            Xc = self.X[cid] @ R.T + t
+            pred = (Xc @ self.K.T)[:, :2] / np.maximum(Xc[:, 2:3], 1e-9)
+            h, w = gray.shape
+            b = self.p.border_px
+            vis = (Xc[:, 2] > 0) & (pred[:, 0] >= b) & (pred[:, 0] < w - b) & (pred[:, 1] >= b) & (pred[:, 1] < h - b)
+            if vis.sum():
+                p1, st, _ = cv2.calcOpticalFlowPyrLK(best.gray, gray, cuv[vis].reshape(-1, 1, 2),
+                                                     pred[vis].astype(np.float32).reshape(-1, 1, 2),
+                                                     winSize=self.lk["winSize"], maxLevel=2,
+                                                     criteria=self.lk["criteria"],
+                                                     flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+                p1 = p1.reshape(-1, 2)
+                good = (st.ravel() == 1) & (np.linalg.norm(p1 - pred[vis], axis=1) < 3 * self.p.pnp_px)
+                if hand is not None:
+                    good &= hand[np.clip(p1[:, 1].astype(int), 0, h - 1), np.clip(p1[:, 0].astype(int), 0, w - 1)] == 0
+                if good.any():
+                    uid = np.concatenate([uid, cid[vis][good]])
+                    pts = np.vstack([pts, p1[good].astype(np.float32)])
+                    order = np.argsort(uid)
+                    uid, pts = uid[order], pts[order]
+                    rvec, tvec = cv2.solvePnPRefineLM(self.X[uid], pts.astype(np.float64), self.K, None,
+                                                      cv2.Rodrigues(R)[0], t.reshape(3, 1).copy())
+                    R2, t2 = cv2.Rodrigues(rvec)[0], tvec.ravel()
+                    keep = _reproj_px(R2, t2, self.X[uid], pts, self.K) < self.p.pnp_px
+                    if keep.sum() >= self.p.reloc_min_inliers:
+                        R, t, uid, pts = R2, t2, uid[keep], pts[keep]
+        self.pts = pts
         self.ids = uid
         z = (self.X[uid] @ R.T + t)[:, 2]
         self.counters["n_relocalised"] += 1

@@ -83,7 +83,7 @@ def empty_detections() -> pa.Table:
     return DETECTIONS_SCHEMA.empty_table()
 
 
-def _frame_times(frames: pa.Table) -> np.ndarray:
+def frame_times(frames: pa.Table) -> np.ndarray:
     """t_s indexed by frame_index, validated: frame indices 0..n-1, times finite and increasing."""
     for col in ("frame_index", "t_s"):
         if col not in frames.column_names:
@@ -110,8 +110,9 @@ def _timestamps_ms(t: np.ndarray) -> np.ndarray:
     return ms
 
 
-def _camera(calib: dict, width: int, height: int):
-    """(K, undistort function or None) for proxy frames of the given size."""
+def proxy_camera(calib: dict, width: int, height: int):
+    """(K, undistort function or None) for proxy frames of the given size: the rectified intrinsics
+    and OpenCV maps (computed once) for a fisheye/radtan camera, the raw pinhole otherwise."""
     from ego_assets.lib.geometry.calibration import camera_matrix, undistorter
 
     if not isinstance(calib, dict):
@@ -164,7 +165,7 @@ class HandsBackend(Backend):
         """What to record about the model (path, hash) in the stats."""
         return {}
 
-    # -- shared: identities, handedness, clean-up: identities, handedness, clean-up --------------------------------------------------
+    # -- shared: identities, handedness, clean-up ------------------------------------------------------
 
     def assemble(self, det: dict) -> HandResult:
         """Tracks, handedness and temporal clean-up over the detections of one video."""
@@ -233,8 +234,9 @@ class HandsBackend(Backend):
         cat = {k: np.concatenate(v) for k, v in rows.items()}
         # one person has one left and one right hand: if two tracks of one label share a frame
         # (only when the track labelling could not respect it), keep the better-scored row
-        order = np.lexsort((-cat["score"], cat["interpolated"], cat["hand"].astype(str), cat["frame_index"]))
-        key = np.char.add(cat["frame_index"].astype(str), cat["hand"].astype(str))[order]
+        order = np.lexsort((-cat["score"], cat["interpolated"], cat["hand"].astype(str),
+                            cat["frame_index"]))
+        key = np.char.add(np.char.add(cat["frame_index"].astype(str), "|"), cat["hand"].astype(str))[order]
         first = np.ones(len(order), bool)
         first[1:] = key[1:] != key[:-1]
         sel = order[first]
@@ -291,7 +293,7 @@ class MediaPipeHands(HandsBackend):
     resources = Resources(gpu=0, cpu=1.0, memory_gib=2.0)
     description = ("MediaPipe HandLandmarker (full), lifted to metric 3D with the intrinsics and a "
                    "hand-size prior; tracked identities and voted handedness")
-    model_variant = "full"  # which bundle of ego_assets.lib.hands.model (EGO_ASSETS_HAND_MODEL overrides)
+    model_variant = "full"  # bundle of ego_assets.lib.hands.model (EGO_ASSETS_HAND_MODEL overrides)
 
     def __init__(self, model_path: str | None = None, num_hands: int = 2,
                  min_detection_confidence: float = 0.5, min_presence_confidence: float = 0.5,
@@ -325,7 +327,7 @@ class MediaPipeHands(HandsBackend):
 
         from ego_assets.lib.video import iter_frames
 
-        t_s = _frame_times(frames)
+        t_s = frame_times(frames)
         n = len(t_s)
         ts_ms = _timestamps_ms(t_s)
         out = {k: [] for k in ("frame_index", "detection", "mp_label", "mp_score", "kp2d", "world",
@@ -343,7 +345,7 @@ class MediaPipeHands(HandsBackend):
                                                  f"table ({n})")
                 if K is None:
                     size = (img.shape[1], img.shape[0])
-                    K, undistort = _camera(calib, *size)
+                    K, undistort = proxy_camera(calib, *size)
                 if undistort is not None:
                     img = undistort(img)
                 t0 = time.perf_counter()
@@ -389,6 +391,7 @@ class MediaPipeHands(HandsBackend):
         arrays.update(t_s=t_s, n_frames=n, image_size=size, K=K, undistorted=undistort is not None,
                       timing=timing)
         return arrays
+
 
 @register("hands")
 class MediaPipeHandsLite(MediaPipeHands):
@@ -440,6 +443,7 @@ def _rates(tracks: pa.Table, n: int) -> dict:
 
 def _timing(t: dict, n: int, d: int, assemble_s: float) -> dict:
     wall = t["decode_s"] + t["landmarker_s"] + t["lifting_s"] + assemble_s
+    # decode includes the rectification of distorted frames; none of it counts imports or model loading
     return dict(fps=n / wall if wall > 0 else float("nan"),
                 decode_ms_per_frame=1000 * t["decode_s"] / max(n, 1),
                 landmarker_ms_per_frame=1000 * t["landmarker_s"] / max(n, 1),

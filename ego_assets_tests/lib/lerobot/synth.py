@@ -106,7 +106,8 @@ def _fixed(a: np.ndarray, dtype=np.float32) -> pa.Array:
 
 def make_partition(tmp: Path, key: str, n_frames: int = 60, w: int = 64, h: int = 48,
                    segments: list[tuple[int, str, int, int]] | None = None, seed: int = 0,
-                   task_prefix: str = "", source: str = "synth", drop: dict[str, tuple[int, int]] | None = None
+                   task_prefix: str = "", source: str = "synth", drop: dict[str, tuple[int, int]] | None = None,
+                   licence: str = "CC-BY-4.0"
                    ) -> SynthPartition:
     """``segments``: (segment_id, hand, start_frame, end_frame). Also adds one invalid segment and one without
     caption (neither may become an episode). ``drop``: hand -> frames [a, b) without a row for that hand."""
@@ -158,7 +159,7 @@ def make_partition(tmp: Path, key: str, n_frames: int = 60, w: int = 64, h: int 
     q = R.as_quat()
     cam = pa.table({"frame_index": pa.array(fi, pa.int32()), "t_s": t_s, "tx": c[:, 0], "ty": c[:, 1],
                     "tz": c[:, 2], "qx": q[:, 0], "qy": q[:, 1], "qz": q[:, 2], "qw": q[:, 3]})
-    prov = {"source": source, "uri": f"file:///videos/{key}.mp4", "licence": "CC-BY-4.0",
+    prov = {"source": source, "uri": f"file:///videos/{key}.mp4", "licence": licence,
             "backends": {"hands": "mediapipe@1", "poses": "opencv_vo@1", "captions": "kinematic@1"}}
     return SynthPartition(key, proxy, frames, seg, captions, hand_world, cam, prov, t_s)
 

@@ -1,0 +1,18 @@
+"""What the model-driven assets share: the configured backend of a stage, its code version (changing
+backend or model marks downstream stale in the UI) and the partition inputs every stage reads."""
+
+from __future__ import annotations
+
+from ego_assets.lib import backends
+
+
+def backend_code_version(stage: str, asset_version: str = "1") -> str:
+    return f"{asset_version}+{backends.backend_class(stage).code_version()}"
+
+
+def calib_row(store, pk: str) -> dict:
+    return store.read_table("calibrations", pk).to_pylist()[0]
+
+
+def proxy(store, pk: str) -> str:
+    return store.local_path("frames", pk, "proxy.mp4")

@@ -1,0 +1,281 @@
+"""The storage layer on an S3-compatible object store (DESIGN §5, issue 7): a moto server the test
+starts on 127.0.0.1, reached the way pods reach a real store (EGO_ASSETS_HOME=s3://bucket/prefix, the
+endpoint in AWS_ENDPOINT_URL, keys in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY).
+
+Commits, replacement, an interrupted commit, what readers see at each PUT, fresh listings across
+writers, the DuckDB catalog over s3:// and `ego-assets run` with its storage in the bucket."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import fsspec
+import pyarrow.parquet as pq
+import pytest
+
+from ego_assets.lib import catalog, schemas
+from ego_assets.lib.storage import COMMIT_MARKER, Store
+from ego_assets_tests.helpers import synth
+
+BUCKET = "ego-test"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A moto S3 server on a free loopback port, and the standard AWS variables pointing at it."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+           "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1",
+           "EGO_ASSETS_CATALOG_DIR": str(tmp_path_factory.mktemp("catalog"))}
+    mp = pytest.MonkeyPatch()
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        mp.delenv(k, raising=False)
+    for k, v in env.items():
+        mp.setenv(k, v)
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    fs.mkdir(BUCKET)
+    try:
+        yield env
+    finally:
+        mp.undo()
+        server.stop()
+
+
+def _frames(pk: str, n: int):
+    return schemas.conform("frames", {"frame_index": list(range(n)), "t_s": [i / 10 for i in range(n)],
+                                      "is_keyframe": [i == 0 for i in range(n)]}, pk)
+
+
+def _other_writer():
+    """A second client with its own connection and no shared cache: another pod."""
+    return fsspec.filesystem("s3", skip_instance_cache=True, use_listings_cache=False)
+
+
+class Recorder:
+    """Wraps the store's filesystem and records the order of PUTs and deletes."""
+
+    def __init__(self, fs, fail_on: str | None = None):
+        self.fs, self.ops, self.fail_on = fs, [], fail_on
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+    def put_file(self, lpath, rpath, **kw):
+        if self.fail_on and rpath.endswith(self.fail_on):
+            raise ConnectionError(f"killed while uploading {rpath}")
+        self.ops.append(("put", rpath.rsplit("/", 1)[-1]))
+        return self.fs.put_file(lpath, rpath, **kw)
+
+    def pipe_file(self, path, data, **kw):
+        self.ops.append(("put", path.rsplit("/", 1)[-1]))
+        return self.fs.pipe_file(path, data, **kw)
+
+    def rm_file(self, path):
+        self.ops.append(("rm", path.rsplit("/", 1)[-1]))
+        return self.fs.rm_file(path)
+
+
+def test_home_url_commit_read_and_replace(s3):
+    store = Store(f"s3://{BUCKET}/home1")
+    assert not store.is_local and store.protocol == "s3" and store.root == f"{BUCKET}/home1"
+    assert not store.committed("frames", "v1")
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", _frames("v1", 5))
+        Path(w.path("proxy.mp4")).write_bytes(b"old proxy")
+        Path(w.path("extra/old.bin")).write_bytes(b"x")
+    # visible to another client (another pod): the table, the media, the marker and its manifest
+    other = _other_writer()
+    final = store.artifact_dir("frames", "v1")
+    assert sorted(other.ls(final, detail=False)) == sorted(
+        f"{final}/{n}" for n in (COMMIT_MARKER, "extra", "frames.parquet", "proxy.mp4"))
+    manifest = json.loads(other.cat_file(f"{final}/{COMMIT_MARKER}"))
+    assert sorted(manifest["files"]) == ["extra/old.bin", "frames.parquet", "proxy.mp4"]
+    assert store.committed("frames", "v1") and store.has_table("frames", "v1")
+    assert store.read_table("frames", "v1").num_rows == 5
+    local = store.local_path("frames", "v1", "proxy.mp4")
+    assert Path(local).read_bytes() == b"old proxy"
+    # replacement: new content, files of the old commit that the new one lacks are gone
+    rec = Recorder(store.fs)
+    store.fs = rec
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", _frames("v1", 7))
+        Path(w.path("proxy.mp4")).write_bytes(b"new proxy")
+    store.fs = rec.fs
+    assert store.read_table("frames", "v1").num_rows == 7
+    assert sorted(p.rsplit("/", 1)[-1] for p in other.find(final)) == [COMMIT_MARKER, "frames.parquet",
+                                                                        "proxy.mp4"]
+    # the cached download follows the new commit (keyed by ETag), it does not serve the old bytes
+    assert Path(store.local_path("frames", "v1", "proxy.mp4")).read_bytes() == b"new proxy"
+    # order: hide the old commit (marker, tables), media, tables, marker, then stale files
+    assert rec.ops == [("rm", COMMIT_MARKER), ("rm", "frames.parquet"), ("put", "proxy.mp4"),
+                       ("put", "frames.parquet"), ("put", COMMIT_MARKER), ("rm", "old.bin")]
+    assert store.partitions("frames") == ["v1"]
+
+
+def test_what_readers_see_during_a_commit(s3):
+    """At every PUT of a replacement, a reader sees either the old partition whole, or no table at all,
+    or the new table with the new media: never the new table without its media, nor old and new
+    tables together."""
+    store = Store(f"s3://{BUCKET}/home2")
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", _frames("v1", 3))
+        Path(w.path("proxy.mp4")).write_bytes(b"A")
+    reader = Store(f"s3://{BUCKET}/home2")
+    reader.fs = _other_writer()
+    seen = []
+
+    class Spy(Recorder):
+        def _look(self):
+            has = reader.has_table("frames", "v1")
+            rows = reader.read_table("frames", "v1").num_rows if has else None
+            media = (reader.fs.cat_file(reader.artifact("frames", "v1", "proxy.mp4"))
+                     if reader.fs.exists(reader.artifact("frames", "v1", "proxy.mp4")) else None)
+            seen.append((rows, media, reader.committed("frames", "v1")))
+
+        def put_file(self, lpath, rpath, **kw):
+            self._look()
+            out = super().put_file(lpath, rpath, **kw)
+            self._look()
+            return out
+
+    store.fs = Spy(store.fs)
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", _frames("v1", 8))
+        Path(w.path("proxy.mp4")).write_bytes(b"B")
+    for rows, media, committed in seen:
+        assert rows in (None, 8), seen        # the old table is hidden before anything new lands
+        if rows == 8:
+            assert media == b"B", seen        # a visible new table always has its new media
+        if committed:
+            assert rows == 8 and media == b"B"
+    assert (None, b"B", False) in seen and seen[-1][0] == 8
+
+
+def test_interrupted_commit_leaves_nothing_a_rerun_trips_over(s3):
+    store = Store(f"s3://{BUCKET}/home3")
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", _frames("v1", 4))
+        Path(w.path("proxy.mp4")).write_bytes(b"A")
+    store.fs = Recorder(store.fs, fail_on="frames.parquet")  # the connection dies at the table PUT
+    with pytest.raises(ConnectionError):
+        with store.write_partition("frames", "v1") as w:
+            w.write_table("frames", _frames("v1", 9))
+            Path(w.path("proxy.mp4")).write_bytes(b"B")
+            Path(w.path("extra.bin")).write_bytes(b"E")
+    store.fs = store.fs.fs
+    # not committed, no table: readers and the runner see a partition to (re)compute, not a mix
+    assert not store.committed("frames", "v1") and not store.has_table("frames", "v1")
+    with pytest.raises(FileNotFoundError, match="not materialized"):
+        store.read_table("frames", "v1")
+    # the local staging folder is gone (pods share nothing but the bucket)
+    assert not list(store._scratch().glob("frames/v1.*"))  # noqa: SLF001
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", _frames("v1", 6))
+        Path(w.path("proxy.mp4")).write_bytes(b"C")
+    assert store.committed("frames", "v1") and store.read_table("frames", "v1").num_rows == 6
+    names = sorted(p.rsplit("/", 1)[-1] for p in store.fs.find(store.artifact_dir("frames", "v1")))
+    assert names == [COMMIT_MARKER, "frames.parquet", "proxy.mp4"]  # the half-commit's extra.bin too
+
+
+def test_listings_are_fresh_across_writers(s3):
+    """A long-lived process (the code server running the sensor) sees what other pods wrote since its
+    last look: no cached listing hides new registrations, partitions or lineage rows."""
+    store = Store(f"s3://{BUCKET}/home4")
+    assert store.registered() == [] and store.partitions("frames") == []
+    other = Store(f"s3://{BUCKET}/home4")
+    other.fs = _other_writer()
+    other.register_video("cam-a1", {"uri": "s3://x/a.mp4", "source": "cam"})
+    with other.write_partition("frames", "cam-a1") as w:
+        w.write_table("frames", _frames("cam-a1", 2))
+    other.write_lineage(dict(partition_key="cam-a1", asset="frames", run_id="r1", code_version="1",
+                             data_version="d", upstream="{}", params="{}", status="ok", error=None))
+    assert store.registered() == ["cam-a1"]
+    assert store.partitions("frames") == ["cam-a1"] and store.committed("frames", "cam-a1")
+    assert [r["run_id"] for r in store.lineage("frames", "cam-a1")] == ["r1"]
+    assert not store.register_video("cam-a1", {"uri": "again"})  # registered once
+    # a second round: the folders this process has listed before change under it
+    other.register_video("cam-b2", {"uri": "s3://x/b.mp4", "source": "cam"})
+    with other.write_partition("frames", "cam-b2") as w:
+        w.write_table("frames", _frames("cam-b2", 3))
+    other.write_lineage(dict(partition_key="cam-a1", asset="frames", run_id="r2", code_version="1",
+                             data_version="e", upstream="{}", params="{}", status="ok", error=None))
+    assert store.registered() == ["cam-a1", "cam-b2"]
+    assert store.partitions("frames") == ["cam-a1", "cam-b2"] and store.committed("frames", "cam-b2")
+    assert [r["run_id"] for r in store.lineage("frames", "cam-a1")] == ["r1", "r2"]
+
+
+def test_catalog_over_s3(s3):
+    store = Store(f"s3://{BUCKET}/home5")
+    assert catalog.query(store, "select count(*) from frames")[1] == [(0,)]
+    for pk, n in (("a", 3), ("b", 4)):
+        with store.write_partition("frames", pk) as w:
+            w.write_table("frames", _frames(pk, n))
+        catalog.ensure_view(store, "frames")
+    store.write_lineage(dict(partition_key="a", asset="frames", run_id="r1", code_version="1",
+                             data_version="d", upstream="{}", params="{}", status="ok", error=None))
+    store.write_quality("frames", "a", [dict(asset="frames", check_name="c1", passed=True,
+                                             severity="ERROR", value=1.0, detail="fine")])
+    refreshed = catalog.refresh(store)  # every table at once: one filesystem registration per connection
+    assert refreshed["frames"] and refreshed["lineage"] and not refreshed["hand_tracks"]
+    cols, rows = catalog.query(store, "select partition_key, count(*) as n, max(t_s) from frames "
+                                      "group by 1 order by 1")
+    assert rows == [("a", 3, pytest.approx(0.2)), ("b", 4, pytest.approx(0.3))]
+    # a partition written after the views were defined is seen without touching the catalog
+    with store.write_partition("frames", "c") as w:
+        w.write_table("frames", _frames("c", 5))
+    assert catalog.query(store, "select count(*) from frames")[1] == [(12,)]
+    con = catalog.connect(store, in_memory=True)
+    try:
+        assert con.execute("select count(*) from frames").fetchone() == (12,)
+        assert con.execute("select run_id from lineage").fetchall() == [("r1",)]
+        assert con.execute("select check_name, passed from quality").fetchall() == [("c1", True)]
+        assert con.execute("select count(*) from hand_tracks").fetchone() == (0,)
+    finally:
+        con.close()
+    # the catalog file is local (DuckDB files need a filesystem), the views point at s3://
+    path = catalog.catalog_path(store)
+    assert path.startswith(os.environ["EGO_ASSETS_CATALOG_DIR"])
+
+
+@pytest.mark.slow
+def test_cli_run_with_home_in_the_bucket(s3, tmp_path):
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    synth.make_video(videos / "clip one.mp4", n_frames=24, fps=12, seed=5)
+    dagster_home = tmp_path / "dagster_home"
+    dagster_home.mkdir()
+    (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    home = f"s3://{BUCKET}/cli"
+    env = dict(os.environ, EGO_ASSETS_HOME=home, DAGSTER_HOME=str(dagster_home),
+               DAGSTER_DISABLE_TELEMETRY="1", TMPDIR=str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    ego = str(Path(sys.executable).parent / "ego-assets")
+    r = subprocess.run([ego, "run", str(videos), "--source", "bucket"], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(("ok", "FAILED"))]
+    assert len(lines) == 1 and lines[0].startswith("ok") and "clip one.mp4" in lines[0]
+    # everything is in the bucket, nothing under a local home
+    store = Store(home)
+    (pk,) = store.registered()
+    for asset in ("source_videos", "clips", "frames"):
+        assert store.committed(asset, pk), asset
+        assert store.lineage(asset, pk)[-1]["status"] == "ok"
+    with store.fs.open(store.table_path("frames", pk), "rb") as f:
+        frames = pq.read_table(f)
+    assert frames.num_rows == 20  # 2 s at 10 fps
+    clip_uri = store.read_table("clips", pk).column("uri")[0].as_py()
+    assert clip_uri.startswith(f"{home}/artifacts/clips/{pk}/")
+    assert fsspec.filesystem("s3", skip_instance_cache=True).exists(clip_uri)
+    r = subprocess.run([ego, "catalog", "select count(*) as n from frames", "--format", "csv"], env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[1] == "20"
