@@ -30,7 +30,6 @@ COPY pyproject.toml uv.lock README.md ./
 RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-install-project
 COPY ego_assets ./ego_assets
 COPY sample_data ./sample_data
-COPY workspace.yaml dagster.yaml ./
 RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev
 
 # The hand landmarker models, built at image build time from the pinned registry artifact (no model

@@ -10,19 +10,20 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from ego_assets.defs import ingest  # noqa: E402 (after the warning filters)
-from ego_assets.defs.jobs import per_video_job
+from ego_assets.defs import actions, dataset, geometry, hands, ingest  # noqa: E402 (after the filters)
+from ego_assets.defs.jobs import dataset_job, per_video_job
 from ego_assets.defs.sensors import discover_videos
 from ego_assets.defs.settings import EgoStorage
 
-ASSET_MODULES = [ingest]
+# In pipeline order (DESIGN §1).
+ASSET_MODULES = [ingest, geometry, hands, actions, dataset]
 
 
 def build_definitions() -> dg.Definitions:
     assets = [a for m in ASSET_MODULES for a in dg.load_assets_from_modules([m])]
     return dg.Definitions(
         assets=assets,
-        jobs=[per_video_job],
+        jobs=[per_video_job, dataset_job],
         sensors=[discover_videos],
         resources={"ego": EgoStorage()},
     )

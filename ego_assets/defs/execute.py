@@ -124,7 +124,7 @@ def materialize_dataset(defs: dg.Definitions, instance: dg.DagsterInstance, run_
 def _with_quiet_logs(run_config: dict | None) -> dict:
     """The CLI prints its own status lines and progress bar; Dagster's console log keeps warnings.
     Everything is still in the run's event log (the UI shows CLI runs too)."""
-    level = os.environ.get("EGO_ASSETS_LOG_LEVEL", "WARNING")
+    level = os.environ.get("EGO_ASSETS_LOG_LEVEL", "CRITICAL")
     cfg = dict(run_config or {})
     cfg.setdefault("loggers", {"console": {"config": {"log_level": level}}})
     return cfg

@@ -4,3 +4,8 @@ import dagster as dg
 per_video_job = dg.define_asset_job(
     "per_video_job", selection=dg.AssetSelection.all() - dg.AssetSelection.groups("dataset"),
     description="Every per-video asset for the partitions of the run.")
+
+# The unpartitioned dataset over every video (built after the per-video runs, or by automation).
+dataset_job = dg.define_asset_job(
+    "dataset_job", selection=dg.AssetSelection.groups("dataset"),
+    description="Assemble the LeRobot dataset from every video whose inputs are materialized.")

@@ -119,9 +119,10 @@ def connect(store: Store, in_memory: bool = False) -> duckdb.DuckDBPyConnection:
             con = duckdb.connect(path, read_only=True)
             _register(con, store)
             # Views over tables that appeared since the file was written are redefined in memory.
-            missing = [t for t in schemas.TABLES if _has_files(store, t) and con.execute(
+            # (the local lookup first: on object stores each glob is a LIST request)
+            missing = [t for t in schemas.TABLES if con.execute(
                 "SELECT table_type FROM information_schema.tables WHERE table_name = ?",
-                [t]).fetchone() != ("VIEW",)]
+                [t]).fetchone() != ("VIEW",) and _has_files(store, t)]
             if not missing:
                 return con
             con.close()

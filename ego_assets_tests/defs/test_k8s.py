@@ -60,7 +60,11 @@ def _reload_definitions():
     that op tags and pools are derived from the current environment."""
     import ego_assets.definitions as d
 
-    for m in list(d.ASSET_MODULES):
+    modules = getattr(d, "ASSET_MODULES", None) or [  # else every wiring module, in import order
+        m for name, m in list(sys.modules.items())
+        if name.startswith("ego_assets.defs.") and name not in ("ego_assets.defs.k8s",
+                                                                 "ego_assets.defs.settings")]
+    for m in list(modules):
         importlib.reload(m)
     return importlib.reload(d)
 
@@ -435,8 +439,22 @@ def test_manifests_are_valid_kubernetes():
         kubernetes_validate.validate(bad, K8S_VERSION, strict=True)
 
 
+# Top-level keys of the chart's values (helm/dagster/schema/.../values.py: DagsterHelmValues, plus the
+# plain values.yaml keys); a misspelt section would be silently ignored by Helm.
+CHART_KEYS = {"global", "nameOverride", "fullnameOverride", "rbacEnabled", "imagePullSecrets",
+              "dagsterWebserver", "dagster-user-deployments", "postgresql", "generatePostgresqlPasswordSecret",
+              "generateCeleryConfigSecret", "rabbitmq", "redis", "flower", "ingress", "computeLogManager",
+              "scheduler", "runLauncher", "pythonLogs", "dagsterDaemon", "busybox", "migrate", "telemetry",
+              "serviceAccount", "retention", "concurrency", "additionalInstanceConfig", "extraManifests",
+              "pipelineRun"}
+
+
 def test_helm_values_fit_the_chart_and_the_project():
     v = _values()
+    assert set(v) <= CHART_KEYS, set(v) - CHART_KEYS
+    assert set(v["concurrency"]) <= {"enabled", "pools", "runs"}
+    assert set(v["concurrency"]["pools"]) <= {"defaultLimit", "granularity", "opGranularityRunBuffer"}
+    assert v["postgresql"]["postgresqlScheme"] == "postgresql+psycopg2"  # see test_postgres_instance
     dep = v["dagster-user-deployments"]["deployments"][0]
     env = {e["name"]: e.get("value") for e in dep["env"]}
     assert env["EGO_ASSETS_RUNTIME"] == "k8s" and env["EGO_ASSETS_HOME"].startswith("s3://")

@@ -39,7 +39,7 @@ those are strongly distorted and deserve a hint). 90 deg sits in the middle of t
 cameras: for a true FoV between 70 and 110 deg the focal length is off by at most ~40 %, which the hand
 lifting (hand-size prior) and the pose scale (metric cues) absorb better than an extreme guess."""
 
-ALLOWED_HFOV_RANGE_DEG = (20.0, 175.0)  # metadata / model estimates outside this are ignored
+ALLOWED_HFOV_RANGE_DEG = (20.0, 170.0)  # metadata / model estimates outside this are ignored
 FULL_FRAME_DIAGONAL_MM = math.hypot(36.0, 24.0)  # 35 mm-equivalent focal lengths refer to this diagonal
 
 # tags (lower-cased) under which containers and EXIF-like metadata carry a 35 mm-equivalent focal length
@@ -466,7 +466,7 @@ def calibrate_prior(video: dict, proxy_path: str, frames: pa.Table, proxy_size: 
     """The default (CPU) calibration: hints, metadata or prior, then camera-motion classification."""
     n = frames_count(frames)
     tags = dict(video.get("metadata") or {})
-    tags.update(read_container_metadata(video.get("uri")) if not metadata else {})
+    tags.update(read_container_metadata(video.get("local_path") or video.get("uri")) if not metadata else {})
     tags.update(metadata or {})
     intr = resolve_intrinsics(hints, tags, proxy_size, source_size(video))
     rect = rectified_intrinsics(intr)

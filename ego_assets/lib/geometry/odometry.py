@@ -39,7 +39,7 @@ class VOParams:
     min_distance: int = 12
     quality: float = 0.005
     lk_win: int = 21
-    lk_levels: int = 3
+    lk_levels: int = 4  # head turns move the image up to ~50 px per proxy frame
     fb_px: float = 1.0  # forward-backward consistency of KLT
     border_px: int = 8
     min_tracks: int = 25  # fewer tracked features than this: the frame is lost
@@ -613,16 +613,24 @@ class ClipOdometry:
 
     # -- bundle adjustment --
     def _local_ba(self) -> None:
-        """Sliding-window bundle adjustment over the last keyframes (the oldest two fixed: they hold
-        the gauge, scale included) and the map points they share."""
+        """Sliding-window bundle adjustment over the last keyframes and the map points they share.
+
+        Gauge: the oldest keyframe of the window is fixed, and the distance between it and the next
+        one is held by a stiff prior (monocular scale). Fixing the second keyframe outright would
+        freeze the error of the two-view initialisation into the whole clip; when the two centres
+        nearly coincide (rotation only), both are fixed instead."""
         from scipy.optimize import least_squares
         from scipy.sparse import coo_matrix
 
         t0 = time.perf_counter()
         kfs = [k for k in self.kfs[-self.p.ba_window:] if len(k.ids)]
-        if len(kfs) < 3:
+        if len(kfs) < 2:
             return
-        n_fix = 2
+        c_first = -kfs[0].R.T @ kfs[0].t
+        d0 = float(np.linalg.norm(kfs[1].R @ c_first + kfs[1].t))
+        n_fix = 1 if d0 > 0.01 * self.scale_ref else 2
+        if len(kfs) <= n_fix:
+            return
         all_ids = np.concatenate([k.ids for k in kfs])
         u, cnt = np.unique(all_ids, return_counts=True)
         pid = u[(cnt >= 2) & np.isfinite(self.X[u, 0])]
@@ -654,6 +662,9 @@ class ClipOdometry:
             ts[n_fix:] = cp[:, 3:]
             return Rs, ts, x[6 * nfree:].reshape(-1, 3), cp[:, :3]
 
+        prior = n_fix == 1  # the scale prior residual (last row) on the distance kfs[0] - kfs[1]
+        w_scale = 1000.0 / d0 if prior else 0.0  # 0.1 % change in that distance costs 1 px
+
         def fun(x):
             Rs, ts, P, _ = unpack(x)
             Xc = (Rs[cam] @ P[pt][:, :, None])[:, :, 0] + ts[cam]
@@ -661,7 +672,10 @@ class ClipOdometry:
             r = np.empty((m, 2))
             r[:, 0] = Xc[:, 0] / z * fx + K[0, 2] - uv[:, 0]
             r[:, 1] = Xc[:, 1] / z * fy + K[1, 2] - uv[:, 1]
-            return r.ravel()
+            if not prior:
+                return r.ravel()
+            t_rel = Rs[1] @ c_first + ts[1]
+            return np.append(r.ravel(), w_scale * (np.linalg.norm(t_rel) - d0))
 
         # sparsity pattern: each observation's 2 rows touch its camera's 6 columns (if free) and its
         # point's 3 columns; values are filled in the same order by jac()
@@ -671,9 +685,9 @@ class ClipOdometry:
         c_cam = np.tile(6 * (cam[free] - n_fix), (12, 1)).T + np.tile(np.arange(6), 2)
         r_pt = np.repeat(np.stack([2 * obs, 2 * obs + 1], 1), 3, axis=1).ravel()
         c_pt = (6 * nfree + 3 * pt)[:, None] + np.tile(np.arange(3), 2)[None]
-        rows = np.concatenate([r_cam, r_pt])
-        cols = np.concatenate([c_cam.ravel(), c_pt.ravel()])
-        shape = (2 * m, len(x0))
+        rows = np.concatenate([r_cam, r_pt] + ([np.full(6, 2 * m)] if prior else []))
+        cols = np.concatenate([c_cam.ravel(), c_pt.ravel()] + ([np.arange(6)] if prior else []))
+        shape = (2 * m + int(prior), len(x0))
 
         def jac(x):
             Rs, ts, P, d = unpack(x)
@@ -687,18 +701,18 @@ class ClipOdometry:
             J[:, 1, 2] = -fy * Xc[:, 1] / z ** 2
             Jp = J @ Rs[cam]  # d / d point
             vals = [Jp.reshape(m, 6)]
+            th = np.linalg.norm(d, axis=1)
+            Jl = np.tile(np.eye(3), (nfree, 1, 1))  # left Jacobian of SO(3) at each free pose's d
+            nz = th > 1e-9
+            if nz.any():
+                W = np.zeros((nfree, 3, 3))
+                dd = d[nz]
+                W[nz] = np.array([[np.zeros(len(dd)), -dd[:, 2], dd[:, 1]], [dd[:, 2], np.zeros(len(dd)), -dd[:, 0]],
+                                  [-dd[:, 1], dd[:, 0], np.zeros(len(dd))]]).transpose(2, 0, 1)
+                a = ((1 - np.cos(th[nz])) / th[nz] ** 2)[:, None, None]
+                b = ((th[nz] - np.sin(th[nz])) / th[nz] ** 3)[:, None, None]
+                Jl[nz] = np.eye(3) + a * W[nz] + b * (W[nz] @ W[nz])
             if len(ofree):
-                th = np.linalg.norm(d, axis=1)
-                Jl = np.tile(np.eye(3), (nfree, 1, 1))
-                nz = th > 1e-9
-                if nz.any():
-                    W = np.zeros((nfree, 3, 3))
-                    dd = d[nz]
-                    W[nz] = np.array([[np.zeros(len(dd)), -dd[:, 2], dd[:, 1]], [dd[:, 2], np.zeros(len(dd)), -dd[:, 0]],
-                                      [-dd[:, 1], dd[:, 0], np.zeros(len(dd))]]).transpose(2, 0, 1)
-                    a = ((1 - np.cos(th[nz])) / th[nz] ** 2)[:, None, None]
-                    b = ((th[nz] - np.sin(th[nz])) / th[nz] ** 3)[:, None, None]
-                    Jl[nz] = np.eye(3) + a * W[nz] + b * (W[nz] @ W[nz])
                 Yf = Y[free]
                 skew = np.zeros((len(Yf), 3, 3))
                 skew[:, 0, 1], skew[:, 0, 2] = -Yf[:, 2], Yf[:, 1]
@@ -707,7 +721,13 @@ class ClipOdometry:
                 Jrot = -(J[free] @ skew) @ Jl[cam[free] - n_fix]
                 Jcam = np.concatenate([Jrot, J[free]], axis=2)  # (k, 2, 6)
                 vals.insert(0, Jcam.reshape(-1, 12))
-            v = np.concatenate([vals[0].ravel(), vals[1].ravel()]) if len(vals) == 2 else vals[0].ravel()
+            if prior:
+                y = Rs[1] @ c_first
+                t_rel = y + ts[1]
+                u_ = t_rel / max(np.linalg.norm(t_rel), 1e-12)
+                sk = np.array([[0, -y[2], y[1]], [y[2], 0, -y[0]], [-y[1], y[0], 0]])
+                vals.append(w_scale * np.concatenate([u_ @ (-sk) @ Jl[0], u_]))
+            v = np.concatenate([a.ravel() for a in vals])
             return coo_matrix((v, (rows, cols)), shape=shape).tocsr()
 
         sol = least_squares(fun, x0, jac=jac, method="trf", loss="huber", f_scale=1.0,
@@ -718,7 +738,7 @@ class ClipOdometry:
             k.R, k.t = R, t
         self.X[pid] = P
         # points that still do not fit, or went behind a camera, leave the map
-        res = np.hypot(*sol.fun.reshape(-1, 2).T)
+        res = np.hypot(*sol.fun[: 2 * m].reshape(-1, 2).T)
         z = np.einsum("nij,nj->ni", Rs[cam], P[pt])[:, 2] + ts[cam, 2]
         bad = np.zeros(len(pid), bool)
         np.logical_or.at(bad, pt, (res > 3 * self.p.pnp_px) | (z <= 0))

@@ -23,14 +23,31 @@ def gray_of(i: int) -> int:
     return int(16 + (i * 23) % 224)
 
 
-def frame_image(i: int, w: int, h: int) -> np.ndarray:
-    img = np.full((h, w, 3), gray_of(i), np.uint8)
-    # a little texture so the encoder has something to do
-    img[: h // 4, : w // 4] = (i * 5) % 256
+_TEXTURES: dict[tuple[int, int], np.ndarray] = {}
+
+
+def _texture(w: int, h: int) -> np.ndarray:
+    """A smooth random colour texture (camera-like content for the encoder), fixed per size."""
+    if (w, h) not in _TEXTURES:
+        import cv2
+
+        small = np.random.default_rng(7).integers(0, 256, (max(2, h // 8), max(2, w // 8), 3), dtype=np.uint8)
+        _TEXTURES[(w, h)] = cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+    return _TEXTURES[(w, h)]
+
+
+def frame_image(i: int, w: int, h: int, textured: bool = False) -> np.ndarray:
+    """Frame ``i``: the bottom-right 8x8 block has gray level ``gray_of(i)``."""
+    if textured:
+        img = np.roll(_texture(w, h), 3 * i, axis=1).copy()
+        img[-16:, -16:] = gray_of(i)
+    else:
+        img = np.full((h, w, 3), gray_of(i), np.uint8)
+        img[: h // 4, : w // 4] = (i * 5) % 256  # a little texture
     return img
 
 
-def write_proxy(path: Path, t_s: np.ndarray, w: int, h: int) -> None:
+def write_proxy(path: Path, t_s: np.ndarray, w: int, h: int, textured: bool = False) -> None:
     import av
 
     with av.open(str(path), "w", format="mp4") as out:
@@ -40,7 +57,7 @@ def write_proxy(path: Path, t_s: np.ndarray, w: int, h: int) -> None:
         st.codec_context.time_base = Fraction(1, 1000)
         st.options = {"crf": "18", "preset": "ultrafast", "bf": "0", "g": "10"}
         for i, t in enumerate(t_s):
-            f = av.VideoFrame.from_ndarray(frame_image(i, w, h), format="rgb24")
+            f = av.VideoFrame.from_ndarray(frame_image(i, w, h, textured), format="rgb24")
             f.pts = int(round(t * 1000))
             f.time_base = Fraction(1, 1000)
             for p in st.encode(f):
@@ -107,8 +124,7 @@ def _fixed(a: np.ndarray, dtype=np.float32) -> pa.Array:
 def make_partition(tmp: Path, key: str, n_frames: int = 60, w: int = 64, h: int = 48,
                    segments: list[tuple[int, str, int, int]] | None = None, seed: int = 0,
                    task_prefix: str = "", source: str = "synth", drop: dict[str, tuple[int, int]] | None = None,
-                   licence: str = "CC-BY-4.0"
-                   ) -> SynthPartition:
+                   licence: str = "CC-BY-4.0", textured: bool = False) -> SynthPartition:
     """``segments``: (segment_id, hand, start_frame, end_frame). Also adds one invalid segment and one without
     caption (neither may become an episode). ``drop``: hand -> frames [a, b) without a row for that hand."""
     rng = np.random.default_rng(seed)
@@ -116,7 +132,7 @@ def make_partition(tmp: Path, key: str, n_frames: int = 60, w: int = 64, h: int 
     t_s[0] = 0.0
     tmp.mkdir(parents=True, exist_ok=True)
     proxy = tmp / f"{key}.mp4"
-    write_proxy(proxy, t_s, w, h)
+    write_proxy(proxy, t_s, w, h, textured)
     frames = pa.table({"frame_index": pa.array(np.arange(n_frames), pa.int32()), "t_s": pa.array(t_s)})
     if segments is None:
         segments = [(0, "right", 2, 20), (1, "left", 10, 35), (2, "right", 30, 55)]

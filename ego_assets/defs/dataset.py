@@ -1,0 +1,211 @@
+"""Dataset group: lerobot_dataset, all valid episodes of every video as one LeRobot v3.0 dataset
+(DESIGN §1; issue 6). Partitions are staged one by one (reused while their inputs are unchanged) and
+assembled cheaply: new videos are added without re-encoding what is there; a re-materialized video
+replaces its episodes."""
+
+import json
+import os
+import time
+
+import dagster as dg
+
+from ego_assets.defs.runner import _now
+from ego_assets.defs.settings import EgoStorage
+from ego_assets.defs.stages import calib_row, proxy
+from ego_assets.lib import catalog, schemas
+
+GROUP = "dataset"
+DATASET_NAME = "ego_assets"
+INPUTS = ["frames", "calibrations", "camera_poses", "segments", "captions"]
+WARN_ONLY = {"stats_nondegenerate"}  # a dimension no episode moves (e.g. an absent hand) is reported
+
+
+class DatasetConfig(dg.Config):
+    action_space: str = "hands_102"  # or "eef_7"
+    fps: int = 10
+    val_fraction: float = 0.1
+    repo_id: str = "local/ego_assets"
+    rebuild: bool = False
+
+
+def dataset_dir(store) -> str:
+    return store.datasets_dir(DATASET_NAME)
+
+
+def ready_partitions(store) -> tuple[list[str], dict[str, dict]]:
+    """Videos whose every input asset's latest materialization is ok, with those data versions."""
+    ready, versions = [], {}
+    for pk in store.registered():
+        v = {}
+        for a in INPUTS:
+            rows = store.lineage(a, pk)
+            if not rows or rows[-1]["status"] != "ok":
+                break
+            v[a] = rows[-1]["data_version"]
+        else:
+            ready.append(pk)
+            versions[pk] = v
+    return ready, versions
+
+
+@dg.asset(
+    group_name=GROUP, code_version="1", deps=["captions", "segments", "camera_poses", "frames"],
+    kinds={"lerobot", "parquet"},
+    automation_condition=dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress()
+    & ~dg.AutomationCondition.any_deps_in_progress(),
+    check_specs=[
+        dg.AssetCheckSpec("lerobot_dataset_valid", asset="lerobot_dataset", blocking=True,
+                          description="Loads with LeRobotDataset; first and last frame of every episode "
+                                      "decode; lengths match the episodes table; stats finite; tasks "
+                                      "non-empty; timestamps on the fps grid."),
+        dg.AssetCheckSpec("stats_nondegenerate", asset="lerobot_dataset",
+                          description="No state/action dimension with zero variance (reported by name)."),
+    ],
+    description="Every valid segment of every video as one episode of a LeRobot v3.0 dataset "
+                "(observation.images.ego, state/action in the chosen action space, the caption as task), "
+                "with stats, splits by source video, provenance and a dataset card.",
+)
+def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, ego: EgoStorage):
+    from ego_assets.lib.geometry.calibration import undistorter
+    from ego_assets.lib.lerobot import writer
+    from ego_assets.lib.lerobot.validate import validate_dataset
+
+    store = ego.store()
+    if not store.is_local:
+        raise dg.Failure("lerobot_dataset needs a local or mounted storage root for now "
+                         f"(EGO_ASSETS_HOME={store.home}); see k8s/README.md")
+    t0 = time.perf_counter()
+    root = dataset_dir(store)
+    ready, versions = ready_partitions(store)
+    staged, n_staged, n_reused = [], 0, 0
+    params = dict(action_space=config.action_space, fps=config.fps)
+    for i, pk in enumerate(ready, 1):
+        key = json.dumps([versions[pk], params], sort_keys=True)
+        sdir = store.artifact("lerobot_dataset", pk, "staged")
+        manifest = os.path.join(sdir, "manifest.json")
+        prev = json.load(open(manifest)).get("ego_assets_inputs") if os.path.exists(manifest) else None
+        if prev == key and not config.rebuild:
+            staged.append(writer.load_staged(sdir))
+            n_reused += 1
+            continue
+        rec = store.video_record(pk)
+        calib = calib_row(store, pk)
+        prov = dict(source=rec["source"], uri=rec["uri"], name=rec["name"], license=rec.get("license"),
+                    inputs=versions[pk], backends=_backends(store, pk))
+        started = _now()
+        with store.write_partition("lerobot_dataset", pk) as w:
+            sp = writer.stage_partition(
+                pk, proxy(store, pk), store.read_table("frames", pk), store.read_table("segments", pk),
+                store.read_table("captions", pk), store.read_table("hand_world", pk),
+                store.read_table("camera_poses", pk), prov, w.path("staged"), fps=config.fps,
+                action_space=config.action_space, undistort=undistorter(calib))
+            m = json.load(open(os.path.join(w.path("staged"), "manifest.json")))
+            m["ego_assets_inputs"] = key
+            with open(os.path.join(w.path("staged"), "manifest.json"), "w") as f:
+                json.dump(m, f, indent=1, sort_keys=True)
+        staged.append(writer.load_staged(sdir))
+        n_staged += 1
+        store.write_lineage(dict(partition_key=pk, asset="lerobot_dataset", run_id=context.run.run_id,
+                                 code_version="1", data_version=sp.version,
+                                 upstream=json.dumps(versions[pk], sort_keys=True),
+                                 params=json.dumps(params, sort_keys=True), status="ok", error=None,
+                                 started_at=started, finished_at=_now()))
+        context.log.info(f"[{i}/{len(ready)}] {pk}: staged {sp.n_episodes} episode(s), {sp.n_frames} frames")
+    in_dataset = _partitions_in(root)
+    removed = sorted(set(in_dataset) - set(ready))
+    res = writer.assemble(root, staged, remove=removed, repo_id=config.repo_id,
+                          val_fraction=config.val_fraction, rebuild=config.rebuild,
+                          card_info=_card_info(store, ready))
+    for pk in ready:
+        store.write_parquet(store.table_path("episodes", pk),
+                            schemas.conform("episodes", res.episodes_of(pk), pk))
+    for pk in removed:
+        if store.exists(store.table_path("episodes", pk)):
+            store.fs.rm_file(store.table_path("episodes", pk))
+    catalog.ensure_view(store, "episodes")
+    checks = validate_dataset(root, res.episodes, repo_id=config.repo_id,
+                              max_episodes=int(os.environ.get("EGO_ASSETS_VALIDATE_MAX_EPISODES", "200")))
+    errors = [c for c in checks if not c[1] and c[0] not in WARN_ONLY]
+    warns = [c for c in checks if not c[1] and c[0] in WARN_ONLY]
+    rows = [dict(asset="lerobot_dataset", check_name=c[0], passed=bool(c[1]),
+                 severity="WARN" if c[0] in WARN_ONLY else "ERROR",
+                 value=None if c[2] is None else float(c[2]), detail=str(c[3])) for c in checks]
+    store.write_quality("lerobot_dataset", "dataset", rows)
+    store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
+                             code_version="1", data_version=_dataset_version(res),
+                             upstream=json.dumps({pk: versions[pk] for pk in ready}, sort_keys=True),
+                             params=json.dumps({**params, "val_fraction": config.val_fraction},
+                                               sort_keys=True),
+                             status="blocked" if errors else "ok",
+                             error="; ".join(f"{c[0]}: {c[3]}" for c in errors) or None,
+                             started_at=_now(), finished_at=_now()))
+    meta = {
+        "path": dg.MetadataValue.path(str(root)),
+        "episodes": res.n_episodes, "frames": res.n_frames, "tasks": res.n_tasks,
+        "videos": len(ready), "staged": n_staged, "reused": n_reused,
+        "added": len(res.added), "replaced": len(res.replaced), "removed": len(res.removed),
+        "splits": dg.MetadataValue.json(res.splits), "action_space": config.action_space,
+        "seconds": round(time.perf_counter() - t0, 2),
+        "per_source": dg.MetadataValue.md(_counts_md(res.episodes, store)),
+        "load_with": dg.MetadataValue.md(f"`LeRobotDataset('{config.repo_id}', root='{root}')`"),
+    }
+    return dg.MaterializeResult(
+        metadata=meta, data_version=dg.DataVersion(_dataset_version(res)),
+        check_results=[
+            dg.AssetCheckResult(check_name="lerobot_dataset_valid", passed=not errors,
+                                severity=dg.AssetCheckSeverity.ERROR,
+                                metadata={c[0]: f"{'ok' if c[1] else 'FAILED'}: {c[3]}" for c in checks
+                                          if c[0] not in WARN_ONLY}),
+            dg.AssetCheckResult(check_name="stats_nondegenerate", passed=not warns,
+                                severity=dg.AssetCheckSeverity.WARN,
+                                metadata={c[0]: str(c[3]) for c in checks if c[0] in WARN_ONLY}),
+        ])
+
+
+def _partitions_in(root: str) -> list[str]:
+    from ego_assets.lib.lerobot.writer import STATE_PATH
+
+    p = os.path.join(root, STATE_PATH)
+    if not os.path.exists(p):
+        return []
+    return sorted(json.load(open(p)).get("partitions", {}))
+
+
+def _dataset_version(res) -> str:
+    import hashlib
+
+    h = hashlib.sha256(json.dumps([res.n_episodes, res.n_frames, sorted(res.kept + res.added +
+                                                                          res.replaced)]).encode())
+    return h.hexdigest()[:16]
+
+
+def _backends(store, pk) -> dict:
+    out = {}
+    for a in ("calibrations", "hand_tracks", "camera_poses", "segments", "captions"):
+        rows = store.lineage(a, pk)
+        if rows:
+            out[a] = rows[-1]["code_version"]
+    return out
+
+
+def _card_info(store, ready) -> dict:
+    sources = {}
+    for pk in ready:
+        rec = store.video_record(pk)
+        s = sources.setdefault(rec["source"], {"videos": 0, "license": rec.get("license")})
+        s["videos"] += 1
+    return {"description": "Egocentric hand-object interaction episodes made by ego_assets."}
+
+
+def _counts_md(episodes, store) -> str:
+    rows = episodes.to_pylist()
+    by_source: dict = {}
+    by_task: dict = {}
+    for r in rows:
+        src = store.video_record(r["partition_key"])["source"]
+        by_source[src] = by_source.get(src, 0) + 1
+        by_task[r["task"]] = by_task.get(r["task"], 0) + 1
+    md = "| source | episodes |\n|---|---|\n" + "".join(f"| {k} | {v} |\n" for k, v in sorted(by_source.items()))
+    md += "\n| task | episodes |\n|---|---|\n" + "".join(
+        f"| {k} | {v} |\n" for k, v in sorted(by_task.items(), key=lambda kv: -kv[1])[:15])
+    return md
