@@ -110,13 +110,31 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
         else:
             n_bad += 1
             print(f"FAILED  {k}  {names}: {st.asset}: {st.error or st.status}")
-    if ds is not None and not ds.success:
-        n_bad += 1
-        print("FAILED  lerobot_dataset: see `ego-assets catalog \"select * from lineage where "
-              "asset='lerobot_dataset'\"`")
-    print(f"{len(keys) - (n_bad if ds is None or ds.success else n_bad - 1)}/{len(keys)} video(s) ok "
-          f"in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    print(f"{len(keys) - n_bad}/{len(keys)} video(s) ok in {time.perf_counter() - t0:.1f} s",
+          file=sys.stderr)
+    if ds is not None and not _dataset_line(store, ds):
+        return EXIT_FAILED
     return EXIT_FAILED if n_bad else EXIT_OK
+
+
+def _dataset_line(store, result) -> bool:
+    """One line on the dataset (stderr: stdout carries one line per video). False if it failed."""
+    from dagster import AssetCheckSeverity, AssetKey
+
+    mats = [m for m in result.asset_materializations_for_node("lerobot_dataset")
+            if m.asset_key == AssetKey("lerobot_dataset")]
+    failed = [e for e in result.get_asset_check_evaluations()
+              if not e.passed and e.severity == AssetCheckSeverity.ERROR]
+    if not result.success or not mats or failed:
+        why = "; ".join(f"check {e.check_name} failed" for e in failed) or "the step failed"
+        print(f"FAILED  lerobot_dataset: {why}; see `ego-assets catalog \"select * from quality where "
+              "asset='lerobot_dataset' and not passed\"`", file=sys.stderr)
+        return False
+    md = mats[-1].metadata
+    eps = md.get("episodes")
+    n = eps.value if eps is not None else 0
+    print(f"dataset: {n} episode(s) in {store.datasets_dir('ego_assets')}", file=sys.stderr)
+    return True
 
 
 def cmd_run(args) -> int:

@@ -113,6 +113,19 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
         context.log.info(f"[{i}/{len(ready)}] {pk}: staged {sp.n_episodes} episode(s), {sp.n_frames} frames")
     in_dataset = _partitions_in(root)
     removed = sorted(set(in_dataset) - set(ready))
+    if not in_dataset and sum(sp.n_episodes for sp in staged) == 0:
+        # Nothing to publish yet (no video has a valid, captioned segment): no dataset is written, and
+        # there is nothing for LeRobot to load or for the validation to check.
+        context.log.warning(f"no episodes in {len(ready)} ready video(s): the dataset is not written yet")
+        detail = f"no dataset yet: 0 episodes from {len(ready)} video(s)"
+        return dg.MaterializeResult(
+            metadata={"episodes": 0, "videos": len(ready), "staged": n_staged, "reused": n_reused,
+                      "path": dg.MetadataValue.path(str(root)), "note": detail},
+            check_results=[
+                dg.AssetCheckResult(check_name="lerobot_dataset_valid", passed=True,
+                                    severity=dg.AssetCheckSeverity.ERROR, metadata={"detail": detail}),
+                dg.AssetCheckResult(check_name="stats_nondegenerate", passed=True,
+                                    severity=dg.AssetCheckSeverity.WARN, metadata={"detail": detail})])
     res = writer.assemble(root, staged, remove=removed, repo_id=config.repo_id,
                           val_fraction=config.val_fraction, rebuild=config.rebuild,
                           card_info=_card_info(store, ready))

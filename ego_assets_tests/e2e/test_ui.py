@@ -61,6 +61,9 @@ def server(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def page(server):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=30_000)  # a loaded 2-core machine renders slowly
     with chromium_page() as pg:
         dismiss_welcome(pg)
         pg.goto(server.url + "/")
@@ -209,9 +212,8 @@ def test_new_source_is_discovered_backfilled_from_the_ui_and_checked(server, pag
 
     for asset in per_video:
         _open_asset(page, asset, "Partitions")
-        expect(page.get_by_role("checkbox", name=f"Materialized ({N_VIDEOS})")).to_be_visible()
-        expect(page.get_by_role("checkbox", name="Failed (0)")).to_be_visible()
-        expect(page.get_by_role("checkbox", name="Missing (0)")).to_be_visible()
+        for status in (f"Materialized ({N_VIDEOS})", "Failed (0)", "Missing (0)"):
+            expect(page.get_by_text(status, exact=True)).to_be_visible()
 
     # -- a partition's metadata: the probed values of its video (known: 12 frames of 160x120 at 10 fps)
     _open_asset(page, "source_videos", "Partitions")
