@@ -13,7 +13,7 @@ MODEL := models/hand_landmarker.task
 # dagster, scipy and torch from source: seconds per step process).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup demo test test-fast ui bench browser clean
+.PHONY: setup demo test test-fast ui bench browser postgres clean
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -37,10 +37,18 @@ browser:
 	@if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
 	  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "chromium install failed: the UI test will be skipped"; fi
 
+# Debian's PostgreSQL server for the instance-storage test (skipped where apt-get is not available).
+postgres:
+	@if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb >/dev/null \
+	  && command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ]; then \
+	  mkdir -p /etc/postgresql-common && echo "create_main_cluster = false" > /etc/postgresql-common/createcluster.conf; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) \
+	  || echo "postgresql install failed: the PostgreSQL instance test will be skipped"; fi
+
 demo: setup
 	EGO_ASSETS_HOME=$(HOME_DIR) $(BIN)/ego-assets demo
 
-test: setup browser
+test: setup browser postgres
 	$(BIN)/python -m pytest -q
 
 test-fast: setup

@@ -12,6 +12,7 @@ warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from ego_assets.defs import actions, dataset, geometry, hands, ingest  # noqa: E402 (after the filters)
 from ego_assets.defs.jobs import dataset_job, per_video_job
+from ego_assets.defs.k8s import executor
 from ego_assets.defs.sensors import discover_videos
 from ego_assets.defs.settings import EgoStorage
 
@@ -26,6 +27,7 @@ def build_definitions() -> dg.Definitions:
         jobs=[per_video_job, dataset_job],
         sensors=[discover_videos],
         resources={"ego": EgoStorage()},
+        executor=executor(),
     )
 
 

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ego_assets.defs.k8s import op_tags, pool
 from ego_assets.defs.partitions import backfill_policy, videos
 from ego_assets.defs.runner import PartitionOutput, check_specs, progress_logger, run_partitions
 from ego_assets.defs.settings import EgoStorage
@@ -79,6 +80,7 @@ class CaptionsConfig(dg.Config):
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP, code_version="1",
     deps=["hand_tracks", "camera_poses", "frames"], kinds={"scipy", "parquet"},
+    op_tags=op_tags(None), pool=pool(None),
     check_specs=check_specs("segments", SEGMENT_CHECKS),
     description="World-frame hand motion (hand tracks x camera poses, outliers replaced, smoothed; "
                 "table hand_world) and atomic actions cut at local minima of the world-frame wrist "
@@ -127,6 +129,7 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, ego: Ego
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP,
     code_version=backend_code_version("captions"), deps=["segments"], kinds={"parquet"},
+    op_tags=op_tags("captions"), pool=pool("captions"),
     check_specs=check_specs("captions", CAPTION_CHECKS),
     description="One imperative instruction (+ short reasoning) per segment, or N/A; frames overlaid "
                 "with the projected future wrist trajectory are kept as artifacts.",

@@ -24,7 +24,7 @@ def evaluate_all(store: Store, source: str | None = None) -> list[tuple[str, str
             if not rows:
                 continue
             last = rows[-1]
-            if last["status"] in ("failed", "skipped") and not store.exists(store.artifact_dir(c.asset, pk)):
+            if last["status"] in ("failed", "skipped") and not store.committed(c.asset, pk):
                 o = CheckOutcome(c.name, False, c.severity, None,
                                  f"{c.asset} {last['status']}: {last['error']}")
             else:

@@ -9,7 +9,9 @@ import time
 
 import dagster as dg
 
+from ego_assets.defs.k8s import op_tags, pool
 from ego_assets.defs.runner import _now
+from ego_assets.lib.backends import Resources
 from ego_assets.defs.settings import EgoStorage
 from ego_assets.defs.stages import calib_row, proxy
 from ego_assets.lib import catalog, schemas
@@ -50,7 +52,7 @@ def ready_partitions(store) -> tuple[list[str], dict[str, dict]]:
 
 @dg.asset(
     group_name=GROUP, code_version="1", deps=["captions", "segments", "camera_poses", "frames"],
-    kinds={"lerobot", "parquet"},
+    kinds={"lerobot", "parquet"}, op_tags=op_tags(None, Resources(cpu=2, memory_gib=8)), pool=pool(None),
     automation_condition=dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress()
     & ~dg.AutomationCondition.any_deps_in_progress(),
     check_specs=[

@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ego_assets.defs.k8s import op_tags, pool
 from ego_assets.defs.partitions import backfill_policy, videos
 from ego_assets.defs.runner import PartitionOutput, check_specs, progress_logger, run_partitions
 from ego_assets.defs.settings import EgoStorage
@@ -62,7 +63,8 @@ class GeometryConfig(dg.Config):
 
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP,
-    code_version=backend_code_version("calibration"), deps=["frames"], kinds={"opencv", "parquet"},
+    code_version=backend_code_version("calibration"), deps=["frames"],
+    op_tags=op_tags("calibration"), pool=pool("calibration"), kinds={"opencv", "parquet"},
     check_specs=check_specs("calibrations", CALIBRATION_CHECKS),
     description="Intrinsics of the proxy (from the source's camera hints, container metadata or an "
                 "egocentric field-of-view prior), distortion model and undistortion (rectified "
@@ -107,6 +109,7 @@ def calibrations(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP,
     code_version=backend_code_version("poses"), deps=["calibrations", "hand_tracks", "clips"],
+    op_tags=op_tags("poses"), pool=pool("poses"),
     kinds={"opencv", "parquet"}, check_specs=check_specs("camera_poses", POSE_CHECKS),
     description="Camera-to-world pose per frame (world = camera of the first frame), hands masked out, "
                 "computed clip by clip and stitched with Sim(3) fits on the overlaps; metric scale "

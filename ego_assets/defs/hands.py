@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from ego_assets.defs.k8s import op_tags, pool
 from ego_assets.defs.partitions import backfill_policy, videos
 from ego_assets.defs.runner import PartitionOutput, check_specs, progress_logger, run_partitions
 from ego_assets.defs.settings import EgoStorage
@@ -83,6 +84,7 @@ def _preview(proxy_path: str, tracks) -> str | None:
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP,
     code_version=backend_code_version(STAGE), deps=["frames", "calibrations"],
+    op_tags=op_tags(STAGE), pool=pool(STAGE),
     kinds={"mediapipe", "parquet"}, check_specs=check_specs("hand_tracks", CHECKS),
     description="Per frame and hand, in the camera frame: 2D keypoints, 21 metric 3D joints, wrist "
                 "rotation, finger pose (MANO order), handedness with confidence. Table hand_tracks "

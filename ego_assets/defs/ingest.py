@@ -3,6 +3,7 @@
 
 import dagster as dg
 
+from ego_assets.defs.k8s import op_tags, pool
 from ego_assets.defs.partitions import backfill_policy, videos
 from ego_assets.defs.runner import PartitionOutput, check_specs, progress_logger, run_partitions
 from ego_assets.defs.settings import EgoStorage
@@ -55,6 +56,7 @@ def local_source(store, rec: dict) -> str:
 
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP, code_version="1",
+    op_tags=op_tags(None), pool=pool(None),
     kinds={"pyav", "parquet"}, check_specs=check_specs("source_videos", checks_for("source_videos")),
     description="Probe of each source video: duration, fps, size, codec, rotation, content hash. "
                 "A file that is not a decodable video fails its own partition with the reason.",
@@ -84,6 +86,7 @@ def source_videos(context: dg.AssetExecutionContext, config: IngestConfig, ego: 
 
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP, code_version="1",
+    op_tags=op_tags(None), pool=pool(None),
     deps=[source_videos], kinds={"pyav", "parquet"}, check_specs=check_specs("clips", checks_for("clips")),
     description="Overlapping windows (default 20 s, 2 s overlap) covering the whole video, remuxed "
                 "from the source without re-encoding; exact start/end times in the clips table.",
@@ -118,6 +121,7 @@ def clips(context: dg.AssetExecutionContext, config: ClipsConfig, ego: EgoStorag
 
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP, code_version="1",
+    op_tags=op_tags(None), pool=pool(None),
     deps=[clips], kinds={"pyav", "parquet"}, check_specs=check_specs("frames", checks_for("frames")),
     description="Frames sampled at the dataset rate (default 10 fps) as a compact upright proxy video "
                 "(long side 640 px) + per-frame time, keyframe flag, blur, brightness, motion.",

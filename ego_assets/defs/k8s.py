@@ -34,6 +34,8 @@ variable                                   default                             m
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
 import os
 from typing import Any
@@ -46,6 +48,7 @@ from ego_assets.lib.backends import Resources, backend_class
 K8S_CONFIG_TAG = "dagster-k8s/config"  # dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY
 STAGE_TAG = "ego_assets/stage"         # which model stage decides the asset's resources ("none": fixed)
 BACKEND_TAG = "ego_assets/backend"     # <name>@<version> of the configured backend
+RESOURCES_TAG = "ego_assets/resources"  # the Resources the pod was sized from (JSON)
 GPU_POOL = "gpu"
 
 # Steps of the per-video stages without a backend (ingest, segments) and of the dataset.
@@ -179,7 +182,9 @@ def _label(value: str) -> str:
 def op_tags(stage: str | None, default: Resources = CPU_DEFAULT) -> dict[str, Any]:
     """The op tags of an asset whose resources come from ``stage``'s configured backend (``None``:
     a stage without backends, which needs ``default``). Put ``op_tags=op_tags("hands")`` on the
-    asset decorator. Tags ``ego_assets/stage`` and ``ego_assets/backend`` say where they came from."""
+    asset decorator (a stage-less asset that needs more than ``CPU_DEFAULT``:
+    ``op_tags(None, Resources(cpu=2, memory_gib=8))``). Tags ``ego_assets/stage``, ``/backend`` and
+    ``/resources`` say where they came from."""
     if stage is None:
         res, backend = default, "none"
     else:
@@ -187,7 +192,8 @@ def op_tags(stage: str | None, default: Resources = CPU_DEFAULT) -> dict[str, An
         res, backend = cls.resources, cls.code_version()
     labels = {"ego-assets/stage": _label(stage or "none"), "ego-assets/backend": _label(backend),
               "ego-assets/accelerator": "gpu" if res.gpu > 0 else "cpu"}
-    return {K8S_CONFIG_TAG: k8s_config(res, labels), STAGE_TAG: stage or "none", BACKEND_TAG: backend}
+    return {K8S_CONFIG_TAG: k8s_config(res, labels), STAGE_TAG: stage or "none", BACKEND_TAG: backend,
+            RESOURCES_TAG: json.dumps(dataclasses.asdict(res), sort_keys=True)}
 
 
 def pool(stage: str | None) -> str | None:

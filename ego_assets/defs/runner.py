@@ -100,7 +100,7 @@ def run_partitions(
                     and prev["code_version"] == code_version
                     and json.loads(prev["upstream"] or "{}") == up
                     and json.loads(prev["params"] or "{}") == json.loads(json.dumps(params))
-                    and store.exists(store.artifact_dir(asset, pk))):
+                    and store.committed(asset, pk)):
                 context.log.info(f"[{n}/{len(keys)}] {pk}: up to date (data version "
                                  f"{prev['data_version']}), skipped")
                 ok_meta[pk] = {"skipped": "up to date", "data_version": prev["data_version"]}

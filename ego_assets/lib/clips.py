@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ego_assets.lib.probe import PacketIndex
+from ego_assets.lib.video import open_av
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,11 @@ def remux_clips(src: str, index: PacketIndex, windows: list[tuple[float, float]]
     t0 = index.start_pts_s
     rows = [dict(clip_index=i, start_s=s, end_s=e, file_start_s=fs, n_frames=0)
             for i, ((s, e), fs) in enumerate(zip(windows, file_starts))]
-    with av.open(src) as inp:
+    with open_av(src) as inp:
         ins = inp.streams.video[0]
         outs = []
         for path in out_paths:
-            o = av.open(path, "w", format="mp4")
+            o = open_av(path, "w", format="mp4")
             outs.append((o, o.add_stream_from_template(ins)))
         try:
             for pkt in inp.demux(ins):

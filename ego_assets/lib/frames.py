@@ -15,6 +15,7 @@ import numpy as np
 
 from ego_assets.lib.probe import VideoError
 from ego_assets.lib.video import PROXY_TIME_BASE
+from ego_assets.lib.video import open_av
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
     prev_small = None
     next_tick = 0
     last_t = -np.inf
-    with av.open(src) as inp, av.open(proxy_path, "w", format="mp4") as out:
+    with open_av(src) as inp, open_av(proxy_path, "w", format="mp4") as out:
         ins = inp.streams.video[0]
         ins.thread_type = "AUTO"
         tb = ins.time_base
@@ -192,6 +193,6 @@ def count_frames(path: str) -> int:
     """Frames in a video by demuxing (no decoding)."""
     import av
 
-    with av.open(path) as c:
+    with open_av(path) as c:
         s = c.streams.video[0]
         return sum(1 for pkt in c.demux(s) if pkt.size > 0)

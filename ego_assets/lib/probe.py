@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+from ego_assets.lib.video import open_av
 
 
 class VideoError(ValueError):
@@ -47,7 +48,7 @@ def _open(path: str):
     if os.path.exists(path) and os.path.getsize(path) == 0:
         raise VideoError(path, "empty file (0 bytes)")
     try:
-        container = av.open(path)
+        container = open_av(path)
     except av.error.InvalidDataError as e:
         raise VideoError(path, f"not a video container PyAV/FFmpeg can read ({e.strerror or e})") from None
     except (av.error.FFmpegError, OSError) as e:

@@ -60,6 +60,14 @@ class Discovered:
                     size_bytes=self.size_bytes, hints=self.hints, license=self.license)
 
 
+def _fs(url: str):
+    """fsspec filesystem + path with a fresh listing: the sensor runs in a long-lived code server, and
+    fsspec caches directory listings of object stores (new files would go unseen)."""
+    fs, p = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache()
+    return fs, p
+
+
 def default_sources_path(home: str) -> str:
     return os.environ.get("EGO_ASSETS_SOURCES") or f"{home.rstrip('/')}/sources.yaml"
 
@@ -90,7 +98,7 @@ def _check_source(d: dict, where: str) -> Source:
 
 def load_sources(path: str) -> list[Source]:
     """Parse a sources file; a missing file means no sources. Errors name the file and the problem."""
-    fs, p = fsspec.core.url_to_fs(path)
+    fs, p = _fs(path)
     if not fs.exists(p):
         return []
     try:
@@ -108,7 +116,7 @@ def load_sources(path: str) -> list[Source]:
 
 
 def save_sources(path: str, sources: list[Source]) -> None:
-    fs, p = fsspec.core.url_to_fs(path)
+    fs, p = _fs(path)
     doc = {"sources": [{k: v for k, v in s.__dict__.items() if v is not None} for s in sources]}
     fs.makedirs(os.path.dirname(p) or ".", exist_ok=True)
     fs.pipe_file(p, yaml.safe_dump(doc, sort_keys=False).encode())
@@ -124,7 +132,7 @@ def _expand_braces(glob: str) -> list[str]:
 
 def list_files(src: Source) -> list[str]:
     """Files of a source as URLs/paths, sorted (deterministic discovery order)."""
-    fs, root = fsspec.core.url_to_fs(src.uri)
+    fs, root = _fs(src.uri)
     if not fs.exists(root):
         raise SourcesError(f"source {src.name!r}: {src.uri} does not exist")
     if fs.isfile(root):
@@ -140,7 +148,7 @@ def list_files(src: Source) -> list[str]:
 
 
 def discover_file(src: Source, uri: str) -> Discovered:
-    fs, p = fsspec.core.url_to_fs(uri)
+    fs, p = _fs(uri)
     cid = file_content_id(fs, p)
     return Discovered(partition_key=partition_key(src.name, cid), source=src.name, uri=uri,
                       name=os.path.basename(p), size_bytes=fs.size(p), hints=src.hints(),
@@ -167,8 +175,8 @@ def discover(sources: list[Source], seen: dict[str, str], known_keys: set[str], 
             if len(new) >= limit:
                 return new, seen, errors
             if fs is None:
-                fs, _ = fsspec.core.url_to_fs(uri)
-            _, p = fsspec.core.url_to_fs(uri)
+                fs, _ = _fs(uri)
+            _, p = _fs(uri)
             try:
                 info = fs.info(p)
             except FileNotFoundError:

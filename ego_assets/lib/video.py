@@ -11,13 +11,24 @@ import numpy as np
 PROXY_TIME_BASE = Fraction(1, 1000)
 
 
+def open_av(*args, **kwargs):
+    """``av.open`` with PyAV's Python log callback switched off.
+
+    torchvision (imported by lerobot) turns that callback on; FFmpeg's frame threads then need the GIL to
+    log, and closing a threaded decoder while one of them logs deadlocks the process. Every PyAV open in
+    ego_assets goes through here."""
+    import av
+
+    if av.logging.get_level() is not None:
+        av.logging.set_level(None)
+    return av.open(*args, **kwargs)
+
+
 def iter_frames(path: str, start_index: int = 0, stop_index: int | None = None,
                 fmt: str = "rgb24") -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield ``(frame_index, t_s, image)`` for the frames of a proxy video (frame_index counts decoded
     frames from 0; ``image`` is HxWx3 uint8 RGB, or HxW for ``fmt='gray'``)."""
-    import av
-
-    with av.open(path) as container:
+    with open_av(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for i, frame in enumerate(container.decode(stream)):

@@ -110,6 +110,13 @@ def _probe_assets() -> list[dg.AssetsDefinition]:
             return None
 
         out.append(_probe)
+
+    @dg.asset(name="k8s_probe_stageless_big", partitions_def=videos, backfill_policy=backfill_policy,
+              op_tags=k8s.op_tags(None, backends.Resources(cpu=2, memory_gib=8)), pool=k8s.pool(None))
+    def _big() -> None:
+        return None
+
+    out.append(_big)
     return out
 
 
@@ -122,8 +129,16 @@ def _ops(defs: dg.Definitions) -> dict[str, tuple[dict, str | None]]:
     return out
 
 
-def _expected(stage: str | None) -> backends.Resources:
-    return k8s.resources_for(stage)
+def _expected(stage: str | None, tags: dict) -> backends.Resources:
+    """A staged asset: what its configured backend declares (looked up here, independently of the
+    tags). A stage-less asset: the fixed needs it declared (CPU_DEFAULT unless it asked for more)."""
+    declared = backends.Resources(**json.loads(tags[k8s.RESOURCES_TAG]))
+    if stage is None:
+        assert declared.gpu == 0, "a stage-less asset asks for a GPU"
+        return declared
+    res = backends.backend_class(stage).resources
+    assert declared == res
+    return res
 
 
 # -- what the official chart builds from k8s/values.yaml --------------------------------------------
@@ -340,7 +355,7 @@ def test_every_asset_step_job(config, chart_instance, monkeypatch):
             # every asset's resources are derived from a stage (or declared stage-less)
             assert k8s.STAGE_TAG in tags, f"asset op {op} has no op_tags(stage) (ego_assets.defs.k8s)"
             stage = None if tags[k8s.STAGE_TAG] == "none" else tags[k8s.STAGE_TAG]
-            res = _expected(stage)
+            res = _expected(stage, tags)
             if stage is not None and config != "cpu":
                 assert res == {"gpu": FAKE_GPU, "cpu_heavy": FAKE_CPU_HEAVY}[config]
             assert op_pool == ("gpu" if res.gpu else None), (op, op_pool)
@@ -348,6 +363,8 @@ def test_every_asset_step_job(config, chart_instance, monkeypatch):
             assert namespace == NAMESPACE
             _check_job(_as_manifest(job), stage, res)
             n_gpu += bool(res.gpu)
+        big = _as_manifest(jobs["k8s_probe_stageless_big"][0])["spec"]["template"]["spec"]["containers"][0]
+        assert big["resources"]["requests"] == {"cpu": "2", "memory": "8192Mi"}
         n_staged = sum(t[k8s.STAGE_TAG] != "none" for t, _ in ops.values())
         assert n_gpu == (n_staged if config == "gpu" else 0)
         assert n_staged >= len(_resolvable_stages())

@@ -260,15 +260,26 @@ def test_cli_run_with_home_in_the_bucket(s3, tmp_path):
     ego = str(Path(sys.executable).parent / "ego-assets")
     r = subprocess.run([ego, "run", str(videos), "--source", "bucket"], env=env, capture_output=True,
                        text=True, timeout=600)
-    assert r.returncode == 0, r.stdout + r.stderr
-    lines = [ln for ln in r.stdout.splitlines() if ln.startswith(("ok", "FAILED"))]
-    assert len(lines) == 1 and lines[0].startswith("ok") and "clip one.mp4" in lines[0]
+    lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith(("ok", "FAILED"))]
+    # every per-video asset succeeded on the bucket (the video's line is "ok"); the LeRobot dataset
+    # step still needs a filesystem root (ego_assets/defs/dataset.py; k8s/README.md, "Storage root"),
+    # the only failure allowed here
+    video_lines = [ln for ln in lines if "clip one.mp4" in ln]
+    assert len(video_lines) == 1 and video_lines[0].startswith("ok"), r.stdout + r.stderr
+    others = [ln for ln in lines if ln not in video_lines]
+    assert all(ln.startswith("FAILED  lerobot_dataset") for ln in others), r.stdout + r.stderr
+    assert r.returncode == (1 if others else 0), r.stdout + r.stderr
     # everything is in the bucket, nothing under a local home
     store = Store(home)
     (pk,) = store.registered()
-    for asset in ("source_videos", "clips", "frames"):
+    from ego_assets.definitions import defs
+    from ego_assets.defs.execute import per_video_assets
+
+    assets = per_video_assets(defs)
+    assert {"source_videos", "clips", "frames"} <= set(assets)
+    for asset in assets:
+        assert store.lineage(asset, pk)[-1]["status"] == "ok", asset
         assert store.committed(asset, pk), asset
-        assert store.lineage(asset, pk)[-1]["status"] == "ok"
     with store.fs.open(store.table_path("frames", pk), "rb") as f:
         frames = pq.read_table(f)
     assert frames.num_rows == 20  # 2 s at 10 fps

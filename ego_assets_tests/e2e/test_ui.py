@@ -1,21 +1,27 @@
 """The Dagster UI, driven in a real browser as a user would (issue 8, part 1).
 
-`dagster dev` runs on a throwaway home with the project's workspace.yaml and dagster.yaml; Debian's
-Chromium (never a downloaded browser) is driven with Playwright, by role and text (the production bundle
-has no test ids). The flow:
+`dagster dev` runs on a throwaway home with the project's workspace.yaml and dagster.yaml (what
+`make ui` does); Debian's Chromium, never a downloaded browser, is driven with Playwright by role and
+text (the production bundle has no test ids). The user:
 
-1. the asset graph shows every asset of the definitions, and the catalog shows each with its group;
-2. a new source (a folder of tiny synthetic videos) is written into the sources file; the discovery
-   sensor, running as shipped, registers one partition per video (seen on the asset's Partitions page)
-   and requests its run, which the user watches to the end on the Runs page; a partition's metadata
-   shows the probed values;
-3. the user backfills the new partitions from the UI (per_video_job > Materialize all > the partitions >
-   Launch backfill). The sensor has already processed them, so this is the "run it again" a user does:
-   the backfill must succeed, recompute nothing (the data versions stay the same) and re-evaluate every
-   check, all green. Launching it while the sensor's run is still writing the same partitions would
-   race two writers of one partition (see the report of issue 8), so the user waits for that run first.
+1. adds a new source: a folder of tiny synthetic videos, then the sources file naming it;
+2. opens the asset graph and sees every asset of the definitions, and each with its group in the
+   catalog, while the discovery sensor (running as shipped) registers one partition per video;
+3. sees the new partitions on the asset's Partitions page, and on the Runs page the run that the
+   sensor requested for them, until it has finished; every per-video asset then shows every new
+   partition materialized, and a partition's metadata shows the values probed from its video;
+4. launches from the UI a backfill of the new partitions of the last per-video asset (Materialize >
+   All partitions > Launch backfill: "run that stage again for the new videos", e.g. after switching
+   its backend), watches it succeed on every partition, and sees the checks: every blocking (ERROR)
+   check green; a warning check shows exactly what the pipeline recorded in the `quality` table (the
+   synthetic videos have no hands, so `hand_detection_rate` is rightly flagged).
 
-Screenshots go to test-artifacts/ui/ (with the server's log), whatever the outcome.
+Why the backfill comes after the sensor's run and covers one asset: the sensor requests a run for
+every partition it registers, so a backfill of the whole job launched meanwhile would compute the same
+partitions a second time, concurrently, two writers per partition (see the report of issue 8), and a
+whole-job backfill afterwards only repeats every step's start-up for nothing: 8 steps, minutes here.
+
+Screenshots go to test-artifacts/ui/ with the server's log, whatever the outcome.
 """
 
 from __future__ import annotations
@@ -34,9 +40,10 @@ pytestmark = [pytest.mark.ui, pytest.mark.timeout(900)]
 
 SOURCE = "uitest"
 N_VIDEOS = 3
-SERVER_START_S = 240  # ~10-30 s on an idle laptop; minutes on a loaded 2-core CI box
-DISCOVERY_S = 180     # sensor interval 15 s + daemon latency
-RUN_S = 420           # one run of the per-video job on the tiny videos, queue included
+N_FRAMES = 12          # 1.2 s at 10 fps, 160x120: the whole pipeline in seconds per step
+SERVER_START_S = 240   # ~10-30 s on an idle machine; minutes on a loaded 2-core box
+DISCOVERY_S = 180      # sensor interval 15 s + daemon latency
+RUN_S = 480            # one run of every per-video step (queue, step processes, MediaPipe load)
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +58,35 @@ def server(tmp_path_factory):
     srv.start()
     try:
         took = srv.wait_ready(SERVER_START_S)
-        print(f"dagster dev answered after {took:.1f} s on {srv.url}")
+        print(f"\ndagster dev answered after {took:.1f} s on {srv.url}")
         yield srv
     finally:
         srv.stop()
         left = srv.group_alive()
         assert not left, f"processes of the dagster dev group still alive after SIGKILL: {left}"
+
+
+@pytest.fixture(scope="module")
+def new_source(server, tmp_path_factory):
+    """A new source, added as a user does: the videos first, then the sources file naming their folder
+    (replaced in one rename, so the sensor never reads half a file). Returns the partition keys the
+    discovery must register, computed with the library the sensor uses."""
+    from ego_assets.lib.sources import Source, discover_file, list_files
+    from ego_assets_tests.helpers import synth
+
+    folder = tmp_path_factory.mktemp("videos") / "new camera"
+    folder.mkdir()
+    for i in range(N_VIDEOS):
+        synth.make_video(folder / f"take {i}.mp4", n_frames=N_FRAMES, fps=10, size=(160, 120),
+                         seed=60 + i)
+    src = Source(name=SOURCE, uri=str(folder))
+    keys = [discover_file(src, u).partition_key for u in list_files(src)]
+    assert len(set(keys)) == N_VIDEOS
+    sources = server.home / "sources.yaml"
+    tmp = sources.with_name("sources.yaml.tmp")
+    tmp.write_text(f"sources:\n  - name: {SOURCE}\n    uri: {folder}\n    glob: \"*.mp4\"\n")
+    os.replace(tmp, sources)
+    return dict(folder=folder, keys=keys, added_at=time.monotonic())
 
 
 @pytest.fixture(scope="module")
@@ -91,11 +121,11 @@ def _assets_and_groups() -> dict[str, str]:
             if g.get(k).is_materializable}
 
 
-def _checks_by_asset() -> dict[str, list[str]]:
-    out: dict[str, list[str]] = {}
-    for ck in _defs().resolve_asset_graph().asset_check_keys:
-        out.setdefault(ck.asset_key.to_user_string(), []).append(ck.name)
-    return {a: sorted(c) for a, c in out.items()}
+def _checks(asset: str) -> dict[str, bool]:
+    """The checks of an asset in the definitions: name -> blocking (an ERROR check)."""
+    g = _defs().resolve_asset_graph()
+    return {ck.name: g.get_check_spec(ck).blocking for ck in sorted(g.asset_check_keys)
+            if ck.asset_key.to_user_string() == asset}
 
 
 def _per_video_assets() -> list[str]:
@@ -118,9 +148,9 @@ def _open_asset(page, key: str, tab: str) -> None:
     expect(page.get_by_role("tab", name=tab, exact=True)).to_have_attribute("aria-selected", "true")
 
 
-def _row(page, must: list, must_not: list):
-    """The elements that hold every locator of ``must`` and none of ``must_not``: a table row of the
-    virtualized tables, which have no row role."""
+def _holding(page, must: list, must_not: list = ()):
+    """Elements holding every locator of ``must`` and none of ``must_not``: a row of the UI's
+    virtualized lists, which have no row role."""
     loc = page.locator("div")
     for m in must:
         loc = loc.filter(has=m)
@@ -129,7 +159,9 @@ def _row(page, must: list, must_not: list):
     return loc
 
 
-def test_asset_graph_shows_every_asset_with_its_group(server, page, on_failure_screenshot):
+def test_asset_graph_shows_every_asset_with_its_group(server, new_source, page,
+                                                      on_failure_screenshot):
+    # (new_source: the sensor discovers the new videos while the user looks at the graph)
     from playwright.sync_api import expect
 
     assets = _assets_and_groups()
@@ -149,55 +181,37 @@ def test_asset_graph_shows_every_asset_with_its_group(server, page, on_failure_s
     page.wait_for_timeout(1500)  # let the graph finish its zoom-to-fit animation
     shot(page, "01_asset_graph.png")
 
-    # the catalog lists every asset on its own row with its group
+    # the catalog lists every asset on its own row, with its group
     _nav(page, "Catalog")
     for key, grp in assets.items():
-        others = [k for k in assets if k != key]
-        must_not = [page.get_by_role("link", name=asset_link_name(o)) for o in others]
-        row = _row(page, [page.get_by_role("link", name=asset_link_name(key)),
-                          page.get_by_role("link", name=re.compile(rf"(^|\s){re.escape(grp)}$"))],
-                   must_not)
+        others = [page.get_by_role("link", name=asset_link_name(o)) for o in assets if o != key]
+        row = _holding(page, [page.get_by_role("link", name=asset_link_name(key)),
+                              page.get_by_role("link", name=re.compile(rf"(^|\s){re.escape(grp)}$"))],
+                       others)
         expect(row.first).to_be_visible()
     shot(page, "02_catalog_groups.png")
 
 
-def test_new_source_is_discovered_backfilled_from_the_ui_and_checked(server, page, tmp_path,
-                                                                     on_failure_screenshot):
+def test_new_source_is_discovered_run_backfilled_and_checked(server, new_source, page,
+                                                             on_failure_screenshot):
     from playwright.sync_api import expect
 
-    from ego_assets.lib.sources import Source, discover_file, list_files
+    from ego_assets.lib import catalog
     from ego_assets.lib.storage import Store
-    from ego_assets_tests.helpers import synth
 
-    t_start = time.monotonic()
-    timings: dict[str, float] = {}
+    keys = new_source["keys"]
     per_video = _per_video_assets()
-    checks = _checks_by_asset()
+    store = Store(str(server.home))
+    timings: dict[str, float] = {}
 
-    # -- a new source: a folder of tiny videos, then the sources file naming it (as a user edits it)
-    folder = tmp_path / "new camera"
-    folder.mkdir()
-    for i in range(N_VIDEOS):
-        synth.make_video(folder / f"take {i}.mp4", n_frames=12, fps=10, size=(160, 120), seed=60 + i)
-    src = Source(name=SOURCE, uri=str(folder))
-    keys = [discover_file(src, u).partition_key for u in list_files(src)]
-    assert len(set(keys)) == N_VIDEOS
-    sources = server.home / "sources.yaml"
-    tmp = sources.with_suffix(".tmp")
-    tmp.write_text(f"sources:\n  - name: {SOURCE}\n    uri: {folder}\n    glob: \"*.mp4\"\n")
-    os.replace(tmp, sources)  # the sensor never reads a half-written file
-
-    # -- the sensor registers one partition per video: the asset's Partitions page lists them
+    # -- the sensor registers one partition per new video: the Partitions page lists them
     _open_asset(page, per_video[0], "Partitions")
-
-    def listed():
-        return all(page.get_by_text(k, exact=True).first.is_visible() for k in keys)
-
-    timings["discovered"] = poll(page, listed, DISCOVERY_S, f"partitions {keys} on the Partitions page",
-                                 refresh=page.reload)
+    listed = lambda: all(page.get_by_text(k, exact=True).first.is_visible() for k in keys)  # noqa: E731
+    poll(page, listed, DISCOVERY_S, f"partitions {keys} on the Partitions page", refresh=page.reload)
+    timings["discovered"] = time.monotonic() - new_source["added_at"]
     shot(page, "03_partitions_discovered.png")
 
-    # -- the sensor's run: the user watches it on the Runs page until nothing is queued or running
+    # -- the run the sensor requested: watched on the Runs page until nothing is queued or running
     _nav(page, "Runs")
 
     def sensor_run_done():
@@ -205,85 +219,98 @@ def test_new_source_is_discovered_backfilled_from_the_ui_and_checked(server, pag
                 and page.get_by_role("tab", name="Queued (0)").is_visible()
                 and page.get_by_role("tab", name="In progress (0)").is_visible())
 
-    timings["sensor_run"] = poll(page, sensor_run_done, RUN_S, "the sensor's run to finish",
-                                 refresh=page.reload)
+    poll(page, sensor_run_done, RUN_S, "the sensor's run to finish", refresh=page.reload)
+    timings["sensor_run_done"] = time.monotonic() - new_source["added_at"]
     expect(page.get_by_text("Success", exact=True).first).to_be_visible()
     expect(page.get_by_text("Failure", exact=True)).to_have_count(0)
+    shot(page, "04_runs.png")
 
     for asset in per_video:
         _open_asset(page, asset, "Partitions")
         for status in (f"Materialized ({N_VIDEOS})", "Failed (0)", "Missing (0)"):
             expect(page.get_by_text(status, exact=True)).to_be_visible()
 
-    # -- a partition's metadata: the probed values of its video (known: 12 frames of 160x120 at 10 fps)
+    # -- a partition's metadata: the values probed from its video (12 frames of 160x120 at 10 fps)
     _open_asset(page, "source_videos", "Partitions")
     page.get_by_text(keys[0], exact=True).first.click()
     expect(page.get_by_text("Latest materialization")).to_be_visible()
     meta = page.get_by_role("table").first
     expect(meta).to_contain_text("160x120")
     expect(meta).to_contain_text("take 0.mp4")
-    expect(page.get_by_role("cell", name="12", exact=True).first).to_be_visible()  # n_frames
-    shot(page, "04_partition_metadata.png")
+    expect(meta.get_by_role("cell", name=str(N_FRAMES), exact=True).first).to_be_visible()
+    shot(page, "05_partition_metadata.png")
 
-    store = Store(str(server.home))
-    before = {(a, k): store.lineage(a, k) for a in per_video for k in keys}
-
-    # -- the backfill of the new partitions, from the job's page
-    _nav(page, "Jobs")
-    page.get_by_role("link", name=re.compile(r"(^|\s)per_video_job(\s|$)")).first.click()
-    page.get_by_role("button", name=re.compile(r"^(materialization )?Materialize all")).click()
-    dialog = page.get_by_role("dialog")
-    expect(dialog).to_contain_text(f"materialize {len(per_video)} assets")
+    # -- a backfill of the new partitions of the last stage, launched from its asset page
+    last = per_video[-1]
+    lineage_before = {(a, k): store.lineage(a, k) for a in per_video for k in keys}
+    _open_asset(page, last, "Partitions")
+    page.get_by_role("button", name=re.compile(r"^(materialization )?Materialize…?$")).click()
+    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
     dialog.get_by_role("button", name="All", exact=True).click()
     expect(dialog).to_contain_text(f"{N_VIDEOS} partitions")
-    dialog.get_by_role("button", name="Custom", exact=True).click()  # shows the selected keys
+    dialog.get_by_role("button", name="Custom", exact=True).click()  # lists the selected keys
     for k in keys:
-        expect(dialog.get_by_text(k, exact=True).first).to_be_visible()
-    shot(page, "05_backfill_dialog.png")
+        expect(dialog).to_contain_text(k)  # (truncated on screen; the full key is in the text)
+    shot(page, "06_backfill_dialog.png")
     dialog.get_by_role("button", name="Launch backfill").click()
     expect(dialog).to_have_count(0)
     t_backfill = time.monotonic()
 
     _nav(page, "Runs")
     page.get_by_role("tab", name="Backfills").click()
-    backfill = page.get_by_role("link", name=re.compile(r"^run_with_subruns ")).first
-    poll(page, backfill.is_visible, 60, "the backfill on the Backfills tab", refresh=page.reload)
-    backfill.click()
-    done = page.get_by_role("row", name=re.compile(rf"per_video_job .*\b{N_VIDEOS} 0 {N_VIDEOS} 0$"))
+    link = page.get_by_role("link", name=re.compile(r"^run_with_subruns ")).first
+    poll(page, link.is_visible, 60, "the backfill on the Backfills tab", refresh=page.reload)
+    link.click()
+    body = page.locator("body")
+    expect(body).to_contain_text(re.compile(r"Partition selection"))
 
-    def backfill_succeeded():  # partitions targeted, in progress, succeeded, failed
-        return done.is_visible() and page.get_by_text("Succeeded", exact=True).first.is_visible()
+    def backfill_succeeded():  # targeted, in progress, succeeded, failed
+        text = body.inner_text()
+        return (re.search(r"Status\s+Succeeded", text) is not None
+                and re.search(rf"100% completed\s+{N_VIDEOS}\s+0\s+{N_VIDEOS}\s+0", text) is not None)
 
-    poll(page, backfill_succeeded, RUN_S, "the backfill to succeed on every partition",
+    poll(page, backfill_succeeded, RUN_S, f"the backfill of {last} to succeed on every partition",
          refresh=page.reload)
     timings["backfill"] = time.monotonic() - t_backfill
-    shot(page, "06_backfill_succeeded.png")
+    for k in keys:
+        expect(body).to_contain_text(k)
+    shot(page, "07_backfill_succeeded.png")
 
-    # -- the checks of every per-video asset are green (re-evaluated by the backfill's run)
+    # -- the checks: every blocking check green; a warning shows what the pipeline recorded
+    con = catalog.connect(store, in_memory=True)
+    try:
+        recorded = {(a, c): bool(p) for a, c, p in con.execute(
+            "select asset, check_name, bool_and(passed) from quality where partition_key in "
+            f"({', '.join('?' * len(keys))}) group by 1, 2", keys).fetchall()}
+    finally:
+        con.close()
     for asset in per_video:
-        names = checks.get(asset, [])
-        if not names:
+        checks = _checks(asset)
+        if not checks:
             continue
         _open_asset(page, asset, "Checks")
-        for name in names:
-            others = [page.get_by_text(o, exact=True) for o in names if o != name]
-            ok = _row(page, [page.get_by_text(name, exact=True),
-                             page.get_by_text("Succeeded", exact=True)], others)
-            expect(ok.first).to_be_visible()
-        expect(page.get_by_text("Failed", exact=True)).to_have_count(0)
-        shot(page, f"07_checks_{asset}.png")
+        for name, blocking in checks.items():
+            passed = recorded.get((asset, name))
+            assert passed is not None, f"no quality row for {asset}.{name}"
+            if blocking:
+                assert passed, f"blocking check {asset}.{name} failed on a clean synthetic video"
+            status = "Succeeded" if passed else "Failed"
+            others = [page.get_by_text(o, exact=True) for o in checks if o != name]
+            row = _holding(page, [page.get_by_text(name, exact=True),
+                                  page.get_by_text(status, exact=True)], others)
+            expect(row.first).to_be_visible()
+        shot(page, f"08_checks_{asset}.png")
 
     _nav(page, "Lineage")
     page.wait_for_timeout(2000)
-    shot(page, "08_asset_graph_materialized.png")
+    shot(page, "09_asset_graph_materialized.png")
 
-    # -- what the runs wrote: every video complete, and the backfill recomputed nothing
+    # -- what the runs wrote: every video complete; the backfill found it up to date
     for k in keys:
-        f = store.read_table("frames", k).to_pydict()
-        assert len(f["t_s"]) == 12 and all(b > a for a, b in zip(f["t_s"], f["t_s"][1:]))
+        t = store.read_table("frames", k).column("t_s").to_pylist()
+        assert len(t) == N_FRAMES and all(b > a for a, b in zip(t, t[1:]))
         for a in per_video:
             rows = store.lineage(a, k)
-            assert rows[-1]["status"] == "ok", (a, k, rows[-1])
-            assert rows == before[(a, k)], f"the backfill recomputed {a} for {k}"
-    timings["total"] = time.monotonic() - t_start
-    print("UI flow timings (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+            assert rows and rows[-1]["status"] == "ok", (a, k, rows[-1:] or None)
+            assert rows == lineage_before[(a, k)], f"the backfill recomputed {a} for {k}"
+    print("UI flow (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))

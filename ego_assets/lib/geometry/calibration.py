@@ -26,6 +26,8 @@ from typing import Callable, Iterable
 import numpy as np
 import pyarrow as pa
 
+from ego_assets.lib.video import open_av
+
 DISTORTION_MODELS = ("none", "fisheye", "radtan")
 RADTAN_COEFF_COUNTS = (4, 5, 8, 12, 14)  # what cv2.initUndistortRectifyMap accepts
 
@@ -233,7 +235,7 @@ def read_container_metadata(path: str | None) -> dict:
     try:
         import av
 
-        with av.open(path) as c:
+        with open_av(path) as c:
             tags = dict(c.metadata)
             if c.streams.video:
                 tags.update(c.streams.video[0].metadata)
@@ -262,6 +264,16 @@ def resolve_intrinsics(hints: dict | None, metadata: dict | None, proxy_size: tu
     return (intrinsics_from_hints(hints, proxy_size, src_size)
             or intrinsics_from_metadata(metadata, proxy_size)
             or prior_intrinsics(proxy_size))
+
+
+def quiet_libav() -> None:
+    """Put PyAV's libav logging back to its default (off) before decoding. torchvision sets it to ERROR
+    when imported (transformers' fast image processors import it), and with logging on, a frame-threaded
+    H.264 decoder thread that logs while the main thread waits on it deadlocks on the GIL."""
+    import av.logging
+
+    if av.logging.get_level() is not None:
+        av.logging.set_level(None)
 
 
 def _check_size(size) -> None:
@@ -413,6 +425,7 @@ def classify_camera_motion(proxy_path: str, n_frames: int,
 
     if n_frames < 2:
         return CameraMotion("static", 0.0, [], 0)
+    quiet_libav()
     starts = np.unique(np.linspace(0, n_frames - 2, min(n_pairs, n_frames - 1)).round().astype(int))
     wanted = set(starts.tolist())
     values: list[float] = []

@@ -95,6 +95,8 @@ class _MonocularGeometryCalibration(Backend):
         if with_fov:
             want |= set(np.linspace(0, n - 1, min(self.n_fov_frames, n)).round().astype(int).tolist())
         fovs, rows = [], []
+        self._model()  # load first: the imports may switch libav logging on
+        cal.quiet_libav()
         stop = max(want) + 1 if want else 0
         done = 0
         for i, _, rgb in iter_frames(proxy_path, 0, stop):
@@ -192,7 +194,7 @@ class DepthProCalibration(_MonocularGeometryCalibration):
         device = self._torch_device()
         dtype = torch.float16 if device.type == "cuda" else torch.float32
         try:
-            model = DepthProForDepthEstimation.from_pretrained(src, local_files_only=True, torch_dtype=dtype)
+            model = DepthProForDepthEstimation.from_pretrained(src, local_files_only=True, dtype=dtype)
             processor = _depthpro_processor(src)
         except (OSError, ValueError) as e:
             raise ModelUnavailableError(

@@ -247,7 +247,6 @@ class ClipOdometry:
 
         self.K = np.asarray(K, float)
         self.Kinv = np.linalg.inv(self.K)
-        self.f = float(self.K[0, 0])
         self.size = size
         self.p = params
         self.lk = dict(winSize=(params.lk_win, params.lk_win), maxLevel=params.lk_levels,
@@ -261,14 +260,13 @@ class ClipOdometry:
         self.first_kf = np.full(cap, -1, np.int64)
         self.next_id = 0
         self.kfs: list[_KF] = []
-        self.mode = "start"
+        self.mode = "start"  # start | init (no map yet) | track | lost
         self.ref: _KF | None = None
         self.buffer: list[tuple[int, np.ndarray, np.ndarray]] = []
         self.last_pose: tuple[np.ndarray, np.ndarray] | None = None
         self.lost_since = 0
         self.scale_ref = 1.0  # median scene depth the map is normalised to (clip units)
-        self.res: dict[int, list] = {}
-        self.order: list[int] = []
+        self.res: dict[int, list] = {}  # frame -> [R_cw, t_cw, mode, is_keyframe, n_inliers, depth]
         self.counters = dict(n_keyframes=0, n_relocalised=0, n_new_segments=0, n_inits=0, ba_s=0.0)
         self._orb = None
         self.sample_frames = sample_frames or set()
@@ -287,22 +285,21 @@ class ClipOdometry:
             self.X, self.first_kf = X, fk
         return ids
 
-    def _record(self, fi, R, t, mode, kf=False, n_in=0, depth=np.nan, current=True):
-        """Result of frame ``fi``; ``current``: it is the frame being tracked (its map points are the
-        current tracks), not a buffered one posed later."""
-        if fi not in self.res:
-            self.order.append(fi)
+    def _record(self, fi, R, t, mode, kf=False, n_in=0, depth=np.nan, current=True, seen=None):
+        """Result of frame ``fi``. ``current``: it is the frame being tracked (its map points are the
+        current tracks); a buffered frame posed later passes what it saw as ``seen`` = (ids, pixels)."""
         self.res[fi] = [R, t, mode, kf, n_in, depth]
         if mode != "lost" and current:
             self.last_pose = (R, t)
         if fi in self.sample_frames:
             self.samples.pop(fi, None)
-            if R is not None and current and len(self.ids):
-                has = np.isfinite(self.X[self.ids, 0])
-                z = self.X[self.ids[has]] @ R[2] + t[2]
+            ids, uv = (self.ids, self.pts) if current else (seen or (np.zeros(0, np.int64), None))
+            if R is not None and len(ids):
+                has = np.isfinite(self.X[ids, 0])
+                z = self.X[ids[has]] @ R[2] + t[2]
                 ok = z > 0
                 if ok.sum() >= 5:
-                    self.samples[fi] = (self.pts[has][ok].astype(np.float32), z[ok].astype(np.float32))
+                    self.samples[fi] = (uv[has][ok].astype(np.float32), z[ok].astype(np.float32))
 
     def _detect(self, gray: np.ndarray, hand: np.ndarray | None, n_max: int) -> np.ndarray:
         import cv2
@@ -502,7 +499,8 @@ class ClipOdometry:
             pose = self._pnp(bids, buv, prev[0] if prev and prev[0] is not None else ref.R,
                              prev[1] if prev and prev[1] is not None else ref.t)
             if pose is not None:
-                self._record(bfi, pose[0], pose[1], "map", n_in=pose[2], depth=pose[3], current=False)
+                self._record(bfi, pose[0], pose[1], "map", n_in=pose[2], depth=pose[3], current=False,
+                             seen=(bids[pose[4]], buv[pose[4]]))
         self.buffer = []
         kf = self._add_kf(fi, R, t, gray, hand, int(good.sum()))
         zc = (self.X[ids[good]] @ R.T + t)[:, 2]
@@ -967,7 +965,7 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
     import cv2
 
     from ego_assets.lib.geometry import stitch
-    from ego_assets.lib.geometry.calibration import camera_matrix, undistorter
+    from ego_assets.lib.geometry.calibration import camera_matrix, quiet_libav, undistorter
     from ego_assets.lib.video import iter_frames
 
     t_start = time.perf_counter()
@@ -986,12 +984,13 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
     und = undistorter(calib)
     masker = HandMasker(hand_tracks, size, params.hand_margin, params.hand_margin_px)
     ranges = _clip_ranges(t_s, clips)
-    stitcher = stitch.Stitcher(n)
+    stitcher = stitch.Stitcher(n)  # keep_samples set below, once the depth frames are known
     active: dict[int, ClipOdometry] = {}
     pos_of = {int(f): i for i, f in enumerate(fi)}
     depth_pos = set()
     if scene_depth is not None and scene_depth.num_rows and "frame_index" in scene_depth.column_names:
         depth_pos = {pos_of[int(f)] for f in scene_depth.column("frame_index").to_pylist() if int(f) in pos_of}
+    stitcher.keep_samples = depth_pos
     samples_for = []
     for k, (a, b) in enumerate(ranges):
         want = {p for p in depth_pos if a <= p <= b}
@@ -1003,6 +1002,7 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
     next_clip = 0
     n_decoded = 0
     clip_stats = []
+    quiet_libav()
     for idx, _, img in iter_frames(proxy_path, 0, int(fi[-1]) + 1, fmt="gray"):
         pos = pos_of.get(idx)
         if pos is None:

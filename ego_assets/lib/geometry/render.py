@@ -21,6 +21,8 @@ import numpy as np
 import pyarrow as pa
 from scipy.spatial.transform import Rotation
 
+from ego_assets.lib.video import open_av
+
 SKIN_RGB = np.array([222, 170, 138], np.float32)
 GRID_W, GRID_H = 32, 18  # coarse depth maps given to the pose stage as a metric cue
 
@@ -367,7 +369,7 @@ def write_video(path: str, images, t_s, fps: float = 10.0, crf: int = 23) -> Non
     """H.264 proxy-like video (yuv420p, time base 1/1000, pts = t_s * 1000), as the frames stage writes."""
     import av
 
-    with av.open(path, "w", format="mp4") as out:
+    with open_av(path, "w", format="mp4") as out:
         st = None
         for img, t in zip(images, t_s):
             if st is None:

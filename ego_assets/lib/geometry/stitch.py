@@ -146,6 +146,7 @@ class Stitcher:
                        np.zeros(n, bool), np.zeros(n, np.int32), np.full(n, np.nan), {})
         self.info: list[dict] = []
         self.last_pos = -1
+        self.keep_samples: set[int] = set()  # frames whose samples the depth cue needs at the end
 
     def add(self, traj) -> None:
         pos = np.asarray(traj.frame_index)
@@ -192,6 +193,9 @@ class Stitcher:
                 w.samples.pop(int(f), None)
         self.last_pos = max(self.last_pos, int(pos[-1]))
         self.info.append(info)
+        # samples before this clip were only needed to stitch it (bounded memory on long videos)
+        for f in [f for f in w.samples if f < pos[0] and f not in self.keep_samples]:
+            del w.samples[f]
 
     def _anchor(self, pos, R_wc, c, depth, tr) -> tuple[Sim3, dict]:
         """No frame posed in both clips: the new clip's first tracked frame takes the pose of the last

@@ -28,37 +28,49 @@ def vector_stats(x: np.ndarray) -> dict[str, np.ndarray]:
     return _weighted_stats(x.astype(np.float64, copy=False), np.ones((n, d)), n, x.min(0), x.max(0))
 
 
+def _edges_at(i: np.ndarray, lo: np.ndarray, hi: np.ndarray, nb: int) -> np.ndarray:
+    """``np.linspace(lo, hi, nb + 1)[i]`` per column, bit for bit (same formula, last edge exact)."""
+    step = (hi - lo) / nb
+    return np.where(i >= nb, hi, i * step + lo)
+
+
 def _weighted_stats(u: np.ndarray, c: np.ndarray, n: int, mn: np.ndarray, mx: np.ndarray) -> dict:
     """Stats of columns given as values ``u`` (m, d) with multiplicities ``c`` (m, d), ``n`` samples each.
-    Same histogram and interpolation as RunningQuantileStats; multiplicities let a uint8 image channel be
-    summarised by its 256 value counts instead of millions of pixels."""
+
+    The quantiles are those of RunningQuantileStats (a ``NUM_QUANTILE_BINS``-bin histogram from
+    ``min - 1e-10`` to ``max + 1e-10``, linear interpolation inside the bin) without building the
+    histogram: the bin that reaches the target count is the bin of a known order statistic, so sorting the
+    values per column is enough. Multiplicities let a uint8 image channel be summarised by its 256 value
+    counts instead of millions of pixels."""
     m, d = u.shape
     mean = (u * c).sum(0) / n
     var = (u * u * c).sum(0) / n - mean ** 2
     nb = NUM_QUANTILE_BINS
     lo, hi = mn.astype(np.float64) - 1e-10, mx.astype(np.float64) + 1e-10
-    edges = np.linspace(lo, hi, nb + 1)  # (nb + 1, d), as np.linspace per dimension
-    # np.histogram with explicit edges: bin i holds e_i <= v < e_{i+1}, the last bin includes its right edge
-    bins = np.empty((m, d), np.int64)
-    for j in range(d):
-        bins[:, j] = np.searchsorted(edges[:, j], u[:, j], side="right") - 1
-    np.clip(bins, 0, nb - 1, out=bins)
-    hist = np.bincount((bins + np.arange(d) * nb).ravel(), weights=c.ravel(), minlength=d * nb).reshape(d, nb)
-    cs = np.cumsum(hist, axis=1)
-    out = {"min": mn, "max": mx, "mean": mean, "std": np.sqrt(np.maximum(0.0, var)), "count": np.array([n])}
+    order = np.argsort(u, axis=0, kind="stable")
+    us = np.take_along_axis(u, order, 0)
+    cs = np.take_along_axis(c, order, 0)
+    # bin of each value as np.histogram assigns it: e_i <= v < e_{i+1}, last bin closed on the right
+    b = np.clip(np.floor((us - lo) / ((hi - lo) / nb)).astype(np.int64), 0, nb - 1)
+    for _ in range(2):  # fix floating-point disagreements with the exact edges
+        b = np.where(_edges_at(b, lo, hi, nb) > us, b - 1, b)
+        b = np.where((b + 1 < nb) & (_edges_at(b + 1, lo, hi, nb) <= us), b + 1, b)
+    b = np.clip(b, 0, nb - 1)
+    cum = np.cumsum(cs, axis=0)  # count of values up to and including each sorted value
     cols = np.arange(d)
+    out = {"min": mn, "max": mx, "mean": mean, "std": np.sqrt(np.maximum(0.0, var)), "count": np.array([n])}
     for q, key in zip(DEFAULT_QUANTILES, QUANTILE_KEYS):
         target = q * n
-        idx = (cs < target).sum(1)  # np.searchsorted(cumsum, target) per dimension
-        ii = np.clip(idx, 1, nb - 1)
-        before = cs[cols, ii - 1]
-        in_bin = cs[cols, ii] - before
-        e_lo, e_hi = edges[ii, cols], edges[np.minimum(ii + 1, nb), cols]
+        # first histogram bin whose cumulative count reaches target = bin of the first value that does
+        j = np.minimum((cum < target).sum(0), m - 1)
+        idx = np.where(target <= 0, 0, b[j, cols])
+        # counts strictly before that bin, and inside it
+        before = np.where(b < idx[None, :], cs, 0).sum(0)
+        in_bin = np.where(b == idx[None, :], cs, 0).sum(0)
+        e_lo, e_hi = _edges_at(idx, lo, hi, nb), _edges_at(idx + 1, lo, hi, nb)
         with np.errstate(divide="ignore", invalid="ignore"):
             val = np.where(in_bin == 0, e_lo, e_lo + (target - before) / in_bin * (e_hi - e_lo))
-        val = np.where(idx == 0, edges[0], val)
-        val = np.where(idx >= nb, edges[-1], val)
-        out[key] = val
+        out[key] = np.where(idx == 0, lo, val)
     return out
 
 
@@ -70,13 +82,16 @@ def sample_indices(n: int) -> list[int]:
     return np.round(np.linspace(0, n - 1, num)).astype(int).tolist()
 
 
-def downsample(img_chw: np.ndarray, target_size: int = 150, max_size_threshold: int = 300) -> np.ndarray:
-    """LeRobot's ``auto_downsample_height_width``."""
-    _, h, w = img_chw.shape
+def _downsample_factor(h: int, w: int, target_size: int = 150, max_size_threshold: int = 300) -> int:
     if max(w, h) < max_size_threshold:
-        return img_chw
-    f = int(w / target_size) if w > h else int(h / target_size)
-    return img_chw[:, ::f, ::f]
+        return 1
+    return int(w / target_size) if w > h else int(h / target_size)
+
+
+def downsample(img_chw: np.ndarray) -> np.ndarray:
+    """LeRobot's ``auto_downsample_height_width``."""
+    f = _downsample_factor(*img_chw.shape[1:])
+    return img_chw[:, ::f, ::f] if f > 1 else img_chw
 
 
 def image_stats(frames: list[np.ndarray]) -> dict[str, np.ndarray]:
@@ -86,15 +101,20 @@ def image_stats(frames: list[np.ndarray]) -> dict[str, np.ndarray]:
     One deliberate difference: LeRobot 0.4.4 squares the uint8 pixels in uint8 (they wrap at 256), so its
     image ``std`` comes out wrong (mostly 0); ours is the true standard deviation."""
     idx = sample_indices(len(frames))
-    imgs = np.stack([downsample(frames[i].transpose(2, 0, 1)) for i in idx])
-    ch = imgs.shape[1]
-    px = imgs.transpose(1, 0, 2, 3).reshape(ch, -1)
-    counts = np.stack([np.bincount(px[k], minlength=256) for k in range(ch)], 1).astype(np.float64)
+    h, w, ch = frames[0].shape
+    f = _downsample_factor(h, w)
+    off = np.arange(ch, dtype=np.intp) * 256
+    acc = np.zeros(ch * 256, np.int64)
+    for i in idx:  # per-channel value counts of the downsampled frames, channel-contiguous (HWC) reads
+        small = frames[i][::f, ::f] if f > 1 else frames[i]
+        acc += np.bincount((small.reshape(-1, ch) + off).ravel(), minlength=ch * 256)
+    counts = acc.reshape(ch, 256).T.astype(np.float64)
+    n_px = int(acc.sum() // ch)
     values = np.repeat(np.arange(256, dtype=np.float64)[:, None], ch, 1)
     present = counts > 0
     mn = np.array([np.flatnonzero(present[:, k]).min() for k in range(ch)], np.uint8)
     mx = np.array([np.flatnonzero(present[:, k]).max() for k in range(ch)], np.uint8)
-    st = _weighted_stats(values, counts, px.shape[1], mn, mx)
+    st = _weighted_stats(values, counts, n_px, mn, mx)
     out = {}
     for k, v in st.items():
         out[k] = np.array([len(idx)]) if k == "count" else (np.asarray(v, np.float64) / 255.0).reshape(ch, 1, 1)

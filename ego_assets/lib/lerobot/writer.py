@@ -28,6 +28,7 @@ rewrites only the data files whose numbering changed. Each video and data file c
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -46,6 +47,7 @@ import pyarrow.parquet as pq
 from ego_assets.lib import schemas
 from ego_assets.lib.lerobot.actions import HandTrack, compute_state_action
 from ego_assets.lib.lerobot.stats import episode_stats, image_stats
+from ego_assets.lib.video import open_av
 from ego_assets.lib.lerobot.features import (
     ACTION_KEY,
     ACTION_MASK_KEY,
@@ -100,16 +102,16 @@ class VideoSettings:
 
     vcodec: str = "h264"  # "h264" (libx264) or "libsvtav1" (LeRobot's default, slower to encode here)
     gop: int = 2
-    crf: int | None = None  # None: 23 for h264, 30 for libsvtav1
-    preset: str | None = None  # None: "veryfast" for h264, "12" for libsvtav1
+    crf: int = 30  # LeRobot's default for both codecs
+    preset: str | None = None  # None: "superfast" for h264 (faster and smaller than veryfast at gop 2), "12" for libsvtav1
     pix_fmt: str = "yuv420p"
 
     def encoder(self) -> tuple[str, dict[str, str]]:
         if self.vcodec == "h264":
-            return "libx264", {"g": str(self.gop), "crf": str(23 if self.crf is None else self.crf),
-                               "preset": self.preset or "veryfast", "bf": "0"}
+            return "libx264", {"g": str(self.gop), "crf": str(self.crf),
+                               "preset": self.preset or "superfast", "bf": "0"}
         if self.vcodec == "libsvtav1":
-            return "libsvtav1", {"g": str(self.gop), "crf": str(30 if self.crf is None else self.crf),
+            return "libsvtav1", {"g": str(self.gop), "crf": str(self.crf),
                                  "preset": self.preset or "12"}
         raise LeRobotExportError(f"vcodec {self.vcodec!r} is not supported; use 'h264' or 'libsvtav1'")
 
@@ -367,7 +369,7 @@ class _VideoWriter:
 
         name, opts = settings.encoder()
         self.fps = fps
-        self.container = av.open(str(path), "w", format="mp4", options={"movflags": "faststart"})
+        self.container = open_av(str(path), "w", format="mp4", options={"movflags": "faststart"})
         self.container.metadata["comment"] = tag
         st = self.container.add_stream(name, rate=fps)
         st.width, st.height, st.pix_fmt = width, height, settings.pix_fmt
@@ -390,6 +392,24 @@ class _VideoWriter:
         for p in self.stream.encode(None):
             self.container.mux(p)
         self.container.close()
+
+
+@contextlib.contextmanager
+def _ffmpeg_logs_off():
+    """Silence FFmpeg logging while we decode and encode.
+
+    torchvision (imported by LeRobot) calls ``av.logging.set_level(ERROR)``, which makes every FFmpeg log
+    line, even a filtered one, take the GIL from FFmpeg's own threads; a threaded decoder being closed
+    while the main thread holds the GIL then deadlocks (seen here in a process that had imported
+    LeRobot). PyAV's default (no callback) avoids that; the previous level is restored afterwards."""
+    import av.logging
+
+    old = av.logging.get_level()
+    av.logging.set_level(None)
+    try:
+        yield
+    finally:
+        av.logging.set_level(old)
 
 
 def _sha256(path: Path, block: int = 1 << 20) -> str:
@@ -451,160 +471,161 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
     tmp.mkdir(parents=True)
     writer = None
     try:
-        plans, skipped = _plans(frames, segments, captions, fps)
-        n_src = int(_np(frames, "frame_index", np.int64).max()) + 1 if frames.num_rows else 0
-        t_by_fi = np.full(n_src, np.nan)
-        t_by_fi[_np(frames, "frame_index", np.int64)] = _np(frames, "t_s", np.float64)
-        hands = _hand_arrays(hand_world, n_src)
-        R_all, t_all, pose_note = _camera_arrays(camera_poses, n_src)
-        sa = []
-        for p in plans:
-            c = p.chosen
-            tracks = {h: HandTrack(hands[h]["valid"][c], hands[h]["pos"][c], hands[h]["rv"][c],
-                                   hands[h]["finger"][c], hands[h]["joints"][c]) for h in HANDS}
-            sa.append(compute_state_action(action_space, tracks, R_all[c], t_all[c], p.hand))
+        with _ffmpeg_logs_off():  # see its docstring: avoids a decoder deadlock
+            plans, skipped = _plans(frames, segments, captions, fps)
+            n_src = int(_np(frames, "frame_index", np.int64).max()) + 1 if frames.num_rows else 0
+            t_by_fi = np.full(n_src, np.nan)
+            t_by_fi[_np(frames, "frame_index", np.int64)] = _np(frames, "t_s", np.float64)
+            hands = _hand_arrays(hand_world, n_src)
+            R_all, t_all, pose_note = _camera_arrays(camera_poses, n_src)
+            sa = []
+            for p in plans:
+                c = p.chosen
+                tracks = {h: HandTrack(hands[h]["valid"][c], hands[h]["pos"][c], hands[h]["rv"][c],
+                                       hands[h]["finger"][c], hands[h]["joints"][c]) for h in HANDS}
+                sa.append(compute_state_action(action_space, tracks, R_all[c], t_all[c], p.hand))
 
-        data_cols: dict[str, list] = {k: [] for k in ("episode", "frame_index", "timestamp", STATE_KEY,
-                                                       HAND_MASK_KEY, ACTION_KEY, ACTION_MASK_KEY,
-                                                       ACTION_PAD_KEY, SOURCE_T_KEY)}
-        ep_rows: list[dict] = []
-        image_hw = None
-        transform = None
-        tag = KEY_TAG + partition_key
-        offset = 0
-        features = None
+            data_cols: dict[str, list] = {k: [] for k in ("episode", "frame_index", "timestamp", STATE_KEY,
+                                                           HAND_MASK_KEY, ACTION_KEY, ACTION_MASK_KEY,
+                                                           ACTION_PAD_KEY, SOURCE_T_KEY)}
+            ep_rows: list[dict] = []
+            image_hw = None
+            transform = None
+            tag = KEY_TAG + partition_key
+            offset = 0
+            features = None
 
-        def flush(p: _Plan, buf: dict[int, np.ndarray]) -> None:
-            nonlocal writer, image_hw, offset, features
-            imgs = [buf[int(i)] for i in p.chosen]
-            if writer is None:
-                image_hw = imgs[0].shape[:2]
-                writer = _VideoWriter(tmp / STAGED_VIDEO, fps, image_hw[1], image_hw[0], video, tag)
-                features = dataset_features(action_space, image_hw)
-            for im in imgs:
-                writer.write(im)
-            s = sa[p.ordinal]
-            k = len(p.chosen)
-            ts = (np.arange(k) / fps).astype(np.float32)
-            num = {STATE_KEY: s.state, HAND_MASK_KEY: s.hand_mask, ACTION_KEY: s.action,
-                   ACTION_MASK_KEY: s.action_mask, ACTION_PAD_KEY: s.action_pad.astype(np.float32),
-                   SOURCE_T_KEY: p.t_src.astype(np.float64), "timestamp": ts,
-                   "frame_index": np.arange(k, dtype=np.int64)}
-            stats = episode_stats(num)
-            stats[VIDEO_KEY] = image_stats(imgs)
-            data_cols["episode"].append(np.full(k, p.ordinal, np.int32))
-            data_cols["frame_index"].append(np.arange(k, dtype=np.int64))
-            data_cols["timestamp"].append(ts)
-            data_cols[STATE_KEY].append(s.state)
-            data_cols[HAND_MASK_KEY].append(s.hand_mask)
-            data_cols[ACTION_KEY].append(s.action)
-            data_cols[ACTION_MASK_KEY].append(s.action_mask)
-            data_cols[ACTION_PAD_KEY].append(s.action_pad)
-            data_cols[SOURCE_T_KEY].append(p.t_src.astype(np.float64))
-            ep_prov = {"partition_key": partition_key, "segment_id": p.segment_id, "hand": p.hand,
-                       "segment_frames": [p.start_frame, p.end_frame],
-                       "segment_s": [p.seg_start_s, p.seg_end_s],
-                       "source_frame_indices": [int(p.chosen[0]), int(p.chosen[-1])],
-                       "max_time_offset_s": float(np.max(np.abs(p.t_src - p.t_src[0] - np.arange(k) / fps))),
-                       **provenance}
-            ep_rows.append({"ordinal": p.ordinal, "segment_id": p.segment_id, "hand": p.hand, "task": p.task,
-                            "length": k, "start_s": float(p.t_src[0]), "end_s": float(p.t_src[-1]),
-                            "video_from_s": offset / fps, "video_to_s": (offset + k) / fps,
-                            "stats": _stats_to_json(stats), "provenance": json.dumps(ep_prov, default=str)})
-            offset += k
+            def flush(p: _Plan, buf: dict[int, np.ndarray]) -> None:
+                nonlocal writer, image_hw, offset, features
+                imgs = [buf[int(i)] for i in p.chosen]
+                if writer is None:
+                    image_hw = imgs[0].shape[:2]
+                    writer = _VideoWriter(tmp / STAGED_VIDEO, fps, image_hw[1], image_hw[0], video, tag)
+                    features = dataset_features(action_space, image_hw)
+                for im in imgs:
+                    writer.write(im)
+                s = sa[p.ordinal]
+                k = len(p.chosen)
+                ts = (np.arange(k) / fps).astype(np.float32)
+                num = {STATE_KEY: s.state, HAND_MASK_KEY: s.hand_mask, ACTION_KEY: s.action,
+                       ACTION_MASK_KEY: s.action_mask, ACTION_PAD_KEY: s.action_pad.astype(np.float32),
+                       SOURCE_T_KEY: p.t_src.astype(np.float64), "timestamp": ts,
+                       "frame_index": np.arange(k, dtype=np.int64)}
+                stats = episode_stats(num)
+                stats[VIDEO_KEY] = image_stats(imgs)
+                data_cols["episode"].append(np.full(k, p.ordinal, np.int32))
+                data_cols["frame_index"].append(np.arange(k, dtype=np.int64))
+                data_cols["timestamp"].append(ts)
+                data_cols[STATE_KEY].append(s.state)
+                data_cols[HAND_MASK_KEY].append(s.hand_mask)
+                data_cols[ACTION_KEY].append(s.action)
+                data_cols[ACTION_MASK_KEY].append(s.action_mask)
+                data_cols[ACTION_PAD_KEY].append(s.action_pad)
+                data_cols[SOURCE_T_KEY].append(p.t_src.astype(np.float64))
+                ep_prov = {"partition_key": partition_key, "segment_id": p.segment_id, "hand": p.hand,
+                           "segment_frames": [p.start_frame, p.end_frame],
+                           "segment_s": [p.seg_start_s, p.seg_end_s],
+                           "source_frame_indices": [int(p.chosen[0]), int(p.chosen[-1])],
+                           "max_time_offset_s": float(np.max(np.abs(p.t_src - p.t_src[0] - np.arange(k) / fps))),
+                           **provenance}
+                ep_rows.append({"ordinal": p.ordinal, "segment_id": p.segment_id, "hand": p.hand, "task": p.task,
+                                "length": k, "start_s": float(p.t_src[0]), "end_s": float(p.t_src[-1]),
+                                "video_from_s": offset / fps, "video_to_s": (offset + k) / fps,
+                                "stats": _stats_to_json(stats), "provenance": json.dumps(ep_prov, default=str)})
+                offset += k
 
-        needed = np.unique(np.concatenate([p.chosen for p in plans])) if plans else np.zeros(0, np.int64)
-        if len(needed):
-            needed_set = set(int(i) for i in needed)
-            pending = deque(plans)
-            buf: dict[int, np.ndarray] = {}
-            last = int(needed[-1])
-            tol = 0.5 / fps
-            for i, t, img in iter_frames(str(proxy_path), 0, last + 1):
-                if i in needed_set:
-                    if np.isfinite(t) and i < n_src and np.isfinite(t_by_fi[i]) and abs(t - t_by_fi[i]) > tol:
-                        raise LeRobotExportError(
-                            f"proxy video {str(proxy_path)!r}: frame {i} is at {t:.3f} s but the frames table "
-                            f"says {t_by_fi[i]:.3f} s (wrong proxy for partition {partition_key!r}?)")
-                    if undistort is not None:
-                        img = undistort(img)
-                    img, transform = _letterbox(np.ascontiguousarray(img, dtype=np.uint8), image_size)
-                    if image_hw is not None and img.shape[:2] != tuple(image_hw):
-                        raise LeRobotExportError(
-                            f"proxy video {str(proxy_path)!r}: frame {i} is {img.shape[1]}x{img.shape[0]}, "
-                            f"earlier frames {image_hw[1]}x{image_hw[0]}; pass image_size")
-                    buf[i] = img
-                    if len(buf) > MAX_BUFFERED_FRAMES:
-                        raise LeRobotExportError(
-                            f"partition {partition_key!r}: more than {MAX_BUFFERED_FRAMES} frames wait for an "
-                            "overlapping segment; segments this long are not supported")
-                while pending and i >= int(pending[0].chosen.max()):
-                    flush(pending.popleft(), buf)
-                    low = int(pending[0].chosen.min()) if pending else last + 1
-                    for j in [j for j in buf if j < low]:
-                        del buf[j]
-                if progress is not None and i % 50 == 0:
-                    progress(i + 1, last + 1)
-            if pending:
-                raise LeRobotExportError(
-                    f"proxy video {str(proxy_path)!r} has fewer frames than the frames table of partition "
-                    f"{partition_key!r} needs (frame {last} wanted)")
-        if writer is not None:
-            w, writer = writer, None
-            w.close()
-        if progress is not None:
-            progress(1, 1)
+            needed = np.unique(np.concatenate([p.chosen for p in plans])) if plans else np.zeros(0, np.int64)
+            if len(needed):
+                needed_set = set(int(i) for i in needed)
+                pending = deque(plans)
+                buf: dict[int, np.ndarray] = {}
+                last = int(needed[-1])
+                tol = 0.5 / fps
+                for i, t, img in iter_frames(str(proxy_path), 0, last + 1):
+                    if i in needed_set:
+                        if np.isfinite(t) and i < n_src and np.isfinite(t_by_fi[i]) and abs(t - t_by_fi[i]) > tol:
+                            raise LeRobotExportError(
+                                f"proxy video {str(proxy_path)!r}: frame {i} is at {t:.3f} s but the frames table "
+                                f"says {t_by_fi[i]:.3f} s (wrong proxy for partition {partition_key!r}?)")
+                        if undistort is not None:
+                            img = undistort(img)
+                        img, transform = _letterbox(np.ascontiguousarray(img, dtype=np.uint8), image_size)
+                        if image_hw is not None and img.shape[:2] != tuple(image_hw):
+                            raise LeRobotExportError(
+                                f"proxy video {str(proxy_path)!r}: frame {i} is {img.shape[1]}x{img.shape[0]}, "
+                                f"earlier frames {image_hw[1]}x{image_hw[0]}; pass image_size")
+                        buf[i] = img
+                        if len(buf) > MAX_BUFFERED_FRAMES:
+                            raise LeRobotExportError(
+                                f"partition {partition_key!r}: more than {MAX_BUFFERED_FRAMES} frames wait for an "
+                                "overlapping segment; segments this long are not supported")
+                    while pending and i >= int(pending[0].chosen.max()):
+                        flush(pending.popleft(), buf)
+                        low = int(pending[0].chosen.min()) if pending else last + 1
+                        for j in [j for j in buf if j < low]:
+                            del buf[j]
+                    if progress is not None and i % 50 == 0:
+                        progress(i + 1, last + 1)
+                if pending:
+                    raise LeRobotExportError(
+                        f"proxy video {str(proxy_path)!r} has fewer frames than the frames table of partition "
+                        f"{partition_key!r} needs (frame {last} wanted)")
+            if writer is not None:
+                w, writer = writer, None
+                w.close()
+            if progress is not None:
+                progress(1, 1)
 
-        def cat(k, dtype=None):
-            v = data_cols[k]
-            return np.concatenate(v).astype(dtype) if v else np.zeros((0,), dtype or np.float32)
+            def cat(k, dtype=None):
+                v = data_cols[k]
+                return np.concatenate(v).astype(dtype) if v else np.zeros((0,), dtype or np.float32)
 
-        def fixed(k, n):
-            v = np.concatenate(data_cols[k]) if data_cols[k] else np.zeros((0, n), np.float32)
-            return pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1).astype(np.float32)), n)
+            def fixed(k, n):
+                v = np.concatenate(data_cols[k]) if data_cols[k] else np.zeros((0, n), np.float32)
+                return pa.FixedSizeListArray.from_arrays(pa.array(v.reshape(-1).astype(np.float32)), n)
 
-        s_dim = len(dataset_features(action_space, (2, 2))[STATE_KEY]["names"])
-        a_dim = len(dataset_features(action_space, (2, 2))[ACTION_KEY]["names"])
-        data = pa.table({
-            "episode": pa.array(cat("episode", np.int32)),
-            "frame_index": pa.array(cat("frame_index", np.int64)),
-            "timestamp": pa.array(cat("timestamp", np.float32)),
-            STATE_KEY: fixed(STATE_KEY, s_dim), HAND_MASK_KEY: fixed(HAND_MASK_KEY, 2),
-            ACTION_KEY: fixed(ACTION_KEY, a_dim), ACTION_MASK_KEY: fixed(ACTION_MASK_KEY, 2),
-            ACTION_PAD_KEY: pa.array(cat(ACTION_PAD_KEY, bool)),
-            SOURCE_T_KEY: pa.array(cat(SOURCE_T_KEY, np.float64)),
-        }).replace_schema_metadata({PARQUET_KEY: partition_key.encode()})
-        pq.write_table(data, tmp / STAGED_DATA)
-        ep_schema = pa.schema([("ordinal", pa.int32()), ("segment_id", pa.int32()), ("hand", pa.string()),
-                               ("task", pa.string()), ("length", pa.int32()), ("start_s", pa.float64()),
-                               ("end_s", pa.float64()), ("video_from_s", pa.float64()),
-                               ("video_to_s", pa.float64()), ("stats", pa.string()),
-                               ("provenance", pa.string())])
-        episodes = pa.Table.from_pylist(ep_rows, schema=ep_schema)
-        pq.write_table(episodes, tmp / STAGED_EPISODES)
-        digest = hashlib.sha256()
-        for name in (STAGED_DATA, STAGED_EPISODES, STAGED_VIDEO):
-            if (tmp / name).exists():
-                digest.update(name.encode() + _sha256(tmp / name).encode())
-        manifest = {
-            "format": STAGING_FORMAT, "partition_key": partition_key, "fps": fps, "action_space": action_space,
-            "features": features, "video": {**video.as_dict(),
-                                            "file": STAGED_VIDEO if (tmp / STAGED_VIDEO).exists() else None,
-                                            "frames": offset},
-            "image_transform": transform, "camera_poses": pose_note, "n_episodes": len(ep_rows),
-            "n_frames": offset, "skipped": skipped, "provenance": provenance,
-        }
-        digest.update(json.dumps(manifest, sort_keys=True, default=str).encode())
-        manifest["version"] = digest.hexdigest()[:32]
-        (tmp / STAGED_MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
-        if out_dir.exists():
-            old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            out_dir.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(tmp, out_dir)
+            s_dim = len(dataset_features(action_space, (2, 2))[STATE_KEY]["names"])
+            a_dim = len(dataset_features(action_space, (2, 2))[ACTION_KEY]["names"])
+            data = pa.table({
+                "episode": pa.array(cat("episode", np.int32)),
+                "frame_index": pa.array(cat("frame_index", np.int64)),
+                "timestamp": pa.array(cat("timestamp", np.float32)),
+                STATE_KEY: fixed(STATE_KEY, s_dim), HAND_MASK_KEY: fixed(HAND_MASK_KEY, 2),
+                ACTION_KEY: fixed(ACTION_KEY, a_dim), ACTION_MASK_KEY: fixed(ACTION_MASK_KEY, 2),
+                ACTION_PAD_KEY: pa.array(cat(ACTION_PAD_KEY, bool)),
+                SOURCE_T_KEY: pa.array(cat(SOURCE_T_KEY, np.float64)),
+            }).replace_schema_metadata({PARQUET_KEY: partition_key.encode()})
+            pq.write_table(data, tmp / STAGED_DATA)
+            ep_schema = pa.schema([("ordinal", pa.int32()), ("segment_id", pa.int32()), ("hand", pa.string()),
+                                   ("task", pa.string()), ("length", pa.int32()), ("start_s", pa.float64()),
+                                   ("end_s", pa.float64()), ("video_from_s", pa.float64()),
+                                   ("video_to_s", pa.float64()), ("stats", pa.string()),
+                                   ("provenance", pa.string())])
+            episodes = pa.Table.from_pylist(ep_rows, schema=ep_schema)
+            pq.write_table(episodes, tmp / STAGED_EPISODES)
+            digest = hashlib.sha256()
+            for name in (STAGED_DATA, STAGED_EPISODES, STAGED_VIDEO):
+                if (tmp / name).exists():
+                    digest.update(name.encode() + _sha256(tmp / name).encode())
+            manifest = {
+                "format": STAGING_FORMAT, "partition_key": partition_key, "fps": fps, "action_space": action_space,
+                "features": features, "video": {**video.as_dict(),
+                                                "file": STAGED_VIDEO if (tmp / STAGED_VIDEO).exists() else None,
+                                                "frames": offset},
+                "image_transform": transform, "camera_poses": pose_note, "n_episodes": len(ep_rows),
+                "n_frames": offset, "skipped": skipped, "provenance": provenance,
+            }
+            digest.update(json.dumps(manifest, sort_keys=True, default=str).encode())
+            manifest["version"] = digest.hexdigest()[:32]
+            (tmp / STAGED_MANIFEST).write_text(json.dumps(manifest, indent=1, default=str))
+            if out_dir.exists():
+                old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
+                os.replace(out_dir, old)
+                os.replace(tmp, out_dir)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                out_dir.parent.mkdir(parents=True, exist_ok=True)
+                os.replace(tmp, out_dir)
     except BaseException:
         if writer is not None:
             try:
@@ -715,7 +736,7 @@ def _file_key(path: Path) -> str | None:
             return v.decode() if v else None
         import av
 
-        with av.open(str(path)) as c:
+        with open_av(str(path)) as c:
             tag = c.metadata.get("comment", "")
         return tag[len(KEY_TAG):] if tag.startswith(KEY_TAG) else None
     except Exception:  # unreadable file: not ours

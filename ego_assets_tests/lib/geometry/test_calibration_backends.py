@@ -69,12 +69,14 @@ def test_depthpro_loads_from_the_configured_path_and_runs(tiny_depthpro, small_p
     assert row["method"] == "depthpro" or row["method"].startswith("prior:hfov90+depthpro:")
     assert checks.check_intrinsics(row)[0]
     sd = b.last_scene_depth
-    assert sd.num_rows == 3 and sd.column("frame_index").to_pylist() == [0, 2, 4]
+    # every 2nd frame, plus the frames sampled for the field of view (here all 5)
+    assert sd.column("frame_index").to_pylist() == [0, 1, 2, 3, 4]
     assert np.all(np.isfinite(sd.column("depth_m").to_numpy())) and np.all(sd.column("depth_m").to_numpy() > 0)
     assert len(sd.column("depth_grid")[0].as_py()) == cb.DEPTH_GRID[0] * cb.DEPTH_GRID[1]
 
     # metric depth follows the focal length the calibration settles on: depth = (f / W) / inverse depth
     d90 = b.calibrate({"width": 160, "height": 96}, p, seq.frames_table(), (160, 96), {"hfov_deg": 90})
+    assert b.last_scene_depth.column("frame_index").to_pylist() == [0, 2, 4]  # a hint: no FoV sampling
     d90 = b.last_scene_depth.column("depth_m").to_numpy()
     b.calibrate({"width": 160, "height": 96}, p, seq.frames_table(), (160, 96), {"hfov_deg": 60})
     d60 = b.last_scene_depth.column("depth_m").to_numpy()
