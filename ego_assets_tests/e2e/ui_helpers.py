@@ -126,9 +126,10 @@ def dismiss_welcome(page) -> None:
     page.add_locator_handler(dialog, lambda d: d.get_by_role("button", name="Skip", exact=True).click())
 
 
-def poll(page, check: Callable[[], bool], timeout_s: float, what: str, every_s: float = 3.0,
+def poll(page, check: Callable[[], bool], timeout_s: float, what: str,
          refresh: Callable[[], None] | None = None) -> float:
-    """Call ``check`` until it is true (refreshing the view between tries); seconds it took."""
+    """Call ``check`` until it is true, refreshing the view between tries; seconds it took. ``check``
+    should wait a little for the page to render (see :func:`seen`); an exception counts as false."""
     t0 = time.monotonic()
     while True:
         try:
@@ -138,10 +139,23 @@ def poll(page, check: Callable[[], bool], timeout_s: float, what: str, every_s: 
             pass
         if time.monotonic() - t0 > timeout_s:
             raise TimeoutError(f"timed out after {timeout_s:.0f} s waiting for: {what}")
-        page.wait_for_timeout(every_s * 1000)
         if refresh:
             with contextlib.suppress(Exception):
                 refresh()
+        else:
+            page.wait_for_timeout(2000)
+
+
+def seen(locator, timeout_ms: float = 8000) -> bool:
+    """Whether a visible element of ``locator`` shows up within ``timeout_ms`` (a fresh page takes a
+    few seconds to render on a loaded machine; a plain is_visible() would not wait)."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    try:
+        locator.filter(visible=True).first.wait_for(state="visible", timeout=timeout_ms)
+        return True
+    except PlaywrightTimeout:
+        return False
 
 
 def asset_link_name(key: str) -> re.Pattern:
