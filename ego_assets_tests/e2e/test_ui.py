@@ -317,7 +317,7 @@ def test_new_source_is_discovered_run_backfilled_and_checked(server, new_source,
     poll(page, lambda: shows(r"Status\s+Succeeded"), 120, "the backfill's status to be Succeeded",
          refresh=page.reload)
     timings["backfill_done"] = time.monotonic() - t_backfill
-    shot(page, "07_backfill_succeeded.png")
+    shot(page, "10_backfill_succeeded.png")
 
     # -- what the runs wrote: every video complete; the backfill found it up to date
     for k in keys:

@@ -48,7 +48,7 @@ def parts(work):
         "B": make_partition(src, b, seed=2, task_prefix="please ", drop={"right": (25, 40)}, source="web",
                             licence="CC-BY-NC-4.0 (non-commercial)"),
         "C": make_partition(src, c, n_frames=40, seed=3, segments=[(0, "left", 3, 30), (1, "right", 5, 25)],
-                            source="lab"),
+                            source="lab", drop={"right": (0, 8), "left": (27, 31)}),
     }
 
 

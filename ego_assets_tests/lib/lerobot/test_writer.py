@@ -327,3 +327,39 @@ def test_bad_inputs_name_the_problem(parts, work, staged, tmp_path):
     (tmp_path / "foreign" / "meta" / "info.json").write_text("{}")
     with pytest.raises(DatasetStateError, match="not written by ego_assets"):
         assemble(tmp_path / "foreign", [staged["A"]])
+
+
+def test_eef_7_dataset_with_undistort_and_letterbox(parts, tmp_path, datasets_cache):
+    """The other action space end to end; the undistort callable is applied to every frame; a fixed
+    image_size letterboxes (aspect kept, black bars)."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from ego_assets.lib.lerobot.validate import validate_dataset
+    from ego_assets.lib.lerobot.writer import stage_partition
+
+    c = parts["C"]
+    calls = []
+
+    def undistort(img):  # stands in for a fisheye rectification: inverts the image
+        calls.append(img.shape)
+        return 255 - img
+
+    s = stage_partition(c.key, c.proxy, c.frames, c.segments, c.captions, c.hand_world, c.camera_poses,
+                        c.provenance, tmp_path / "c", action_space="eef_7", undistort=undistort,
+                        image_size=(64, 32))
+    assert calls and all(sh == (48, 64, 3) for sh in calls)
+    assert s.manifest["image_transform"] == {"scale": 32 / 48, "offset": [10, 0], "size": [64, 32]}
+    res = assemble(tmp_path / "ds", [s], val_fraction=0.0)
+    ds = LeRobotDataset("ego_assets/eef", root=tmp_path / "ds", video_backend="pyav")
+    item = ds[0]
+    assert item[STATE_KEY].shape == (8,) and item["action"].shape == (7,)
+    img = item[VIDEO_KEY].numpy() * 255
+    assert img.shape == (3, 32, 64)
+    assert img[:, :, :8].max() < 20  # left bar
+    src = int(np.argmin(np.abs(c.t_s - float(item[SOURCE_T_KEY]))))
+    assert abs(img[:, -6:-2, 46:50].mean() - (255 - synth.gray_of(src))) < 6  # inverted frame
+    info = json.loads((tmp_path / "ds/meta/info.json").read_text())
+    assert info["features"]["action"]["names"] == ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+    assert info["splits"] == {"train": f"0:{res.n_episodes}"}
+    failed = [c for c in validate_dataset(tmp_path / "ds", res.episodes) if not c[1]]
+    assert not failed, failed  # the constant "pad" dimension is by design
