@@ -262,6 +262,28 @@ def cmd_check(args) -> int:
     return EXIT_FAILED if n_err else EXIT_OK
 
 
+def cmd_push(args) -> int:
+    store = _store(args)
+    from ego_assets.lib.lerobot.publish import PublishError, push
+
+    root = store.datasets_dir("ego_assets")
+    try:
+        files = push(root, args.repo_id, dry_run=args.dry_run, private=args.private)
+    except PublishError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    total = sum(n for _, n in files)
+    if args.dry_run:
+        for name, n in files:
+            print(f"{n:>12}  {name}")
+        print(f"dry run: {len(files)} file(s), {total / 1e6:.1f} MB would be uploaded to "
+              f"{args.repo_id} (dataset repo)")
+    else:
+        print(f"uploaded {len(files)} file(s), {total / 1e6:.1f} MB to https://huggingface.co/datasets/"
+              f"{args.repo_id}")
+    return EXIT_OK
+
+
 def main(argv=None) -> int:
     rc = _main(argv)
     if argv is None:
@@ -292,11 +314,17 @@ def _main(argv=None) -> int:
     k = sub.add_parser("check", help="evaluate the asset checks on what is materialized")
     k.add_argument("--home")
     k.add_argument("--source")
+    u = sub.add_parser("push", help="upload the LeRobot dataset to the Hugging Face Hub (token: HF_TOKEN)")
+    u.add_argument("repo_id", metavar="REPO_ID")
+    u.add_argument("--home")
+    u.add_argument("--dry-run", action="store_true", help="list what would be uploaded; no network")
+    u.add_argument("--private", action="store_true")
     try:
         args = p.parse_args(argv)
     except SystemExit as e:
         return EXIT_USAGE if e.code else EXIT_OK
-    return {"demo": cmd_demo, "run": cmd_run, "catalog": cmd_catalog, "check": cmd_check}[args.cmd](args)
+    return {"demo": cmd_demo, "run": cmd_run, "catalog": cmd_catalog, "check": cmd_check,
+            "push": cmd_push}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -134,3 +134,12 @@ def test_incremental_growth_and_rematerialization(demo):
 
     ds = LeRobotDataset("local/ego_assets", root=root, video_backend="pyav")
     assert ds.num_episodes == len(rows)
+
+
+def test_push_dry_run_lists_the_dataset(demo, capsys):
+    from ego_assets import cli
+
+    assert cli.main(["push", "someone/ego-hands", "--dry-run", "--home", str(demo["home"])]) == 0
+    out = capsys.readouterr().out
+    assert "README.md" in out and "meta/info.json" in out and "would be uploaded to someone/ego-hands" in out
+    assert cli.main(["push", "not-a-repo-id", "--dry-run", "--home", str(demo["home"])]) == 1

@@ -30,7 +30,9 @@ def _offline():
 
 
 def _missing_files(root: Path, info: dict, meta: pa.Table) -> list[str]:
-    missing = [p for p in ("meta/info.json", "meta/tasks.parquet", "meta/stats.json") if not (root / p).is_file()]
+    from lerobot.datasets.utils import DEFAULT_TASKS_PATH, INFO_PATH, STATS_PATH
+
+    missing = [p for p in (INFO_PATH, DEFAULT_TASKS_PATH, STATS_PATH) if not (root / p).is_file()]
     pairs = set(zip(meta["data/chunk_index"].to_pylist(), meta["data/file_index"].to_pylist()))
     missing += [info["data_path"].format(chunk_index=c, file_index=f) for c, f in sorted(pairs)
                 if not (root / info["data_path"].format(chunk_index=c, file_index=f)).is_file()]
@@ -59,13 +61,14 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
     pass "torchcodec" to check that path too. ``max_episodes`` bounds the episodes whose first and last
     frames are decoded (evenly spread); None decodes all. Returns (check_name, passed, value, detail)."""
     from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION, LeRobotDataset
+    from lerobot.datasets.utils import EPISODES_DIR, INFO_PATH
 
     root = Path(dataset_dir)
     out: list[Check] = []
-    if not (root / "meta" / "info.json").is_file():
-        return [("dataset_files_present", False, 1.0, f"{root}/meta/info.json is missing")]
-    info = json.loads((root / "meta" / "info.json").read_text())
-    meta_files = sorted((root / "meta" / "episodes").glob("*/*.parquet"))
+    if not (root / INFO_PATH).is_file():
+        return [("dataset_files_present", False, 1.0, f"{root / INFO_PATH} is missing")]
+    info = json.loads((root / INFO_PATH).read_text())
+    meta_files = sorted((root / EPISODES_DIR).glob("*/*.parquet"))
     if not meta_files:
         return [("dataset_files_present", False, 1.0, "meta/episodes has no parquet file")]
     meta = pa.concat_tables([pq.read_table(f) for f in meta_files]).sort_by("episode_index")
@@ -107,7 +110,6 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
             problems.append(f"episodes table has {len(rows)} rows, dataset {n_eps} episodes")
         diff = [e for e in range(min(n_eps, len(lengths))) if rows.get(e) != int(lengths[e])]
         problems += [f"episode {e}: episodes table length {rows.get(e)}, dataset {lengths[e]}" for e in diff[:5]]
-        bad = np.concatenate([bad, np.asarray(diff, np.int64)])
     out.append(("episode_lengths_match", not problems, float(len(problems)),
                 "; ".join(problems) if problems else f"{n_eps} episodes, {int(lengths.sum())} frames"))
 

@@ -150,6 +150,7 @@ class AssemblyResult:
     videos_linked: list[str]  # partitions whose video file was brought in from staging
     data_written: list[str]  # partitions whose data file was (re)written
     seconds: float
+    version: str = ""  # data version of the dataset: hash of its partitions' staged versions and settings
 
     def episodes_of(self, partition_key: str) -> pa.Table:
         """The episodes rows of one partition without ``partition_key`` (for ``schemas.conform``)."""
@@ -824,6 +825,7 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
         DEFAULT_FEATURES,
         DEFAULT_VIDEO_PATH,
         INFO_PATH,
+        STATS_PATH,
         create_empty_dataset_info,
         flatten_dict,
         get_hf_features_from_features,
@@ -1057,6 +1059,9 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
         write_info(info, root)
         if ep_stats_all:
             write_stats(aggregate_stats(ep_stats_all), root)
+    else:  # no episode left: no LeRobot metadata that would describe a dataset that is not there
+        for rel in (INFO_PATH, STATS_PATH):
+            (root / rel).unlink(missing_ok=True)
     prov = pa.Table.from_pylist(prov_rows, schema=schemas.EPISODES) if prov_rows else schemas.empty("episodes")
     _write_atomic(root / PROVENANCE_PATH, lambda t: pq.write_table(prov, t))
     new_state = {
@@ -1081,6 +1086,8 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
         write_card(root, repo_id=repo_id, **(card_info or {}))
     if progress is not None:
         progress(total + 1, total + 1)
+    version = hashlib.sha256(json.dumps(
+        [val_fraction, chunks_size, [(q["part"].key, q["part"].version) for q in plan]]).encode()).hexdigest()[:32]
     return AssemblyResult(root, repo_id, n_eps, frame_global, len(tasks), splits, prov, sorted(added),
                           sorted(replaced), removed, kept, sorted(linked), sorted(written),
-                          time.perf_counter() - t_start)
+                          time.perf_counter() - t_start, version)
