@@ -257,7 +257,9 @@ def cmd_check(args) -> int:
         val = "" if o.value is None else f" (value {o.value:g})"
         print(f"{o.severity:<5}  {pk}  {asset}.{o.check_name}{val}: {o.detail}")
     n = len(report)
-    print(f"{n} check result(s) on {len({r[0] for r in report})} video(s): {n - n_err - n_warn} passed, "
+    n_videos = len({r[0] for r in report if r[1] != "lerobot_dataset"})
+    ds = " and the dataset" if any(r[1] == "lerobot_dataset" for r in report) else ""
+    print(f"{n} check result(s) on {n_videos} video(s){ds}: {n - n_err - n_warn} passed, "
           f"{n_err} ERROR, {n_warn} WARN")
     return EXIT_FAILED if n_err else EXIT_OK
 

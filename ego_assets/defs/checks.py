@@ -31,4 +31,30 @@ def evaluate_all(store: Store, source: str | None = None) -> list[tuple[str, str
                 o = c.evaluate(store, pk)
             store.write_quality(c.asset, pk, [o.row(c.asset)])
             out.append((pk, c.asset, o))
+    if source is None:
+        out.extend(("dataset", "lerobot_dataset", o) for o in dataset_outcomes(store))
     return out
+
+
+def dataset_outcomes(store: Store) -> list[CheckOutcome]:
+    """The dataset's validation (load with LeRobotDataset, decode, lengths, stats), if it exists."""
+    import os
+
+    from ego_assets.defs.dataset import WARN_ONLY, dataset_dir
+
+    root = dataset_dir(store)
+    if not store.is_local or not os.path.exists(os.path.join(root, "meta", "info.json")):
+        return []
+    from ego_assets.lib import catalog
+    from ego_assets.lib.lerobot.validate import validate_dataset
+
+    con = catalog.connect(store, in_memory=True)
+    try:
+        episodes = con.sql("select * from episodes").to_arrow_table()
+    finally:
+        con.close()
+    outs = [CheckOutcome(name, bool(ok), "WARN" if name in WARN_ONLY else "ERROR",
+                         None if value is None else float(value), str(detail))
+            for name, ok, value, detail in validate_dataset(root, episodes, max_episodes=50)]
+    store.write_quality("lerobot_dataset", "dataset", [o.row("lerobot_dataset") for o in outs])
+    return outs

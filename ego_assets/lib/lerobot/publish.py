@@ -52,8 +52,10 @@ def card_text(root: str | Path, repo_id: str, description: str | None = None) ->
     """(markdown description, hub licence id) for the dataset card."""
     from ego_assets.lib.lerobot.writer import STATE_PATH
 
+    from lerobot.datasets.utils import INFO_PATH
+
     root = Path(root)
-    info = json.loads((root / "meta" / "info.json").read_text())
+    info = json.loads((root / INFO_PATH).read_text())
     state = json.loads((root / STATE_PATH).read_text()) if (root / STATE_PATH).exists() else {}
     srcs = _sources(root)
     fps = info["fps"]
@@ -107,11 +109,11 @@ def write_card(root: str | Path, repo_id: str, description: str | None = None,
                tags: list[str] | None = None) -> Path:
     """Write README.md (LeRobot's card template + our description: sources, counts, action space, how it
     was made, the sources' licences as given)."""
-    from lerobot.datasets.utils import create_lerobot_dataset_card
+    from lerobot.datasets.utils import INFO_PATH, create_lerobot_dataset_card
 
     root = Path(root)
     text, lic = card_text(root, repo_id, description)
-    info = json.loads((root / "meta" / "info.json").read_text())
+    info = json.loads((root / INFO_PATH).read_text())
     card = create_lerobot_dataset_card(tags=["ego_assets", "egocentric", "human-hands", *(tags or [])],
                                        dataset_info=info, license=lic, repo_id=repo_id, dataset_description=text)
     path = root / "README.md"
@@ -140,7 +142,7 @@ def push(dataset_dir: str | Path, repo_id: str, token: str | None = None, dry_ru
     ``token`` or ``HF_TOKEN`` and is never printed. ``dry_run`` touches no network and returns what would
     be uploaded with sizes."""
     root = Path(dataset_dir)
-    if not (root / "meta" / "info.json").is_file():
+    if not (root / "meta" / "info.json").is_file():  # LeRobot's INFO_PATH, not imported: dry runs stay instant
         raise PublishError(f"{str(root)!r} is not a LeRobot dataset (no meta/info.json)")
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PublishError(f"repo_id {repo_id!r} must look like 'owner/name'")

@@ -103,7 +103,8 @@ class VideoSettings:
     vcodec: str = "h264"  # "h264" (libx264) or "libsvtav1" (LeRobot's default, slower to encode here)
     gop: int = 2
     crf: int = 30  # LeRobot's default for both codecs
-    preset: str | None = None  # None: "superfast" for h264 (faster and smaller than veryfast at gop 2), "12" for libsvtav1
+    # None: "superfast" for h264 (faster and smaller than veryfast at gop 2), "12" for libsvtav1
+    preset: str | None = None
     pix_fmt: str = "yuv420p"
 
     def encoder(self) -> tuple[str, dict[str, str]]:
@@ -542,6 +543,7 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
                 buf: dict[int, np.ndarray] = {}
                 last = int(needed[-1])
                 tol = 0.5 / fps
+                first_hw = None
                 for i, t, img in iter_frames(str(proxy_path), 0, last + 1):
                     if i in needed_set:
                         if np.isfinite(t) and i < n_src and np.isfinite(t_by_fi[i]) and abs(t - t_by_fi[i]) > tol:
@@ -551,10 +553,11 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
                         if undistort is not None:
                             img = undistort(img)
                         img, transform = _letterbox(np.ascontiguousarray(img, dtype=np.uint8), image_size)
-                        if image_hw is not None and img.shape[:2] != tuple(image_hw):
+                        first_hw = first_hw or img.shape[:2]
+                        if img.shape[:2] != first_hw:
                             raise LeRobotExportError(
                                 f"proxy video {str(proxy_path)!r}: frame {i} is {img.shape[1]}x{img.shape[0]}, "
-                                f"earlier frames {image_hw[1]}x{image_hw[0]}; pass image_size")
+                                f"earlier frames {first_hw[1]}x{first_hw[0]}; pass image_size")
                         buf[i] = img
                         if len(buf) > MAX_BUFFERED_FRAMES:
                             raise LeRobotExportError(
@@ -744,16 +747,25 @@ def _file_key(path: Path) -> str | None:
         return None
 
 
-def _scan(root: Path) -> dict[tuple[str, str], Path]:
-    """(kind, partition_key) -> file, for every data/video file in the dataset and its temp folder."""
-    found = {}
-    for kind, pattern in (("data", "data/*/*.parquet"), ("video", f"videos/{VIDEO_KEY}/*/*.mp4"),
+def _scan(root: Path) -> dict[tuple[str, str], list[Path]]:
+    """(kind, partition_key) -> files, for every data/video file in the dataset and its temp folder."""
+    from lerobot.datasets.utils import DATA_DIR, VIDEO_DIR
+
+    found: dict[tuple[str, str], list[Path]] = {}
+    for kind, pattern in (("data", f"{DATA_DIR}/*/*.parquet"), ("video", f"{VIDEO_DIR}/{VIDEO_KEY}/*/*.mp4"),
                           ("data", f"{TMP_DIR}/data/*.parquet"), ("video", f"{TMP_DIR}/videos/*.mp4")):
         for p in sorted(root.glob(pattern)):
             k = _file_key(p)
             if k is not None:
-                found.setdefault((kind, k), p)
+                found.setdefault((kind, k), []).append(p)
     return found
+
+
+def _pick(cands: list[Path] | None, size: int | None) -> Path | None:
+    """The candidate with the recorded size (a half-finished run may have left an old and a new copy)."""
+    if not cands:
+        return None
+    return next((c for c in cands if c.stat().st_size == size), cands[0])
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:
@@ -819,13 +831,16 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
     from lerobot.datasets.compute_stats import aggregate_stats
     from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION
     from lerobot.datasets.utils import (
+        DATA_DIR,
         DEFAULT_CHUNK_SIZE,
         DEFAULT_DATA_PATH,
         DEFAULT_EPISODES_PATH,
         DEFAULT_FEATURES,
         DEFAULT_VIDEO_PATH,
+        EPISODES_DIR,
         INFO_PATH,
         STATS_PATH,
+        VIDEO_DIR,
         create_empty_dataset_info,
         flatten_dict,
         get_hf_features_from_features,
@@ -850,7 +865,7 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
 
     state_file = root / STATE_PATH
     if rebuild:
-        for d in ("data", "videos", "meta", TMP_DIR):
+        for d in (DATA_DIR, VIDEO_DIR, "meta", TMP_DIR):
             shutil.rmtree(root / d, ignore_errors=True)
     state = json.loads(state_file.read_text()) if state_file.exists() else None
     if state is None and (root / INFO_PATH).exists():
@@ -879,8 +894,8 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
                   and (vpath is None or (vpath.is_file() and vpath.stat().st_size == entry["video_size"])))
             if not ok:  # a previous assembly stopped half-way: find the files by their embedded key
                 located = located if located is not None else _scan(root)
-                dpath = located.get(("data", key))
-                vpath = located.get(("video", key)) if entry.get("video_file") else None
+                dpath = _pick(located.get(("data", key)), entry["data_size"])
+                vpath = _pick(located.get(("video", key)), entry["video_size"]) if entry.get("video_file") else None
                 if dpath is None or (entry.get("video_file") and vpath is None):
                     raise DatasetStateError(
                         f"dataset {str(root)!r}: the files of partition {key!r} are missing; "
@@ -982,13 +997,13 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
                 moves.append((staged_to, v_target))
         if progress is not None:
             progress(n + 1, total + 1)
-    for f in list(root.glob("data/*/*.parquet")) + list(root.glob(f"videos/{VIDEO_KEY}/*/*.mp4")):
+    for f in list(root.glob(f"{DATA_DIR}/*/*.parquet")) + list(root.glob(f"{VIDEO_DIR}/{VIDEO_KEY}/*/*.mp4")):
         if f.resolve() not in stay:
             f.unlink()
     for src, dst in moves:
         dst.parent.mkdir(parents=True, exist_ok=True)
         os.replace(src, dst)
-    for d in sorted(list(root.glob("data/*")) + list(root.glob(f"videos/{VIDEO_KEY}/*")), reverse=True):
+    for d in sorted(list(root.glob(f"{DATA_DIR}/*")) + list(root.glob(f"{VIDEO_DIR}/{VIDEO_KEY}/*")), reverse=True):
         if d.is_dir() and not any(d.iterdir()):
             d.rmdir()
 
@@ -1029,7 +1044,7 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
             local_off += k
         ep_global += len(p.episodes)
     # meta/episodes in files of at most EPISODES_PER_META_FILE rows
-    shutil.rmtree(root / "meta" / "episodes", ignore_errors=True)
+    shutil.rmtree(root / EPISODES_DIR, ignore_errors=True)
     for start in range(0, len(meta_rows), EPISODES_PER_META_FILE):
         chunk, fidx = divmod(start // EPISODES_PER_META_FILE, chunks_size)
         part_rows = meta_rows[start:start + EPISODES_PER_META_FILE]
