@@ -197,7 +197,7 @@ def _summary(store) -> None:
     ds = Path(store.datasets_dir("ego_assets")) if store.is_local else None
     if ds is not None and (ds / "meta" / "info.json").exists():
         print(f"\nLeRobot dataset: {ds}")
-        print(f"  load it: LeRobotDataset('local/ego_assets', root='{ds}')")
+        print(f"  load it: LeRobotDataset('local/ego_assets', root='{ds}', video_backend='pyav')")
     print(f"catalog: {os.path.join(store.root, 'catalog.duckdb')}  "
           f"(try: ego-assets catalog \"select count(*) from frames\")")
 

@@ -162,7 +162,7 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
         "splits": dg.MetadataValue.json(res.splits), "action_space": config.action_space,
         "seconds": round(time.perf_counter() - t0, 2),
         "per_source": dg.MetadataValue.md(_counts_md(res.episodes, store)),
-        "load_with": dg.MetadataValue.md(f"`LeRobotDataset('{config.repo_id}', root='{root}')`"),
+        "load_with": dg.MetadataValue.md(f"`LeRobotDataset('{config.repo_id}', root='{root}', video_backend='pyav')`"),
     }
     return dg.MaterializeResult(
         metadata=meta, data_version=dg.DataVersion(_dataset_version(res)),
