@@ -23,7 +23,7 @@ class FrameParams:
     rate_hz: float = 10.0
     long_side: int = 640
     crf: int = 23
-    preset: str = "veryfast"
+    preset: str = "ultrafast"  # the proxy is an intermediate: speed over bytes (see benchmarks/frames.py)
     gop_s: float = 1.0  # a proxy keyframe every second, for cheap seeking by later stages
 
     def __post_init__(self):
