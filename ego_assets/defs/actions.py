@@ -6,7 +6,7 @@ from ego_assets.defs.k8s import op_tags, pool
 from ego_assets.defs.partitions import backfill_policy, videos
 from ego_assets.defs.runner import PartitionOutput, check_specs, progress_logger, run_partitions
 from ego_assets.defs.settings import EgoStorage
-from ego_assets.defs.stages import backend_code_version, calib_row, proxy
+from ego_assets.defs.stages import LazyBackend, backend_code_version, calib_row, proxy
 from ego_assets.lib import schemas
 from ego_assets.lib.quality import ERROR, WARN, CheckDef
 
@@ -138,11 +138,7 @@ def captions(context: dg.AssetExecutionContext, config: CaptionsConfig, ego: Ego
     from ego_assets.lib import backends
 
     store = ego.store()
-    state = {}
-
-    def setup():
-        cache = store.join("cache", "captions") if store.is_local else None
-        state["backend"] = backends.create("captions", cache_dir=cache)
+    backend = LazyBackend("captions", cache_dir=store.join("cache", "captions") if store.is_local else None)
 
     def body(pk: str) -> PartitionOutput:
         import os
@@ -152,7 +148,7 @@ def captions(context: dg.AssetExecutionContext, config: CaptionsConfig, ego: Ego
         calib = calib_row(store, pk)
         with store.write_partition("captions", pk) as w:
             out_dir = os.path.dirname(w.path("overlays/.keep"))
-            res = state["backend"].caption(
+            res = backend().caption(
                 store.read_table("segments", pk), store.read_table("hand_world", pk),
                 store.read_table("frames", pk), proxy(store, pk), calib,
                 store.read_table("camera_poses", pk), out_dir,
@@ -174,7 +170,7 @@ def captions(context: dg.AssetExecutionContext, config: CaptionsConfig, ego: Ego
 
     return run_partitions(context, store, "captions", body, code_version=backend_code_version("captions"),
                           params={"backend": backends.backend_class("captions").name},
-                          upstream=["segments"], checks=CAPTION_CHECKS, force=config.force, setup=setup)
+                          upstream=["segments"], checks=CAPTION_CHECKS, force=config.force)
 
 
 def _rebase_overlays(table, staging_dir: str, final_dir: str):

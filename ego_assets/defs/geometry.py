@@ -6,7 +6,7 @@ from ego_assets.defs.k8s import op_tags, pool
 from ego_assets.defs.partitions import backfill_policy, videos
 from ego_assets.defs.runner import PartitionOutput, check_specs, progress_logger, run_partitions
 from ego_assets.defs.settings import EgoStorage
-from ego_assets.defs.stages import backend_code_version, calib_row, proxy
+from ego_assets.defs.stages import LazyBackend, backend_code_version, calib_row, proxy
 from ego_assets.lib import schemas
 from ego_assets.lib.quality import ERROR, WARN, CheckDef
 
@@ -71,13 +71,8 @@ class GeometryConfig(dg.Config):
                 "intrinsics), static vs moving camera from background motion.",
 )
 def calibrations(context: dg.AssetExecutionContext, config: GeometryConfig, ego: EgoStorage):
-    from ego_assets.lib import backends
-
     store = ego.store()
-    state = {}
-
-    def setup():
-        state["backend"] = backends.create("calibration")
+    backend = LazyBackend("calibration")
 
     def body(pk: str) -> PartitionOutput:
         rec = store.video_record(pk)
@@ -88,7 +83,7 @@ def calibrations(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
         from ego_assets.lib.video import iter_frames
 
         h, w = next(iter_frames(p))[2].shape[:2]
-        table = state["backend"].calibrate(video, p, frames, (w, h), rec.get("hints") or {},
+        table = backend().calibrate(video, p, frames, (w, h), rec.get("hints") or {},
                                            progress=progress_logger(context, "calibrations", pk))
         with store.write_partition("calibrations", pk) as wr:
             wr.write_table("calibrations", schemas.conform("calibrations", table, pk))
@@ -103,7 +98,7 @@ def calibrations(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
     return run_partitions(context, store, "calibrations", body,
                           code_version=backend_code_version("calibration"),
                           params={"backend": backends_name("calibration")}, upstream=["frames"],
-                          checks=CALIBRATION_CHECKS, force=config.force, setup=setup)
+                          checks=CALIBRATION_CHECKS, force=config.force)
 
 
 @dg.asset(
@@ -116,13 +111,8 @@ def calibrations(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
                 "from the hands where possible; tracking losses marked tracked=false.",
 )
 def camera_poses(context: dg.AssetExecutionContext, config: GeometryConfig, ego: EgoStorage):
-    from ego_assets.lib import backends
-
     store = ego.store()
-    state = {}
-
-    def setup():
-        state["backend"] = backends.create("poses")
+    backend = LazyBackend("poses")
 
     def body(pk: str) -> PartitionOutput:
         from ego_assets.lib.plots import md_image
@@ -131,7 +121,7 @@ def camera_poses(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
         frames = store.read_table("frames", pk, ["frame_index", "t_s"])
         clips = store.read_table("clips", pk)
         hands = store.read_table("hand_tracks", pk)
-        res = state["backend"].estimate(p, frames, clips, calib_row(store, pk), hands,
+        res = backend().estimate(p, frames, clips, calib_row(store, pk), hands,
                                         progress=progress_logger(context, "camera_poses", pk))
         with store.write_partition("camera_poses", pk) as wr:
             wr.write_table("camera_poses", schemas.conform("camera_poses", res.poses, pk))
@@ -147,7 +137,7 @@ def camera_poses(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
     return run_partitions(context, store, "camera_poses", body, code_version=backend_code_version("poses"),
                           params={"backend": backends_name("poses")},
                           upstream=["calibrations", "hand_tracks", "clips"], checks=POSE_CHECKS,
-                          force=config.force, setup=setup)
+                          force=config.force)
 
 
 def _plot(poses) -> bytes | None:

@@ -6,7 +6,7 @@ from ego_assets.defs.k8s import op_tags, pool
 from ego_assets.defs.partitions import backfill_policy, videos
 from ego_assets.defs.runner import PartitionOutput, check_specs, progress_logger, run_partitions
 from ego_assets.defs.settings import EgoStorage
-from ego_assets.defs.stages import backend_code_version, calib_row, proxy
+from ego_assets.defs.stages import LazyBackend, backend_code_version, calib_row, proxy
 from ego_assets.lib import schemas
 from ego_assets.lib.quality import ERROR, WARN, CheckDef
 
@@ -94,15 +94,12 @@ def hand_tracks(context: dg.AssetExecutionContext, config: HandsConfig, ego: Ego
     from ego_assets.lib import backends
 
     store = ego.store()
-    state = {}
-
-    def setup():
-        state["backend"] = backends.create(STAGE)
+    backend = LazyBackend(STAGE)
 
     def body(pk: str) -> PartitionOutput:
         p = proxy(store, pk)
         frames = store.read_table("frames", pk, ["frame_index", "t_s"])
-        res = state["backend"].track(p, frames, calib_row(store, pk),
+        res = backend().track(p, frames, calib_row(store, pk),
                                      progress=progress_logger(context, "hand_tracks", pk))
         with store.write_partition("hand_tracks", pk) as w:
             w.write_table("hand_tracks", schemas.conform("hand_tracks", res.tracks, pk))
@@ -117,4 +114,4 @@ def hand_tracks(context: dg.AssetExecutionContext, config: HandsConfig, ego: Ego
     bcls = backends.backend_class(STAGE)
     return run_partitions(context, store, "hand_tracks", body, code_version=backend_code_version(STAGE),
                           params={"backend": bcls.name}, upstream=["frames", "calibrations"],
-                          checks=CHECKS, force=config.force, setup=setup)
+                          checks=CHECKS, force=config.force)

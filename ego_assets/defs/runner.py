@@ -79,7 +79,6 @@ def run_partitions(
     upstream: list[str],
     checks: list[CheckDef] = (),
     force: bool = False,
-    setup: Callable[[], None] | None = None,
 ) -> dg.MaterializeResult:
     keys = list(context.partition_keys) if context.has_partition_key_range or context.has_partition_key \
         else []
@@ -88,7 +87,6 @@ def run_partitions(
     failures: dict[str, str] = {}
     blocked: dict[str, list[CheckOutcome]] = {}
     outcomes: dict[str, list[CheckOutcome]] = {}
-    set_up = False
     t_all = time.perf_counter()
     for n, pk in enumerate(keys, 1):
         started = _now()
@@ -108,9 +106,6 @@ def run_partitions(
                 # the checks still report on this run (cheap: they read the stored tables)
                 outcomes[pk] = [c.evaluate(store, pk) for c in checks]
                 continue
-            if setup and not set_up:
-                setup()
-                set_up = True
             context.log.info(f"[{n}/{len(keys)}] {pk}: {asset} started")
             t0 = time.perf_counter()
             out = body(pk)

@@ -16,3 +16,16 @@ def calib_row(store, pk: str) -> dict:
 
 def proxy(store, pk: str) -> str:
     return store.local_path("frames", pk, "proxy.mp4")
+
+
+class LazyBackend:
+    """The stage's configured backend, created on first use and then reused for every video of the
+    step: a model loads once per run, and not at all when every video is up to date."""
+
+    def __init__(self, stage: str, **kwargs):
+        self.stage, self.kwargs, self._backend = stage, kwargs, None
+
+    def __call__(self) -> backends.Backend:
+        if self._backend is None:
+            self._backend = backends.create(self.stage, **self.kwargs)
+        return self._backend
