@@ -64,7 +64,8 @@ def server(tmp_path_factory):
     finally:
         srv.stop()
         left = srv.group_alive()
-        assert not left, f"processes of the dagster dev group still alive after SIGKILL: {left}"
+        assert not left, ("processes of the dagster dev group still alive after SIGKILL: "
+                          + srv.describe(left))
 
 
 @pytest.fixture(scope="module")
@@ -306,18 +307,18 @@ def test_new_source_is_discovered_run_backfilled_and_checked(server, new_source,
             row = _holding(page, [page.get_by_text(name, exact=True),
                                   page.get_by_text(status, exact=True)], others)
             expect(row.first).to_be_visible()
-        shot(page, f"08_checks_{asset}.png")
+        shot(page, f"07_checks_{asset}.png")
 
     _nav(page, "Lineage")
     page.wait_for_timeout(2000)
-    shot(page, "09_asset_graph_materialized.png")
+    shot(page, "08_asset_graph_materialized.png")
 
     # -- the backfill's own status turns to Succeeded at the daemon's next tick (30 s)
     page.goto(backfill_url)
     poll(page, lambda: shows(r"Status\s+Succeeded"), 120, "the backfill's status to be Succeeded",
          refresh=page.reload)
     timings["backfill_done"] = time.monotonic() - t_backfill
-    shot(page, "10_backfill_succeeded.png")
+    shot(page, "09_backfill_succeeded.png")
 
     # -- what the runs wrote: every video complete; the backfill found it up to date
     for k in keys:

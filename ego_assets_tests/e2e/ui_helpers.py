@@ -93,10 +93,16 @@ class DagsterDev:
             os.killpg(pgid, signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=grace_s)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(timeout=10)
+        # SIGKILL until the group is empty: on a loaded machine a member can take a moment to die,
+        # and a run worker may have been forking a step process when the first signal arrived.
+        deadline = time.monotonic() + 20
+        while True:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pgid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout=1)
+            if not self.group_alive() or time.monotonic() > deadline:
+                break
 
     def group_alive(self) -> list[int]:
         """Pids still in the server's process group (for the teardown check)."""
@@ -108,9 +114,20 @@ class DagsterDev:
                 with contextlib.suppress(OSError, IndexError, ValueError):
                     stat = (d / "stat").read_text()
                     fields = stat.rsplit(")", 1)[1].split()
-                    if int(fields[2]) == self.proc.pid and fields[0] != "Z":
+                    if int(fields[2]) == self.proc.pid and fields[0] not in "ZX":
                         out.append(int(d.name))
         return out
+
+    @staticmethod
+    def describe(pids: list[int]) -> str:
+        out = []
+        for pid in pids:
+            try:
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:160]
+            except OSError:
+                cmd = "(gone)"
+            out.append(f"{pid}: {cmd}")
+        return "; ".join(out)
 
     def log_tail(self, n: int = 40) -> str:
         try:
