@@ -244,8 +244,10 @@ def cmd_check(args) -> int:
 
     report = evaluate_all(store, source=args.source)
     if not report:
-        print("no materialized videos to check", file=sys.stderr)
-        return EXIT_OK
+        # an empty store passing a CI gate would hide a pipeline that produced nothing
+        print("error: no registered videos to check" + (f" for source {args.source!r}" if args.source else ""),
+              file=sys.stderr)
+        return EXIT_FAILED
     n_err = n_warn = 0
     for pk, asset, o in report:
         if o.passed:

@@ -22,6 +22,10 @@ def evaluate_all(store: Store, source: str | None = None) -> list[tuple[str, str
         for c in all_checks():
             rows = store.lineage(c.asset, pk)
             if not rows:
+                # a registered video whose asset never ran is not "passing": the gate must see it
+                o = CheckOutcome(c.name, False, c.severity, None,
+                                 f"{c.asset} never ran for this video ({_name(store, pk)})")
+                out.append((pk, c.asset, o))
                 continue
             last = rows[-1]
             if last["status"] in ("failed", "skipped") and not store.committed(c.asset, pk):
@@ -34,6 +38,13 @@ def evaluate_all(store: Store, source: str | None = None) -> list[tuple[str, str
     if source is None:
         out.extend(("dataset", "lerobot_dataset", o) for o in dataset_outcomes(store))
     return out
+
+
+def _name(store: Store, pk: str) -> str:
+    try:
+        return store.video_record(pk).get("uri", pk)
+    except Exception:  # noqa: BLE001
+        return pk
 
 
 def dataset_outcomes(store: Store) -> list[CheckOutcome]:

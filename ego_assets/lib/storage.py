@@ -74,6 +74,23 @@ class PartitionWriter:
 COMMIT_MARKER = ".commit"  # object stores: written last by a commit (a manifest of its files)
 
 
+def _writer_alive(name: str) -> bool:
+    """Whether the process that made a staging folder ``<key>.<pid>-<uuid>`` still runs (this host)."""
+    try:
+        pid = int(name.rsplit(".", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return False
+    if pid == os.getpid():
+        return False  # our own leftovers (an earlier attempt in this process) are stale
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 class Store:
     def __init__(self, home: str | None = None):
         self.home = str(home or default_home())
@@ -183,6 +200,8 @@ class Store:
         for base in (self._scratch() / asset, self._scratch() / ".trash" / asset):
             if base.exists():
                 for p in base.glob(f"{check_key(pk)}.*"):
+                    if _writer_alive(p.name):
+                        continue  # another run is writing this partition right now: not a leftover
                     shutil.rmtree(p, ignore_errors=True)
                     n += 1
         return n
@@ -192,7 +211,7 @@ class Store:
         """Stage every file of one asset partition, then replace the committed partition at once.
         On an exception nothing is committed and the staging folder is removed."""
         self.clean_stale(asset, pk)
-        staging = self._scratch() / asset / f"{check_key(pk)}.{uuid.uuid4().hex[:12]}"
+        staging = self._scratch() / asset / f"{check_key(pk)}.{os.getpid()}-{uuid.uuid4().hex[:12]}"
         staging.mkdir(parents=True)
         try:
             yield PartitionWriter(staging)

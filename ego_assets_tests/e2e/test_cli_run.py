@@ -116,3 +116,15 @@ def test_usage_errors_exit_2(tmp_path):
     assert cli.main(["run", str(tmp_path), "--source", "../evil"]) == 2
     assert cli.main(["run", str(tmp_path / "missing"), "--source", "ok"]) == 2
     assert cli.main(["bogus"]) == 2
+
+
+def test_check_fails_on_an_empty_store_and_on_assets_that_never_ran(tmp_path, monkeypatch):
+    from ego_assets.lib.sources import Source, discover_file
+
+    home = tmp_path / "h"
+    assert cli.main(["check", "--home", str(home)]) == 1  # nothing to check is not a pass
+    v = tmp_path / "v.mp4"
+    synth.make_video(v, n_frames=10)
+    d = discover_file(Source(name="reg", uri=str(tmp_path)), str(v))
+    Store(str(home)).register_video(d.partition_key, d.record())  # registered, never materialized
+    assert cli.main(["check", "--home", str(home)]) == 1

@@ -115,3 +115,18 @@ def test_killed_writer_leaves_nothing_a_rerun_trips_over(tmp_path):
         w.write_table("frames", _frames_table("v1", 6))
     assert not list((tmp_path / ".staging" / "frames").glob("v1.*"))
     assert store.read_table("frames", "v1").num_rows == 6
+
+
+def test_live_writers_staging_is_not_removed(tmp_path):
+    """A second writer of the same partition must not delete a folder another live process is writing."""
+    store = Store(str(tmp_path))
+    p = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert p.stdout.readline().strip() == "WRITING"
+        live = list((tmp_path / ".staging" / "frames").glob("v1.*"))
+        assert len(live) == 1 and f".{p.pid}-" in live[0].name
+        assert store.clean_stale("frames", "v1") == 0 and live[0].exists()
+    finally:
+        p.kill()
+        p.wait()
+    assert store.clean_stale("frames", "v1") == 1 and not live[0].exists()
