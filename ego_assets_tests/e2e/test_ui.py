@@ -173,8 +173,16 @@ def test_asset_graph_shows_every_asset_with_its_group(server, new_source, page,
     _nav(page, "Lineage")
     expect(page.get_by_text("Global asset lineage")).to_be_visible()
     if len(groups) > 1:  # with several groups the graph starts collapsed to one box per group
-        page.get_by_role("button", name="settings", exact=True).click()
-        page.get_by_role("menuitem", name=re.compile("Expand all groups")).click()
+        # the welcome modal can pop up and close the menu under the click: reopen it and retry
+        for attempt in range(4):
+            page.get_by_role("button", name="settings", exact=True).click()
+            try:
+                page.get_by_role("menuitem", name=re.compile("Expand all groups")).click(timeout=10_000)
+                break
+            except Exception:  # noqa: BLE001 - playwright's TimeoutError
+                page.keyboard.press("Escape")
+                if attempt == 3:
+                    raise
         page.keyboard.press("Escape")
         for grp in groups:
             expect(page.get_by_text(grp, exact=True).first).to_be_visible()
