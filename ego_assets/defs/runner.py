@@ -167,14 +167,12 @@ def run_partitions(
         meta = ok_meta[keys[0]]
         return dg.MaterializeResult(metadata=_clean(meta), data_version=dg.DataVersion(versions[keys[0]]),
                                     check_results=check_results)
-    table = "| partition | " + " | ".join(_summary_cols(ok_meta)) + " |\n"
-    table += "|---" * (1 + len(_summary_cols(ok_meta))) + "|\n"
+    # A range run: each partition's materialization event carries its own metadata (preview, counts,
+    # data version), as a one-partition run would; the run's summary is added to every event.
     for pk, meta in ok_meta.items():
-        table += f"| {pk} | " + " | ".join(str(meta.get(c, "")) for c in _summary_cols(ok_meta)) + " |\n"
-    previews = {f"preview {pk}": meta["preview"] for pk, meta in ok_meta.items()
-                if isinstance(meta.get("preview"), dg.MetadataValue)}
-    return dg.MaterializeResult(metadata={**summary, "per_partition": dg.MetadataValue.md(table),
-                                          **previews}, check_results=check_results)
+        context.add_asset_metadata(_clean(meta), partition_key=pk)
+    return dg.MaterializeResult(metadata={f"run_{k}": v for k, v in summary.items()},
+                                check_results=check_results)
 
 
 def progress_logger(context, asset: str, pk: str, unit: str = "frames", every_s: float = 5.0):
@@ -194,15 +192,6 @@ def progress_logger(context, asset: str, pk: str, unit: str = "frames", every_s:
                              f"{rate:.1f} {unit}/s)")
 
     return cb
-
-
-def _summary_cols(ok_meta: dict) -> list[str]:
-    cols: list[str] = []
-    for meta in ok_meta.values():
-        for k, v in meta.items():
-            if k not in cols and isinstance(v, (int, float, str)) and not str(v).startswith("!["):
-                cols.append(k)
-    return cols[:8]
 
 
 def _check_results(context, outcomes: dict[str, list[CheckOutcome]]) -> list[dg.AssetCheckResult]:

@@ -61,7 +61,10 @@ def speed_curve(hand_world, segments, width_in: float = 6.0, height_in: float = 
         ax.axvline(seg["end_s"][i], color=c, lw=0.6, ls=":")
     ax.set_xlabel("t (s)")
     ax.set_ylabel("speed (m/s)")
-    ax.legend(loc="upper right", fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="upper right", fontsize=7)
+    else:  # no hand seen: say so on the plot rather than draw an empty legend
+        ax.text(0.5, 0.5, "no hand tracked", transform=ax.transAxes, ha="center", va="center")
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png")

@@ -111,6 +111,15 @@ def test_one_run_carries_many_partitions(tmp_path, monkeypatch):
         for a in ("source_videos", "clips", "frames"):
             mat = instance.get_materialized_partitions(dg.AssetKey(a))
             assert set(keys) <= set(mat)
+        # each partition's event carries its own metadata, not the run's summary
+        for k in keys:
+            recs = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("frames"), asset_partitions=[k]), limit=1)
+            md = recs.records[0].event_log_entry.asset_materialization.metadata
+            n = store.read_table("frames", k).num_rows
+            assert md["n_frames"].value == n
+            assert md["data_version"].value == store.lineage("frames", k)[-1]["data_version"]
+            assert md["run_partitions"].value == 3
         # a rerun is resumable: nothing is recomputed, data versions are unchanged
         dv = {k: store.lineage("frames", k)[-1]["data_version"] for k in keys}
         materialize_videos(defs, instance, store, keys)
