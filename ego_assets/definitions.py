@@ -11,7 +11,7 @@ warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
 from ego_assets.defs import actions, dataset, geometry, hands, ingest  # noqa: E402 (after the filters)
-from ego_assets.defs.jobs import dataset_job, per_video_job
+from ego_assets.defs.jobs import dataset_automation, dataset_job, per_video_job
 from ego_assets.defs.k8s import executor
 from ego_assets.defs.sensors import discover_videos
 from ego_assets.defs.settings import EgoStorage
@@ -25,7 +25,7 @@ def build_definitions() -> dg.Definitions:
     return dg.Definitions(
         assets=assets,
         jobs=[per_video_job, dataset_job],
-        sensors=[discover_videos],
+        sensors=[discover_videos, dataset_automation],
         resources={"ego": EgoStorage()},
         executor=executor(),
     )

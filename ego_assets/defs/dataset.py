@@ -30,6 +30,14 @@ class DatasetConfig(dg.Config):
     rebuild: bool = False
 
 
+# Rebuilt once the videos it depends on have changed and none of them is still being processed: a
+# backfill of many videos leads to one assembly at its end, not one per run. `since_last_handled` keeps
+# an update seen during the backfill pending until the dataset is requested.
+DATASET_CONDITION = (dg.AutomationCondition.any_deps_updated().since_last_handled()
+                     & ~dg.AutomationCondition.any_deps_in_progress()
+                     & ~dg.AutomationCondition.in_progress())
+
+
 def dataset_dir(store) -> str:
     return store.datasets_dir(DATASET_NAME)
 
@@ -53,8 +61,7 @@ def ready_partitions(store) -> tuple[list[str], dict[str, dict]]:
 @dg.asset(
     group_name=GROUP, code_version="1", deps=["captions", "segments", "camera_poses", "frames"],
     kinds={"lerobot", "parquet"}, op_tags=op_tags(None, Resources(cpu=2, memory_gib=8)), pool=pool(None),
-    automation_condition=dg.AutomationCondition.any_deps_updated() & ~dg.AutomationCondition.in_progress()
-    & ~dg.AutomationCondition.any_deps_in_progress(),
+    automation_condition=DATASET_CONDITION,
     check_specs=[
         dg.AssetCheckSpec("lerobot_dataset_valid", asset="lerobot_dataset", blocking=True,
                           description="Loads with LeRobotDataset; first and last frame of every episode "

@@ -9,3 +9,10 @@ per_video_job = dg.define_asset_job(
 dataset_job = dg.define_asset_job(
     "dataset_job", selection=dg.AssetSelection.groups("dataset"),
     description="Assemble the LeRobot dataset from every video whose inputs are materialized.")
+
+# Running by default: a new source's videos reach the dataset with no other step (the sensor requests a
+# `dataset_job`-like run of the dataset group when DATASET_CONDITION holds).
+dataset_automation = dg.AutomationConditionSensorDefinition(
+    "dataset_automation", target=dg.AssetSelection.groups("dataset"),
+    default_status=dg.DefaultSensorStatus.RUNNING, minimum_interval_seconds=30,
+    description="Re-assembles the LeRobot dataset after its input videos changed and their runs ended.")

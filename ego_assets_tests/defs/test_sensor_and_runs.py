@@ -125,3 +125,41 @@ def test_one_run_carries_many_partitions(tmp_path, monkeypatch):
         materialize_videos(defs, instance, store, keys)
         assert {k: store.lineage("frames", k)[-1]["data_version"] for k in keys} == dv
         assert [a for a in per_video_assets(defs)][:3] == ["source_videos", "clips", "frames"]
+
+
+def test_dataset_automation_waits_for_the_videos_then_rebuilds_once(tmp_path, monkeypatch):
+    """The dataset sensor (running by default) requests one assembly after its inputs changed, none while
+    an input is still in progress, and none again until something new lands."""
+    monkeypatch.setenv("EGO_ASSETS_HOME", str(tmp_path / "home"))
+    from ego_assets.definitions import defs
+    from ego_assets.defs.dataset import DATASET_CONDITION
+
+    sensor = defs.resolve_sensor_def("dataset_automation")
+    assert sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    ds = dg.AssetKey("lerobot_dataset")
+    deps = [k for k in defs.resolve_asset_graph().get(ds).parent_keys]
+    assert {d.to_user_string() for d in deps} >= {"captions", "segments", "camera_poses", "frames"}
+    # the condition the sensor evaluates, on the project's own asset graph
+    assert defs.resolve_assets_def(ds).automation_conditions_by_key[ds] is DATASET_CONDITION
+
+    def land(keys):
+        for k in keys:
+            for d in deps:
+                instance.report_runless_asset_event(dg.AssetMaterialization(d, partition=k))
+
+    def requested(cursor):
+        r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        return r.total_requested, r.cursor
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(videos.name, ["cam-a", "cam-b"])
+        n, cur = requested(None)
+        assert n == 0  # nothing upstream yet
+        land(["cam-a", "cam-b"])
+        n, cur = requested(cur)
+        assert n == 1  # the dataset, once
+        n, cur = requested(cur)
+        assert n == 0  # handled: not requested again
+        land(["cam-b"])
+        n, cur = requested(cur)
+        assert n == 1  # a re-materialized video leads to one rebuild

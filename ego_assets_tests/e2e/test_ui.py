@@ -337,3 +337,24 @@ def test_new_source_is_discovered_run_backfilled_and_checked(server, new_source,
             assert rows and rows[-1]["status"] == "ok", (a, k, rows[-1:] or None)
             assert rows == lineage_before[(a, k)], f"the backfill recomputed {a} for {k}"
     print("UI flow (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+
+    # -- the dataset: assembled by the dataset automation sensor (running as shipped) once the runs of
+    # its input videos ended, with no click: shown on its asset page
+    from dagster import AssetKey, DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    def dataset_run():
+        with DagsterInstance.from_ref(InstanceRef.from_dir(str(server.home / "dagster"))) as inst:
+            ev = inst.get_latest_materialization_event(AssetKey("lerobot_dataset"))
+            if ev is None:
+                return None
+            run = inst.get_run_by_id(ev.run_id)
+            return run if any("automation" in k or "sensor" in k for k in run.tags) else None
+
+    poll(page, lambda: dataset_run() is not None, 180, "the dataset automation to assemble the dataset")
+    run = dataset_run()
+    print(f"dataset assembled by run {run.run_id[:8]} (tags: {sorted(run.tags)})")
+    assert run.tags.get("dagster/sensor_name") == "dataset_automation", run.tags
+    _open_asset(page, "lerobot_dataset", "Overview")
+    expect(page.get_by_role("link", name="dataset_automation").first).to_be_visible()
+    shot(page, "10_dataset_by_automation.png")
