@@ -1,6 +1,8 @@
 """Geometry group: calibrations and camera_poses (DESIGN §1; issue 4)."""
 
 import dagster as dg
+import numpy as np
+import pyarrow.parquet as pq
 
 from ego_assets.defs.k8s import op_tags, pool
 from ego_assets.defs.partitions import backfill_policy, videos
@@ -11,6 +13,7 @@ from ego_assets.lib import schemas
 from ego_assets.lib.quality import ERROR, WARN, CheckDef
 
 GROUP = "geometry"
+SCENE_DEPTH = "scene_depth.parquet"  # calibrations artifact: per-frame metric depth (depth backends)
 
 
 def _intrinsics_ok(store, pk):
@@ -83,17 +86,26 @@ def calibrations(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
         from ego_assets.lib.video import iter_frames
 
         h, w = next(iter_frames(p))[2].shape[:2]
-        table = backend().calibrate(video, p, frames, (w, h), rec.get("hints") or {},
-                                           progress=progress_logger(context, "calibrations", pk))
+        b = backend()
+        table = b.calibrate(video, p, frames, (w, h), rec.get("hints") or {},
+                            progress=progress_logger(context, "calibrations", pk))
+        # a depth backend (depthpro, moge) also measures metric depth: the pose stage's scale cue
+        depth = getattr(b, "last_scene_depth", None)
         with store.write_partition("calibrations", pk) as wr:
             wr.write_table("calibrations", schemas.conform("calibrations", table, pk))
+            if depth is not None and depth.num_rows:
+                pq.write_table(depth, wr.path(SCENE_DEPTH), compression="zstd")
         row = table.to_pylist()[0]
+        extra = {}
+        if depth is not None and depth.num_rows:
+            dm = depth.column("depth_m").to_numpy(zero_copy_only=False)
+            extra = dict(depth_frames=depth.num_rows, median_depth_m=round(float(np.median(dm)), 3))
         return PartitionOutput(tables=["calibrations"], metadata=dict(
             method=row["method"], fx=round(row["fx"], 1), fy=round(row["fy"], 1),
             cx=round(row["cx"], 1), cy=round(row["cy"], 1), size=f"{row['width']}x{row['height']}",
             hfov_deg=round(row["hfov_deg"], 1), distortion=row["distortion_model"],
             camera_motion=row["camera_motion"],
-            camera_motion_value=round(float(row.get("camera_motion_value") or 0.0), 3)))
+            camera_motion_value=round(float(row.get("camera_motion_value") or 0.0), 3), **extra))
 
     return run_partitions(context, store, "calibrations", body,
                           code_version=backend_code_version("calibration"),
@@ -122,7 +134,8 @@ def camera_poses(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
         clips = store.read_table("clips", pk)
         hands = store.read_table("hand_tracks", pk)
         res = backend().estimate(p, frames, clips, calib_row(store, pk), hands,
-                                        progress=progress_logger(context, "camera_poses", pk))
+                                 progress=progress_logger(context, "camera_poses", pk),
+                                 scene_depth=scene_depth(store, pk))
         with store.write_partition("camera_poses", pk) as wr:
             wr.write_table("camera_poses", schemas.conform("camera_poses", res.poses, pk))
             plot = _plot(res.poses)
@@ -138,6 +151,16 @@ def camera_poses(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
                           params={"backend": backends_name("poses")},
                           upstream=["calibrations", "hand_tracks", "clips"], checks=POSE_CHECKS,
                           force=config.force)
+
+
+def scene_depth(store, pk: str):
+    """The metric depth that the calibration backend measured for this video (depthpro, moge), or
+    None: the pose stage then takes its scale from the hands."""
+    path = store.artifact("calibrations", pk, SCENE_DEPTH)
+    if not store.exists(path):
+        return None
+    with store.fs.open(path, "rb") as f:
+        return pq.read_table(f)
 
 
 def _plot(poses) -> bytes | None:
