@@ -120,7 +120,8 @@ def calibrations(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
     kinds={"opencv", "parquet"}, check_specs=check_specs("camera_poses", POSE_CHECKS),
     description="Camera-to-world pose per frame (world = camera of the first frame), hands masked out, "
                 "computed clip by clip and stitched with Sim(3) fits on the overlaps; metric scale "
-                "from the hands where possible; tracking losses marked tracked=false.",
+                "from the calibration backend's depth (depthpro, moge), else from the hands; tracking "
+                "losses marked tracked=false.",
 )
 def camera_poses(context: dg.AssetExecutionContext, config: GeometryConfig, ego: EgoStorage):
     store = ego.store()
