@@ -105,7 +105,7 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
                 cols["frame_index"].append(i)
                 cols["t_s"].append(t)
                 cols["is_keyframe"].append(bool(frame.key_frame))
-                _, sd = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_32F))
+                _, sd = cv2.meanStdDev(cv2.Laplacian(gray, cv2.CV_16S))
                 cols["blur"].append(float(sd[0, 0]) ** 2)
                 cols["brightness"].append(cv2.mean(gray)[0] / 255.0)
                 tiny = cv2.resize(gray, (max(1, pw // 4), max(1, ph // 4)), interpolation=cv2.INTER_AREA)
