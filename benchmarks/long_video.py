@@ -1,0 +1,153 @@
+"""Benchmark: memory and time of the whole per-video job against the video's length.
+
+The real clip ``../shared/data/egoloc_pour_water_rgb.mp4`` (10 s) is looped, without re-encoding, into
+videos of several lengths; each one goes through every per-video asset (source_videos ... captions, the
+`per_video_job` in process, exactly as `ego-assets run` runs it) in a fresh child process, whose peak
+resident memory (``ru_maxrss``) and wall time are reported. Baseline: the shortest video, in the same
+benchmark run; the ratios say whether memory grows with length (it should not: frames are streamed,
+hands run frame by frame, poses clip by clip) and whether time grows linearly.
+
+    .venv/bin/python benchmarks/long_video.py [--minutes 1,2,4] [--keep DIR]
+    .venv/bin/python benchmarks/long_video.py --minutes 1,10     # the 10-minute case of issue 4
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+CLIP = ROOT.parent / "shared" / "data" / "egoloc_pour_water_rgb.mp4"
+
+
+def loop_video(src: Path, dst: Path, seconds: float) -> int:
+    """Concatenate ``src``'s video packets until ``seconds`` are covered (stream copy, timestamps
+    shifted by the clip's span on each pass). Returns the number of frames written."""
+    import av
+
+    n, shift, done = 0, 0, False
+    with av.open(str(dst), "w") as out:
+        ost = None
+        while not done:
+            with av.open(str(src)) as inp:
+                ins = inp.streams.video[0]
+                if ost is None:
+                    ost = out.add_stream_from_template(ins)
+                tb = ins.time_base
+                last = first = None
+                for p in inp.demux(ins):
+                    if p.size == 0 or p.pts is None:
+                        continue
+                    first = p.pts if first is None else first
+                    pts = p.pts - first + shift
+                    if pts * tb >= seconds:
+                        done = True
+                        break
+                    dts = None if p.dts is None else p.dts - first + shift
+                    p.pts, p.dts, p.stream = pts, dts, ost
+                    out.mux(p)
+                    n += 1
+                    last = pts
+                step = int(round(1 / (float(ins.average_rate) * tb)))
+                shift = last + step
+    return n
+
+
+def child(video: str, home: str) -> None:
+    """Run every per-video asset on ``video`` and print one JSON line with the figures."""
+    import resource
+
+    os.environ["EGO_ASSETS_HOME"] = home
+    os.environ["DAGSTER_HOME"] = os.path.join(home, "dagster")
+    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
+    import dagster as dg
+
+    from ego_assets.definitions import defs
+    from ego_assets.defs.execute import materialize_videos
+    from ego_assets.defs.partitions import videos
+    from ego_assets.lib.sources import Source, discover_file
+    from ego_assets.lib.storage import Store
+
+    rss_import = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    store = Store(home)
+    d = discover_file(Source(name="long", uri=str(Path(video).parent)), video)
+    store.register_video(d.partition_key, d.record())
+    t = time.perf_counter()
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(videos.name, [d.partition_key])
+        status = materialize_videos(defs, instance, store, [d.partition_key])
+    wall = time.perf_counter() - t
+    st = status[d.partition_key]
+    per_asset = {}
+    for a in ("frames", "hand_tracks", "camera_poses", "segments", "captions"):
+        rows = store.lineage(a, d.partition_key)
+        if rows:
+            r = rows[-1]
+            per_asset[a] = (r["finished_at"] - r["started_at"]).total_seconds()
+    n_frames = store.read_table("frames", d.partition_key, ["frame_index"]).num_rows
+    print(json.dumps(dict(status=st.status, error=st.error, wall=wall, frames=n_frames,
+                          rss_import_mb=rss_import / 1024,
+                          rss_peak_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                          per_asset=per_asset)), flush=True)
+    # MediaPipe's native threads can abort the interpreter's teardown ("terminate called ..."); the
+    # figures are out, so leave at once (as the ego-assets command does).
+    os._exit(0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--minutes", default="1,2,4", help="comma-separated video lengths in minutes")
+    ap.add_argument("--keep", help="folder for the looped videos (reused by later runs)")
+    ap.add_argument("--child", nargs=2, metavar=("VIDEO", "HOME"), help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.child:
+        child(*a.child)
+        return 0
+    if not CLIP.exists():
+        print(f"missing {CLIP} (the shared real clip)", file=sys.stderr)
+        return 2
+    work = Path(a.keep or tempfile.mkdtemp(prefix="ego_long_"))
+    work.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for m in [float(x) for x in a.minutes.split(",")]:
+        vdir = work / f"v{m:g}min"
+        vdir.mkdir(exist_ok=True)
+        video = vdir / f"loop_{m:g}min.mp4"
+        if not video.exists():
+            loop_video(CLIP, video, m * 60)
+        with tempfile.TemporaryDirectory(prefix="ego_long_home_") as home:
+            print(f"{m:g} min: running every per-video asset ...", flush=True)
+            env = dict(os.environ, EGO_ASSETS_LOG_LEVEL="CRITICAL")
+            env.pop("PYTHONDONTWRITEBYTECODE", None)
+            out = subprocess.run([sys.executable, __file__, "--child", str(video), home], env=env,
+                                 capture_output=True, text=True)
+            line = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
+            if out.returncode or not line:
+                print(out.stdout[-2000:], out.stderr[-4000:], file=sys.stderr)
+                return 1
+            r = json.loads(line[-1])
+            if r["status"] != "ok":
+                print(f"{m:g} min: {r['status']}: {r['error']}", file=sys.stderr)
+                return 1
+            rows.append((m, r))
+    base_m, base = rows[0]
+    print(f"\nper-video job on the real clip looped (10 fps proxy); baseline: the {base_m:g} min video")
+    hdr = (f"{'video':>7} {'frames':>7} {'wall s':>8} {'s/min':>6} {'peak RSS MB':>12} {'RSS ratio':>10} "
+           f"{'after import MB':>16}  per asset (s)")
+    print(hdr)
+    for m, r in rows:
+        per = ", ".join(f"{k} {v:.0f}" for k, v in r["per_asset"].items())
+        print(f"{m:>5g} m {r['frames']:>7} {r['wall']:>8.1f} {r['wall'] / m:>6.1f} {r['rss_peak_mb']:>12.0f} "
+              f"{r['rss_peak_mb'] / base['rss_peak_mb']:>9.2f}x {r['rss_import_mb']:>16.0f}  {per}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
