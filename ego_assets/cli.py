@@ -272,7 +272,8 @@ def cmd_push(args) -> int:
 
     root = store.datasets_dir("ego_assets")
     try:
-        files = push(root, args.repo_id, dry_run=args.dry_run, private=args.private)
+        with store.working_copy(root, readonly=True) as local:  # object stores: a download
+            files = push(local, args.repo_id, dry_run=args.dry_run, private=args.private)
     except PublishError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED

@@ -49,12 +49,10 @@ def _name(store: Store, pk: str) -> str:
 
 def dataset_outcomes(store: Store) -> list[CheckOutcome]:
     """The dataset's validation (load with LeRobotDataset, decode, lengths, stats), if it exists."""
-    import os
-
     from ego_assets.defs.dataset import WARN_ONLY, dataset_dir
 
     root = dataset_dir(store)
-    if not store.is_local or not os.path.exists(os.path.join(root, "meta", "info.json")):
+    if not store.exists(f"{root}/meta/info.json"):
         return []
     from ego_assets.lib import catalog
     from ego_assets.lib.lerobot.validate import validate_dataset
@@ -64,8 +62,9 @@ def dataset_outcomes(store: Store) -> list[CheckOutcome]:
         episodes = con.sql("select * from episodes").to_arrow_table()
     finally:
         con.close()
-    outs = [CheckOutcome(name, bool(ok), "WARN" if name in WARN_ONLY else "ERROR",
-                         None if value is None else float(value), str(detail))
-            for name, ok, value, detail in validate_dataset(root, episodes, max_episodes=50)]
+    with store.working_copy(root, readonly=True) as local:  # the folder itself on a filesystem root
+        outs = [CheckOutcome(name, bool(ok), "WARN" if name in WARN_ONLY else "ERROR",
+                             None if value is None else float(value), str(detail))
+                for name, ok, value, detail in validate_dataset(local, episodes, max_episodes=50)]
     store.write_quality("lerobot_dataset", "dataset", [o.row("lerobot_dataset") for o in outs])
     return outs

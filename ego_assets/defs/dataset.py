@@ -5,6 +5,8 @@ replaces its episodes."""
 
 import json
 import os
+import shutil
+import tempfile
 import time
 
 import dagster as dg
@@ -75,26 +77,36 @@ def ready_partitions(store) -> tuple[list[str], dict[str, dict]]:
                 "with stats, splits by source video, provenance and a dataset card.",
 )
 def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, ego: EgoStorage):
+    store = ego.store()
+    t0 = time.perf_counter()
+    remote_root = dataset_dir(store)
+    # The LeRobot writer and loader need a filesystem: on an object store the dataset is assembled in
+    # a local working copy and published back (meta/ last, so readers never see new metadata before
+    # its files); on a local or mounted root it is assembled in place.
+    with store.working_copy(remote_root, publish_last=("meta/",)) as root, \
+            tempfile.TemporaryDirectory(prefix="ego_assets_staged_") as scratch:
+        return _assemble(context, config, store, root, remote_root, scratch, t0)
+
+
+def _assemble(context, config: DatasetConfig, store, root: str, remote_root: str, scratch: str, t0: float):
     from ego_assets.lib.geometry.calibration import undistorter
     from ego_assets.lib.lerobot import writer
     from ego_assets.lib.lerobot.validate import validate_dataset
 
-    store = ego.store()
-    if not store.is_local:
-        raise dg.Failure("lerobot_dataset needs a local or mounted storage root for now "
-                         f"(EGO_ASSETS_HOME={store.home}); see k8s/README.md")
-    t0 = time.perf_counter()
-    root = dataset_dir(store)
     ready, versions = ready_partitions(store)
     staged, n_staged, n_reused = [], 0, 0
     params = dict(action_space=config.action_space, fps=config.fps)
+    in_dataset_versions = _partition_versions(root)
     for i, pk in enumerate(ready, 1):
         key = json.dumps([versions[pk], params], sort_keys=True)
         sdir = store.artifact("lerobot_dataset", pk, "staged")
-        manifest = os.path.join(sdir, "manifest.json")
-        prev = json.load(open(manifest)).get("ego_assets_inputs") if os.path.exists(manifest) else None
-        if prev == key and not config.rebuild:
-            staged.append(writer.load_staged(sdir))
+        manifest = f"{sdir}/{writer.STAGED_MANIFEST}"
+        prev_m = store.read_json(manifest) if store.exists(manifest) else {}
+        if prev_m.get("ego_assets_inputs") == key and not config.rebuild:
+            # reused: what the assembly reads of it is its manifest and episodes, unless the dataset
+            # lacks this version of it (then its files too)
+            whole = config.rebuild or in_dataset_versions.get(pk) != prev_m.get("version")
+            staged.append(writer.load_staged(_local_staged(store, sdir, scratch, pk, whole)))
             n_reused += 1
             continue
         rec = store.video_record(pk)
@@ -108,11 +120,13 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
                 store.read_table("captions", pk), store.read_table("hand_world", pk),
                 store.read_table("camera_poses", pk), prov, w.path("staged"), fps=config.fps,
                 action_space=config.action_space, undistort=undistorter(calib))
-            m = json.load(open(os.path.join(w.path("staged"), "manifest.json")))
+            m = json.load(open(os.path.join(w.path("staged"), writer.STAGED_MANIFEST)))
             m["ego_assets_inputs"] = key
-            with open(os.path.join(w.path("staged"), "manifest.json"), "w") as f:
+            with open(os.path.join(w.path("staged"), writer.STAGED_MANIFEST), "w") as f:
                 json.dump(m, f, indent=1, sort_keys=True)
-        staged.append(writer.load_staged(sdir))
+            local = w.path("staged") if store.is_local else shutil.copytree(
+                w.path("staged"), os.path.join(scratch, pk))  # the store's copy is remote
+        staged.append(writer.load_staged(sdir if store.is_local else local))
         n_staged += 1
         store.write_lineage(dict(partition_key=pk, asset="lerobot_dataset", run_id=context.run.run_id,
                                  code_version="1", data_version=sp.version,
@@ -129,7 +143,7 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
         detail = f"no dataset yet: 0 episodes from {len(ready)} video(s)"
         return dg.MaterializeResult(
             metadata={"episodes": 0, "videos": len(ready), "staged": n_staged, "reused": n_reused,
-                      "path": dg.MetadataValue.path(str(root)), "note": detail},
+                      "path": dg.MetadataValue.path(store.url(remote_root)), "note": detail},
             check_results=[
                 dg.AssetCheckResult(check_name="lerobot_dataset_valid", passed=True,
                                     severity=dg.AssetCheckSeverity.ERROR, metadata={"detail": detail}),
@@ -162,14 +176,17 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
                              error="; ".join(f"{c[0]}: {c[3]}" for c in errors) or None,
                              started_at=_now(), finished_at=_now()))
     meta = {
-        "path": dg.MetadataValue.path(str(root)),
+        "path": dg.MetadataValue.path(store.url(remote_root)),
         "episodes": res.n_episodes, "frames": res.n_frames, "tasks": res.n_tasks,
         "videos": len(ready), "staged": n_staged, "reused": n_reused,
         "added": len(res.added), "replaced": len(res.replaced), "removed": len(res.removed),
         "splits": dg.MetadataValue.json(res.splits), "action_space": config.action_space,
         "seconds": round(time.perf_counter() - t0, 2),
         "per_source": dg.MetadataValue.md(_counts_md(res.episodes, store)),
-        "load_with": dg.MetadataValue.md(f"`LeRobotDataset('{config.repo_id}', root='{root}', video_backend='pyav')`"),
+        "load_with": dg.MetadataValue.md(
+            f"`LeRobotDataset('{config.repo_id}', root='{remote_root}', video_backend='pyav')`" if store.is_local
+            else f"download `{store.url(remote_root)}`, then `LeRobotDataset('{config.repo_id}', "
+                 "root=<that folder>, video_backend='pyav')`"),
     }
     return dg.MaterializeResult(
         metadata=meta, data_version=dg.DataVersion(_dataset_version(res)),
@@ -184,13 +201,35 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
         ])
 
 
-def _partitions_in(root: str) -> list[str]:
+def _partition_versions(root: str) -> dict[str, str]:
+    """The staged version of every partition in the dataset at ``root`` (from its state file)."""
     from ego_assets.lib.lerobot.writer import STATE_PATH
 
     p = os.path.join(root, STATE_PATH)
     if not os.path.exists(p):
-        return []
-    return sorted(json.load(open(p)).get("partitions", {}))
+        return {}
+    return {k: v.get("version") for k, v in json.load(open(p)).get("partitions", {}).items()}
+
+
+def _partitions_in(root: str) -> list[str]:
+    return sorted(_partition_versions(root))
+
+
+def _local_staged(store, sdir: str, scratch: str, pk: str, whole: bool) -> str:
+    """A local folder with a staged partition: the store's folder itself, or (object stores) a download
+    of its manifest and episodes, or of every file when ``whole``."""
+    from ego_assets.lib.lerobot import writer
+
+    if store.is_local:
+        return sdir
+    names = (writer.STAGED_MANIFEST, writer.STAGED_EPISODES) + (
+        (writer.STAGED_DATA, writer.STAGED_VIDEO) if whole else ())
+    dst = os.path.join(scratch, pk)
+    os.makedirs(dst, exist_ok=True)
+    for name in names:
+        if store.exists(f"{sdir}/{name}"):
+            store.fs.get_file(f"{sdir}/{name}", os.path.join(dst, name))
+    return dst
 
 
 def _dataset_version(res) -> str:

@@ -27,7 +27,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import fsspec
 import pyarrow as pa
@@ -89,6 +89,16 @@ def _writer_alive(name: str) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _fingerprint(path: Path) -> tuple[int, str]:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return path.stat().st_size, h.hexdigest()
 
 
 class Store:
@@ -187,6 +197,48 @@ class Store:
             self.fs.get_file(path, str(tmp))
             os.replace(tmp, local)
         return str(local)
+
+    @contextmanager
+    def working_copy(self, path: str, *, publish_last: tuple[str, ...] = (),
+                     only: Iterable[str] | None = None, readonly: bool = False) -> Iterator[str]:
+        """A local folder holding the store folder ``path``, for tools that need a filesystem (the
+        LeRobot writer, its loader). Local stores: the folder itself. Object stores: a fresh download
+        (``only``: just these relative paths, where they exist); when the block ends without an error,
+        new and changed files are uploaded, files under ``publish_last`` prefixes (e.g. ``meta/``: what
+        readers open first) after all the others, and files deleted locally are deleted from the store
+        last. On an error, or when ``readonly``, nothing is uploaded."""
+        if self.is_local:
+            if not readonly:
+                os.makedirs(path, exist_ok=True)
+            yield path
+            return
+        local = Path(tempfile.mkdtemp(prefix="ego_assets_wc_"))
+        try:
+            before: dict[str, tuple[int, str]] = {}
+            remote = path.rstrip("/")
+            names = ([f"{remote}/{r}" for r in only] if only is not None else
+                     (self.fs.find(remote) if self.fs.exists(remote) else []))
+            for rp in names:
+                if only is not None and not self.fs.exists(rp):
+                    continue
+                rel = rp[len(remote) + 1:]
+                dst = local / rel
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                self.fs.get_file(rp, str(dst))
+                before[rel] = _fingerprint(dst)
+            yield str(local)
+            if readonly:
+                return
+            after = {str(f.relative_to(local)): _fingerprint(f) for f in local.rglob("*") if f.is_file()}
+            changed = [r for r, fp in after.items() if before.get(r) != fp]
+            last = [r for r in changed if r.startswith(publish_last)] if publish_last else []
+            for rel in [r for r in changed if r not in last] + last:
+                self.fs.put_file(str(local / rel), f"{remote}/{rel}")
+            if only is None:
+                for rel in sorted(set(before) - set(after)):
+                    self.fs.rm_file(f"{remote}/{rel}")
+        finally:
+            shutil.rmtree(local, ignore_errors=True)
 
     # -- atomic partition commits ---------------------------------------------------------------
     def _scratch(self) -> Path:
