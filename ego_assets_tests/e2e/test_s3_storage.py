@@ -3,12 +3,14 @@ starts on 127.0.0.1, reached the way pods reach a real store (EGO_ASSETS_HOME=s3
 endpoint in AWS_ENDPOINT_URL, keys in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY).
 
 Commits, replacement, an interrupted commit, what readers see at each PUT, fresh listings across
-writers, the DuckDB catalog over s3:// and `ego-assets run` with its storage in the bucket."""
+writers, the DuckDB catalog over s3://, the LeRobot dataset assembled there, and `ego-assets run` /
+`check` with their storage in the bucket."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -19,9 +21,9 @@ import pytest
 
 from ego_assets.lib import catalog, schemas
 from ego_assets.lib.storage import COMMIT_MARKER, Store
-from ego_assets_tests.helpers import synth
 
 BUCKET = "ego-test"
+REAL_CLIP = Path(__file__).resolve().parents[2] / "sample_data" / "egoloc_pour_water_rgb.mp4"
 
 
 @pytest.fixture(scope="module")
@@ -249,7 +251,8 @@ def test_catalog_over_s3(s3):
 def test_cli_run_with_home_in_the_bucket(s3, tmp_path):
     videos = tmp_path / "videos"
     videos.mkdir()
-    synth.make_video(videos / "clip one.mp4", n_frames=24, fps=12, seed=5)
+    # the real clip (hands in view), so that the dataset step has episodes to assemble in the bucket
+    shutil.copyfile(REAL_CLIP, videos / "clip one.mp4")
     dagster_home = tmp_path / "dagster_home"
     dagster_home.mkdir()
     (dagster_home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
@@ -261,8 +264,7 @@ def test_cli_run_with_home_in_the_bucket(s3, tmp_path):
     r = subprocess.run([ego, "run", str(videos), "--source", "bucket"], env=env, capture_output=True,
                        text=True, timeout=600)
     lines = [ln for ln in (r.stdout + r.stderr).splitlines() if ln.startswith(("ok", "FAILED"))]
-    # every asset succeeded on the bucket, the dataset step included (this texture-only video has no
-    # hand, so no episode yet: test_lerobot_dataset_assembled_in_the_bucket covers the assembly there)
+    # every asset succeeded on the bucket, the dataset step included
     video_lines = [ln for ln in lines if "clip one.mp4" in ln]
     assert len(video_lines) == 1 and video_lines[0].startswith("ok"), r.stdout + r.stderr
     assert not [ln for ln in lines if ln.startswith("FAILED")], r.stdout + r.stderr
@@ -280,14 +282,37 @@ def test_cli_run_with_home_in_the_bucket(s3, tmp_path):
         assert store.committed(asset, pk), asset
     with store.fs.open(store.table_path("frames", pk), "rb") as f:
         frames = pq.read_table(f)
-    assert frames.num_rows == 20  # 2 s at 10 fps
+    assert frames.num_rows == 100  # 9.9 s at 10 fps
     clip_uri = store.read_table("clips", pk).column("uri")[0].as_py()
     assert clip_uri.startswith(f"{home}/artifacts/clips/{pk}/")
     assert fsspec.filesystem("s3", skip_instance_cache=True).exists(clip_uri)
-    r = subprocess.run([ego, "catalog", "select count(*) as n from frames", "--format", "csv"], env=env,
+    r = subprocess.run([ego, "catalog", "select count(*) as n from episodes", "--format", "csv"], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert r.stdout.splitlines()[1] == "20"
+    n_episodes = int(r.stdout.splitlines()[1])
+    assert n_episodes > 0
+
+    # the dataset is in the bucket, and loads with LeRobot once downloaded
+    from ego_assets.lib.lerobot.validate import validate_dataset
+
+    root = store.datasets_dir("ego_assets")
+    videos_before = {p: store.fs.info(p)["ETag"] for p in store.fs.find(root) if p.endswith(".mp4")}
+    assert videos_before
+    with store.working_copy(root, readonly=True) as local:
+        info = json.loads((Path(local) / "meta" / "info.json").read_text())
+        assert info["total_episodes"] == n_episodes
+        failed = [c for c in validate_dataset(local) if not c[1] and c[0] != "stats_nondegenerate"]
+        assert not failed, failed
+    # the quality gate reads it there too
+    r = subprocess.run([ego, "check"], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "lerobot_dataset" in r.stdout + r.stderr
+    # a rerun is resumable on the bucket: every step up to date, the dataset reassembled from its staged
+    # partition without uploading its video again
+    r = subprocess.run([ego, "run", str(videos), "--source", "bucket"], env=env, capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert {p: store.fs.info(p)["ETag"] for p in store.fs.find(root) if p.endswith(".mp4")} == videos_before
 
 
 def test_lerobot_dataset_assembled_in_the_bucket(s3, tmp_path):
