@@ -266,16 +266,6 @@ def resolve_intrinsics(hints: dict | None, metadata: dict | None, proxy_size: tu
             or prior_intrinsics(proxy_size))
 
 
-def quiet_libav() -> None:
-    """Put PyAV's libav logging back to its default (off) before decoding. torchvision sets it to ERROR
-    when imported (transformers' fast image processors import it), and with logging on, a frame-threaded
-    H.264 decoder thread that logs while the main thread waits on it deadlocks on the GIL."""
-    import av.logging
-
-    if av.logging.get_level() is not None:
-        av.logging.set_level(None)
-
-
 def _check_size(size) -> None:
     try:
         w, h = int(size[0]), int(size[1])
@@ -425,7 +415,6 @@ def classify_camera_motion(proxy_path: str, n_frames: int,
 
     if n_frames < 2:
         return CameraMotion("static", 0.0, [], 0)
-    quiet_libav()
     starts = np.unique(np.linspace(0, n_frames - 2, min(n_pairs, n_frames - 1)).round().astype(int))
     wanted = set(starts.tolist())
     values: list[float] = []

@@ -95,8 +95,9 @@ class _MonocularGeometryCalibration(Backend):
         if with_fov:
             want |= set(np.linspace(0, n - 1, min(self.n_fov_frames, n)).round().astype(int).tolist())
         fovs, rows = [], []
-        self._model()  # load first: the imports may switch libav logging on
-        cal.quiet_libav()
+        # load first: the model's imports (torchvision) may switch libav logging on, which iter_frames
+        # (video.open_av) switches off again when it opens the proxy
+        self._model()
         stop = max(want) + 1 if want else 0
         done = 0
         for i, _, rgb in iter_frames(proxy_path, 0, stop):

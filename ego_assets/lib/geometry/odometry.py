@@ -965,7 +965,7 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
     import cv2
 
     from ego_assets.lib.geometry import stitch
-    from ego_assets.lib.geometry.calibration import camera_matrix, quiet_libav, undistorter
+    from ego_assets.lib.geometry.calibration import camera_matrix, undistorter
     from ego_assets.lib.video import iter_frames
 
     t_start = time.perf_counter()
@@ -1002,7 +1002,6 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
     next_clip = 0
     n_decoded = 0
     clip_stats = []
-    quiet_libav()
     for idx, _, img in iter_frames(proxy_path, 0, int(fi[-1]) + 1, fmt="gray"):
         pos = pos_of.get(idx)
         if pos is None:
