@@ -42,8 +42,6 @@ def remux_clips(src: str, index: PacketIndex, windows: list[tuple[float, float]]
                 out_paths: list[str]) -> list[dict]:
     """Copy the packets of each window into its own MP4, starting at the keyframe at or before the
     window start so that the clip decodes on its own. Returns per-clip dicts for the ``clips`` table."""
-    import av
-
     key_t = index.t_s[index.is_key]
     file_starts = []
     for start, _ in windows:

@@ -14,8 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ego_assets.lib.probe import VideoError
-from ego_assets.lib.video import PROXY_TIME_BASE
-from ego_assets.lib.video import open_av
+from ego_assets.lib.video import PROXY_TIME_BASE, open_av
 
 
 @dataclass(frozen=True)
@@ -191,8 +190,6 @@ def _luma(frame) -> np.ndarray:
 
 def count_frames(path: str) -> int:
     """Frames in a video by demuxing (no decoding)."""
-    import av
-
     with open_av(path) as c:
         s = c.streams.video[0]
         return sum(1 for pkt in c.demux(s) if pkt.size > 0)

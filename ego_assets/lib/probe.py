@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass
 
 import numpy as np
+
 from ego_assets.lib.video import open_av
 
 

@@ -96,8 +96,6 @@ def test_dataset_loads_with_lerobot(demo):
 def test_incremental_growth_and_rematerialization(demo):
     """A second source adds its episodes without touching the first's video files; changing a
     video's segmentation replaces its episodes (no duplicates)."""
-    import dagster as dg
-
     home, env = demo["home"], demo["env"]
     root = home / "datasets" / "ego_assets"
     videos_before = {p: p.stat().st_mtime_ns for p in (root / "videos").rglob("*.mp4")}

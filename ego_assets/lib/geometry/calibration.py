@@ -233,8 +233,6 @@ def read_container_metadata(path: str | None) -> dict:
     if not path or not os.path.isfile(path):
         return {}
     try:
-        import av
-
         with open_av(path) as c:
             tags = dict(c.metadata)
             if c.streams.video:

@@ -367,8 +367,6 @@ class _VideoWriter:
     """One MP4 per partition; frame ``n`` has pts ``n`` in time base ``1/fps`` (exact episode offsets)."""
 
     def __init__(self, path: Path, fps: int, width: int, height: int, settings: VideoSettings, tag: str):
-        import av
-
         name, opts = settings.encoder()
         self.fps = fps
         self.container = open_av(str(path), "w", format="mp4", options={"movflags": "faststart"})
@@ -738,8 +736,6 @@ def _file_key(path: Path) -> str | None:
             md = pq.read_schema(path).metadata or {}
             v = md.get(PARQUET_KEY)
             return v.decode() if v else None
-        import av
-
         with open_av(str(path)) as c:
             tag = c.metadata.get("comment", "")
         return tag[len(KEY_TAG):] if tag.startswith(KEY_TAG) else None
