@@ -105,7 +105,7 @@ def _assemble(context, config: DatasetConfig, store, root: str, remote_root: str
         if prev_m.get("ego_assets_inputs") == key and not config.rebuild:
             # reused: what the assembly reads of it is its manifest and episodes, unless the dataset
             # lacks this version of it (then its files too)
-            whole = config.rebuild or in_dataset_versions.get(pk) != prev_m.get("version")
+            whole = in_dataset_versions.get(pk) != prev_m.get("version")
             staged.append(writer.load_staged(_local_staged(store, sdir, scratch, pk, whole)))
             n_reused += 1
             continue
@@ -120,13 +120,14 @@ def _assemble(context, config: DatasetConfig, store, root: str, remote_root: str
                 store.read_table("captions", pk), store.read_table("hand_world", pk),
                 store.read_table("camera_poses", pk), prov, w.path("staged"), fps=config.fps,
                 action_space=config.action_space, undistort=undistorter(calib))
-            m = json.load(open(os.path.join(w.path("staged"), writer.STAGED_MANIFEST)))
+            mpath = os.path.join(w.path("staged"), writer.STAGED_MANIFEST)
+            m = json.load(open(mpath))
             m["ego_assets_inputs"] = key
-            with open(os.path.join(w.path("staged"), writer.STAGED_MANIFEST), "w") as f:
+            with open(mpath, "w") as f:
                 json.dump(m, f, indent=1, sort_keys=True)
-            local = w.path("staged") if store.is_local else shutil.copytree(
-                w.path("staged"), os.path.join(scratch, pk))  # the store's copy is remote
-        staged.append(writer.load_staged(sdir if store.is_local else local))
+            if not store.is_local:  # the committed copy is remote: keep a local one for the assembly
+                shutil.copytree(w.path("staged"), os.path.join(scratch, pk))
+        staged.append(writer.load_staged(sdir if store.is_local else os.path.join(scratch, pk)))
         n_staged += 1
         store.write_lineage(dict(partition_key=pk, asset="lerobot_dataset", run_id=context.run.run_id,
                                  code_version="1", data_version=sp.version,
@@ -134,7 +135,7 @@ def _assemble(context, config: DatasetConfig, store, root: str, remote_root: str
                                  params=json.dumps(params, sort_keys=True), status="ok", error=None,
                                  started_at=started, finished_at=_now()))
         context.log.info(f"[{i}/{len(ready)}] {pk}: staged {sp.n_episodes} episode(s), {sp.n_frames} frames")
-    in_dataset = _partitions_in(root)
+    in_dataset = sorted(in_dataset_versions)
     removed = sorted(set(in_dataset) - set(ready))
     if not in_dataset and sum(sp.n_episodes for sp in staged) == 0:
         # Nothing to publish yet (no video has a valid, captioned segment): no dataset is written, and
@@ -209,10 +210,6 @@ def _partition_versions(root: str) -> dict[str, str]:
     if not os.path.exists(p):
         return {}
     return {k: v.get("version") for k, v in json.load(open(p)).get("partitions", {}).items()}
-
-
-def _partitions_in(root: str) -> list[str]:
-    return sorted(_partition_versions(root))
 
 
 def _local_staged(store, sdir: str, scratch: str, pk: str, whole: bool) -> str:

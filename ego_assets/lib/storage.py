@@ -27,7 +27,7 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import fsspec
 import pyarrow as pa
@@ -200,13 +200,13 @@ class Store:
 
     @contextmanager
     def working_copy(self, path: str, *, publish_last: tuple[str, ...] = (),
-                     only: Iterable[str] | None = None, readonly: bool = False) -> Iterator[str]:
+                     readonly: bool = False) -> Iterator[str]:
         """A local folder holding the store folder ``path``, for tools that need a filesystem (the
-        LeRobot writer, its loader). Local stores: the folder itself. Object stores: a fresh download
-        (``only``: just these relative paths, where they exist); when the block ends without an error,
-        new and changed files are uploaded, files under ``publish_last`` prefixes (e.g. ``meta/``: what
-        readers open first) after all the others, and files deleted locally are deleted from the store
-        last. On an error, or when ``readonly``, nothing is uploaded."""
+        LeRobot writer, its loader). Local stores: the folder itself. Object stores: a fresh download;
+        when the block ends without an error, new and changed files are uploaded, files under
+        ``publish_last`` prefixes (e.g. ``meta/``: what readers open first) after all the others, and
+        files deleted locally are deleted from the store last. On an error, or when ``readonly``,
+        nothing is uploaded."""
         if self.is_local:
             if not readonly:
                 os.makedirs(path, exist_ok=True)
@@ -216,16 +216,13 @@ class Store:
         try:
             before: dict[str, tuple[int, str]] = {}
             remote = path.rstrip("/")
-            names = ([f"{remote}/{r}" for r in only] if only is not None else
-                     (self.fs.find(remote) if self.fs.exists(remote) else []))
-            for rp in names:
-                if only is not None and not self.fs.exists(rp):
-                    continue
+            for rp in self.fs.find(remote) if self.fs.exists(remote) else []:
                 rel = rp[len(remote) + 1:]
                 dst = local / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 self.fs.get_file(rp, str(dst))
-                before[rel] = _fingerprint(dst)
+                if not readonly:  # what the upload compares against
+                    before[rel] = _fingerprint(dst)
             yield str(local)
             if readonly:
                 return
@@ -234,9 +231,8 @@ class Store:
             last = [r for r in changed if r.startswith(publish_last)] if publish_last else []
             for rel in [r for r in changed if r not in last] + last:
                 self.fs.put_file(str(local / rel), f"{remote}/{rel}")
-            if only is None:
-                for rel in sorted(set(before) - set(after)):
-                    self.fs.rm_file(f"{remote}/{rel}")
+            for rel in sorted(set(before) - set(after)):
+                self.fs.rm_file(f"{remote}/{rel}")
         finally:
             shutil.rmtree(local, ignore_errors=True)
 
