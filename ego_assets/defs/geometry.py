@@ -91,13 +91,15 @@ def calibrations(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
                             progress=progress_logger(context, "calibrations", pk))
         # a depth backend (depthpro, moge) also measures metric depth: the pose stage's scale cue
         depth = getattr(b, "last_scene_depth", None)
+        if depth is not None and not depth.num_rows:
+            depth = None
         with store.write_partition("calibrations", pk) as wr:
             wr.write_table("calibrations", schemas.conform("calibrations", table, pk))
-            if depth is not None and depth.num_rows:
+            if depth is not None:
                 pq.write_table(depth, wr.path(SCENE_DEPTH), compression="zstd")
         row = table.to_pylist()[0]
         extra = {}
-        if depth is not None and depth.num_rows:
+        if depth is not None:
             dm = depth.column("depth_m").to_numpy(zero_copy_only=False)
             extra = dict(depth_frames=depth.num_rows, median_depth_m=round(float(np.median(dm)), 3))
         return PartitionOutput(tables=["calibrations"], metadata=dict(
@@ -158,10 +160,7 @@ def scene_depth(store, pk: str):
     """The metric depth that the calibration backend measured for this video (depthpro, moge), or
     None: the pose stage then takes its scale from the hands."""
     path = store.artifact("calibrations", pk, SCENE_DEPTH)
-    if not store.exists(path):
-        return None
-    with store.fs.open(path, "rb") as f:
-        return pq.read_table(f)
+    return store.read_parquet(path) if store.exists(path) else None
 
 
 def _plot(poses) -> bytes | None:

@@ -100,7 +100,7 @@ def hand_tracks(context: dg.AssetExecutionContext, config: HandsConfig, ego: Ego
         p = proxy(store, pk)
         frames = store.read_table("frames", pk, ["frame_index", "t_s"])
         res = backend().track(p, frames, calib_row(store, pk),
-                                     progress=progress_logger(context, "hand_tracks", pk))
+                              progress=progress_logger(context, "hand_tracks", pk))
         with store.write_partition("hand_tracks", pk) as w:
             w.write_table("hand_tracks", schemas.conform("hand_tracks", res.tracks, pk))
             w.write_table("hand_detections", schemas.conform("hand_detections", res.detections, pk))

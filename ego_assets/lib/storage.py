@@ -169,13 +169,16 @@ class Store:
         pq.write_table(data, buf, compression="zstd")
         self.write_bytes(path, buf.getvalue())
 
+    def read_parquet(self, path: str, columns: list[str] | None = None) -> pa.Table:
+        with self.fs.open(path, "rb") as f:
+            return pq.read_table(f, columns=columns)
+
     # -- tables ---------------------------------------------------------------------------------
     def read_table(self, table: str, pk: str, columns: list[str] | None = None) -> pa.Table:
         path = self.table_path(table, pk)
         if not self.fs.exists(path):
             raise FileNotFoundError(f"table {table!r} of partition {pk!r} is not materialized ({path})")
-        with self.fs.open(path, "rb") as f:
-            return pq.read_table(f, columns=columns)
+        return self.read_parquet(path, columns)
 
     def has_table(self, table: str, pk: str) -> bool:
         return self.fs.exists(self.table_path(table, pk))
@@ -378,8 +381,7 @@ class Store:
             return []
         rows = []
         for p in sorted(self.fs.ls(base, detail=False)):
-            with self.fs.open(p, "rb") as f:
-                rows.extend(pq.read_table(f).to_pylist())
+            rows.extend(self.read_parquet(p).to_pylist())
         return rows
 
     def write_quality(self, asset: str, pk: str, rows: list[dict]) -> None:
