@@ -24,7 +24,7 @@ def evaluate_all(store: Store, source: str | None = None) -> list[tuple[str, str
             if not rows:
                 # a registered video whose asset never ran is not "passing": the gate must see it
                 o = CheckOutcome(c.name, False, c.severity, None,
-                                 f"{c.asset} never ran for this video ({_name(store, pk)})")
+                                 f"{c.asset} never ran for this video ({store.video_uri(pk, pk)})")
                 out.append((pk, c.asset, o))
                 continue
             last = rows[-1]
@@ -38,13 +38,6 @@ def evaluate_all(store: Store, source: str | None = None) -> list[tuple[str, str
     if source is None:
         out.extend(("dataset", "lerobot_dataset", o) for o in dataset_outcomes(store))
     return out
-
-
-def _name(store: Store, pk: str) -> str:
-    try:
-        return store.video_record(pk).get("uri", pk)
-    except Exception:  # noqa: BLE001
-        return pk
 
 
 def dataset_outcomes(store: Store) -> list[CheckOutcome]:

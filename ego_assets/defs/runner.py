@@ -155,7 +155,7 @@ def run_partitions(
             if pk not in blocked:
                 context.log_event(dg.AssetMaterialization(
                     asset_key=context.asset_key, partition=pk, metadata=_clean(meta)))
-        lines = "\n".join(f"- {pk} ({_source_name(store, pk)}): {msg}" for pk, msg in failures.items())
+        lines = "\n".join(f"- {pk} ({store.video_uri(pk)}): {msg}" for pk, msg in failures.items())
         raise dg.Failure(
             description=(f"{asset}: {len(failures)} of {len(keys)} video(s) failed:\n{lines}\n"
                          "Fix or remove these files; the other videos of this run are materialized. "
@@ -215,13 +215,6 @@ def _check_results(context, outcomes: dict[str, list[CheckOutcome]]) -> list[dg.
             severity=dg.AssetCheckSeverity.ERROR if sev == ERROR else dg.AssetCheckSeverity.WARN,
             metadata=meta))
     return out
-
-
-def _source_name(store: Store, pk: str) -> str:
-    try:
-        return store.video_record(pk)["uri"]
-    except Exception:  # noqa: BLE001
-        return "?"
 
 
 def _describe(store: Store, pk: str, e: Exception) -> str:

@@ -362,6 +362,13 @@ class Store:
             raise FileNotFoundError(f"partition {pk!r} is not registered (no {path}); run discovery first")
         return self.read_json(path)
 
+    def video_uri(self, pk: str, default: str = "?") -> str:
+        """The registered URI of a video for messages, or ``default`` when its record cannot be read."""
+        try:
+            return self.video_record(pk).get("uri", default)
+        except Exception:  # noqa: BLE001 - a message must not fail on a broken registry entry
+            return default
+
     def registered(self) -> list[str]:
         base = self.join("registry")
         if not self.fs.exists(base):
