@@ -121,6 +121,8 @@ def _dataset_line(store, result) -> bool:
     """One line on the dataset (stderr: stdout carries one line per video). False if it failed."""
     from dagster import AssetCheckSeverity, AssetKey
 
+    from ego_assets.defs.dataset import dataset_dir
+
     mats = [m for m in result.asset_materializations_for_node("lerobot_dataset")
             if m.asset_key == AssetKey("lerobot_dataset")]
     failed = [e for e in result.get_asset_check_evaluations()
@@ -133,7 +135,7 @@ def _dataset_line(store, result) -> bool:
     md = mats[-1].metadata
     eps = md.get("episodes")
     n = eps.value if eps is not None else 0
-    print(f"dataset: {n} episode(s) in {store.datasets_dir('ego_assets')}", file=sys.stderr)
+    print(f"dataset: {n} episode(s) in {dataset_dir(store)}", file=sys.stderr)
     return True
 
 
@@ -194,7 +196,9 @@ def _summary(store) -> None:
     for pk, name, dur, n, nf in rows:
         more = "  ".join(f"{t}={extra[t].get(pk, 0)}" for t in extra)
         print(f"  {pk}  {name}  {dur:.1f} s  {n} source frames  frames={nf}  {more}")
-    ds = Path(store.datasets_dir("ego_assets")) if store.is_local else None
+    from ego_assets.defs.dataset import dataset_dir
+
+    ds = Path(dataset_dir(store)) if store.is_local else None
     if ds is not None and (ds / "meta" / "info.json").exists():
         print(f"\nLeRobot dataset: {ds}")
         print(f"  load it: LeRobotDataset('local/ego_assets', root='{ds}', video_backend='pyav')")
@@ -268,9 +272,10 @@ def cmd_check(args) -> int:
 
 def cmd_push(args) -> int:
     store = _store(args)
+    from ego_assets.defs.dataset import dataset_dir
     from ego_assets.lib.lerobot.publish import PublishError, push
 
-    root = store.datasets_dir("ego_assets")
+    root = dataset_dir(store)
     try:
         with store.working_copy(root, readonly=True) as local:  # object stores: a download
             files = push(local, args.repo_id, dry_run=args.dry_run, private=args.private)
