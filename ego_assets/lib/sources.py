@@ -170,13 +170,11 @@ def discover(sources: list[Source], seen: dict[str, str], known_keys: set[str], 
         except Exception as e:  # noqa: BLE001 - one unreachable source must not stop the others
             errors[src.name] = str(e)
             continue
-        fs = None
         for uri in files:
             if len(new) >= limit:
                 return new, seen, errors
-            if fs is None:
-                fs, _ = _fs(uri)
-            _, p = _fs(uri)
+            # list_files has just refreshed this filesystem's listings: no fresh invalidation per file
+            fs, p = fsspec.core.url_to_fs(uri)
             try:
                 info = fs.info(p)
             except FileNotFoundError:
