@@ -70,8 +70,6 @@ def child(video: str, home: str) -> None:
     import resource
 
     os.environ["EGO_ASSETS_HOME"] = home
-    os.environ["DAGSTER_HOME"] = os.path.join(home, "dagster")
-    os.makedirs(os.environ["DAGSTER_HOME"], exist_ok=True)
     import dagster as dg
 
     from ego_assets.definitions import defs
