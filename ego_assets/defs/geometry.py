@@ -111,7 +111,9 @@ def calibrations(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
 
     return run_partitions(context, store, "calibrations", body,
                           code_version=backend_code_version("calibration"),
-                          params={"backend": backends_name("calibration")}, upstream=["frames"],
+                          params=lambda pk: {"backend": backends_name("calibration"),  # hints: issue 16
+                                             "hints": store.video_record(pk).get("hints") or {}},
+                          upstream=["frames"],
                           checks=CALIBRATION_CHECKS, force=config.force)
 
 

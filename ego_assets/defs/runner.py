@@ -75,7 +75,7 @@ def run_partitions(
     body: Callable[[str], PartitionOutput],
     *,
     code_version: str,
-    params: dict,
+    params: dict | Callable[[str], dict],  # or per video: params(pk) (e.g. its camera hints)
     upstream: list[str],
     checks: list[CheckDef] = (),
     force: bool = False,
@@ -91,13 +91,15 @@ def run_partitions(
     for n, pk in enumerate(keys, 1):
         started = _now()
         up: dict = {}
+        p_pk: dict = {}
         try:
+            p_pk = params(pk) if callable(params) else params
             up = upstream_versions(store, upstream, pk)
             prev = latest_ok(store, asset, pk)
             if (not force and prev is not None and prev["status"] == "ok"
                     and prev["code_version"] == code_version
                     and json.loads(prev["upstream"] or "{}") == up
-                    and json.loads(prev["params"] or "{}") == json.loads(json.dumps(params))
+                    and json.loads(prev["params"] or "{}") == json.loads(json.dumps(p_pk))
                     and store.committed(asset, pk)):
                 context.log.info(f"[{n}/{len(keys)}] {pk}: up to date (data version "
                                  f"{prev['data_version']}), skipped")
@@ -111,7 +113,7 @@ def run_partitions(
             out = body(pk)
             for t in out.tables:
                 catalog.ensure_view(store, t)
-            dv = _data_version(store, asset, pk, code_version, params, up, out.tables)
+            dv = _data_version(store, asset, pk, code_version, p_pk, up, out.tables)
             results = [c.evaluate(store, pk) for c in checks]
             store.write_quality(asset, pk, [r.row(asset) for r in results])
             outcomes[pk] = results
@@ -121,7 +123,7 @@ def run_partitions(
             store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run.run_id,
                                      code_version=code_version, data_version=dv,
                                      upstream=json.dumps(up, sort_keys=True),
-                                     params=json.dumps(params, sort_keys=True), status=status, error=err,
+                                     params=json.dumps(p_pk, sort_keys=True), status=status, error=err,
                                      started_at=started, finished_at=_now()))
             meta = dict(out.metadata)
             meta["seconds"] = round(time.perf_counter() - t0, 3)
@@ -141,7 +143,7 @@ def run_partitions(
             store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run.run_id,
                                      code_version=code_version, data_version=None,
                                      upstream=json.dumps(up, sort_keys=True),
-                                     params=json.dumps(params, sort_keys=True), status=status,
+                                     params=json.dumps(p_pk, sort_keys=True), status=status,
                                      error=msg, started_at=started, finished_at=_now()))
             context.log.error(f"[{n}/{len(keys)}] {pk}: {asset} {status}: {msg}")
             if not isinstance(e, (ValueError, UpstreamNotReady, FileNotFoundError)):
