@@ -54,46 +54,76 @@ def _quiet_dagster():
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
 
 
+def printable(text) -> str:
+    """One line, whatever a file name holds: control characters (a newline in a name would split the
+    one-line-per-video output) are written as escapes."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
+
+
 def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False,
                run_config: dict | None = None) -> int:
     """Register every video under ``paths`` as partitions of ``source`` and materialize everything."""
     from ego_assets.lib import progress
-    from ego_assets.lib.sources import Source, SourcesError, discover_file, list_files
-    from ego_assets.lib.storage import Store
+    from ego_assets.lib.sources import Source, SourcesError, contains_home, discover_file, list_files
+    from ego_assets.lib.storage import Store, StorageError
 
     store = Store()
+    try:
+        store.check_writable()
+    except StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_FAILED
     found, bad_paths = [], []
+    identities = store.identities()
     try:
         for p in paths:
             src = Source(name=source, uri=os.path.abspath(p), **hints)
             if not os.path.exists(p):
-                bad_paths.append(f"{p}: no such file or folder")
+                bad_paths.append(f"{printable(p)}: no such file or folder")
                 continue
-            for uri in list_files(src):
-                found.append(discover_file(src, uri))
+            if contains_home(src, store.root):
+                print(f"note: {printable(p)} contains the storage home {printable(store.root)}; the files "
+                      "ego_assets wrote there are not sources", file=sys.stderr)
+            for uri in list_files(src, exclude=[store.root]):
+                try:
+                    found.append(discover_file(src, uri, identities))
+                except OSError as e:
+                    bad_paths.append(f"{printable(uri)}: cannot read ({e.strerror or e})")
     except (SourcesError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {printable(e)}", file=sys.stderr)
         return EXIT_USAGE
     for msg in bad_paths:
         print(f"error: {msg}", file=sys.stderr)
     if not found:
-        print("error: no video files found under " + ", ".join(paths), file=sys.stderr)
+        print("error: no video files found under " + ", ".join(printable(p) for p in paths), file=sys.stderr)
         return EXIT_USAGE
     _quiet_dagster()
     from ego_assets.defs.execute import materialize_dataset, materialize_videos, use_local_instance
     from ego_assets.defs.partitions import videos
     from ego_assets.definitions import defs
 
+    store.save_identities(identities)
     instance = use_local_instance(store)
     by_key: dict[str, list] = {}
+    rehinted = []
     for d in found:
         by_key.setdefault(d.partition_key, []).append(d)
-        store.register_video(d.partition_key, d.record())
+        if not store.register_video(d.partition_key, d.record()) and hints and len(by_key[d.partition_key]) == 1:
+            # a rerun with camera hints: they replace the registered ones, and the calibration (whose
+            # parameters include them) and everything downstream rerun
+            if store.update_video(d.partition_key, hints=d.hints):
+                rehinted.append(d.partition_key)
     keys = list(by_key)
     existing = set(instance.get_dynamic_partitions(videos.name))
     instance.add_dynamic_partitions(videos.name, [k for k in keys if k not in existing])
     print(f"{len(found)} file(s), {len(keys)} video(s) for source {source!r}; storage {store.home}",
           file=sys.stderr)
+    if rehinted:
+        print(f"camera hints changed for {len(rehinted)} registered video(s): calibrations and what "
+              "depends on it rerun", file=sys.stderr)
     progress.set_hook(_Bar())
     t0 = time.perf_counter()
     try:
@@ -104,14 +134,21 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
     n_bad = 0
     for k in keys:
         st = status[k]
-        names = ", ".join(d.uri for d in by_key[k])
+        names = printable(", ".join(d.uri for d in by_key[k]))
         if st.status == "ok":
             print(f"ok      {k}  {names}")
         else:
             n_bad += 1
-            print(f"FAILED  {k}  {names}: {st.asset}: {st.error or st.status}")
+            print(f"FAILED  {k}  {names}: {st.asset}: {printable(st.error or st.status)}")
     print(f"{len(keys) - n_bad}/{len(keys)} video(s) ok in {time.perf_counter() - t0:.1f} s",
           file=sys.stderr)
+    try:
+        from ego_assets.lib import catalog
+
+        catalog.refresh(store)  # every view, lineage and quality included, for the user's own client
+    except Exception as e:  # noqa: BLE001 - the views are a convenience; the data is written
+        print(f"note: the catalog file was not refreshed ({printable(str(e).splitlines()[0])})",
+              file=sys.stderr)
     if ds is not None and not _dataset_line(store, ds):
         return EXIT_FAILED
     return EXIT_FAILED if n_bad else EXIT_OK

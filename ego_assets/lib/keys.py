@@ -10,9 +10,11 @@ import unicodedata
 
 KEY_RE = re.compile(r"^[a-z0-9_-]{1,100}$")
 MAX_KEY_LEN = 100
-CONTENT_ID_LEN = 16
+# 32 hex digits (128 bits) of the file's full SHA-256: with the longest source name (60) the key stays
+# within 100 characters, and two different files share a key only if SHA-256 collides on 128 bits.
+CONTENT_ID_LEN = 32
 SOURCE_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,59}$")
-_BLOCK = 1 << 20
+_CHUNK = 8 << 20
 
 
 def slugify(text: str, max_len: int = 60) -> str:
@@ -30,25 +32,24 @@ def validate_source_name(name: str) -> str:
     return name
 
 
-def content_id(read_at, size: int) -> str:
-    """A content fingerprint: SHA-256 of the size and three 1 MiB blocks (head, middle, tail).
-
-    ``read_at(offset, n) -> bytes``. Reading 3 MiB instead of the whole file keeps discovery cheap on
-    large sources; the full SHA-256 is computed once by ``source_videos`` and stored in ``videos``."""
-    h = hashlib.sha256(str(size).encode())
-    offsets = sorted({0, max(0, size // 2 - _BLOCK // 2), max(0, size - _BLOCK)})
-    for off in offsets:
-        h.update(read_at(off, _BLOCK))
-    return h.hexdigest()[:CONTENT_ID_LEN]
-
-
-def file_content_id(fs, path: str) -> str:
-    size = fs.size(path)
+def file_sha256(fs, path: str, chunk: int = _CHUNK) -> str:
+    """SHA-256 of the whole file (hex). Identity is always decided on the full content: a sample of
+    blocks (size, head, middle, tail) let two different 16 MB files share a key (issue 16)."""
+    h = hashlib.sha256()
     with fs.open(path, "rb") as f:
-        def read_at(off: int, n: int) -> bytes:
-            f.seek(off)
-            return f.read(n)
-        return content_id(read_at, size)
+        while True:
+            b = f.read(chunk)
+            if not b:
+                break
+            h.update(b)
+    return h.hexdigest()
+
+
+def content_id(sha256_hex: str) -> str:
+    """The content part of a partition key: a prefix of the file's full SHA-256."""
+    if not re.fullmatch(r"[0-9a-f]{64}", sha256_hex or ""):
+        raise ValueError(f"not a SHA-256 hex digest: {sha256_hex!r}")
+    return sha256_hex[:CONTENT_ID_LEN]
 
 
 def partition_key(source: str, cid: str) -> str:

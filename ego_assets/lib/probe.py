@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from dataclasses import dataclass
 
 import numpy as np
 
+from ego_assets.lib.keys import file_sha256
 from ego_assets.lib.video import open_av
 
 
@@ -32,15 +32,8 @@ class PacketIndex:
     time_base: float
 
 
-def sha256_file(fs, path: str, chunk: int = 8 << 20) -> str:
-    h = hashlib.sha256()
-    with fs.open(path, "rb") as f:
-        while True:
-            b = f.read(chunk)
-            if not b:
-                break
-            h.update(b)
-    return h.hexdigest()
+def sha256_file(fs, path: str) -> str:
+    return file_sha256(fs, path)
 
 
 def _open(path: str):

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 import fsspec
 import yaml
 
-from ego_assets.lib.keys import file_content_id, partition_key, validate_source_name
+from ego_assets.lib.keys import content_id, file_sha256, partition_key, validate_source_name
 
 DEFAULT_GLOB = "**/*.{mp4,MP4,mov,MOV,mkv,MKV,avi,AVI,webm,WEBM,m4v,M4V}"
 DISTORTION_MODELS = ("fisheye", "radtan")
@@ -45,6 +45,14 @@ class Source:
                                       distortion=self.distortion).items() if v is not None}
 
 
+def hints_digest(hints: dict | None) -> str:
+    """A short, order-independent digest of camera hints (what a rerun compares)."""
+    import hashlib
+    import json
+
+    return hashlib.sha256(json.dumps(hints or {}, sort_keys=True).encode()).hexdigest()[:12]
+
+
 @dataclass
 class Discovered:
     partition_key: str
@@ -54,10 +62,12 @@ class Discovered:
     size_bytes: int
     hints: dict = field(default_factory=dict)
     license: str | None = None
+    sha256: str | None = None
+    hints_changed: bool = False  # an already registered video whose source's camera hints changed
 
     def record(self) -> dict:
         return dict(partition_key=self.partition_key, source=self.source, uri=self.uri, name=self.name,
-                    size_bytes=self.size_bytes, hints=self.hints, license=self.license)
+                    size_bytes=self.size_bytes, hints=self.hints, license=self.license, sha256=self.sha256)
 
 
 def _fs(url: str):
@@ -130,8 +140,19 @@ def _expand_braces(glob: str) -> list[str]:
     return [g for a in alts.split(",") for g in _expand_braces(pre + a + post)]
 
 
-def list_files(src: Source) -> list[str]:
-    """Files of a source as URLs/paths, sorted (deterministic discovery order)."""
+def _strip_proto(path: str) -> str:
+    return path.split("://", 1)[1] if "://" in path else path
+
+
+def _under(path: str, folder: str) -> bool:
+    path, folder = _strip_proto(path).rstrip("/"), _strip_proto(folder).rstrip("/")
+    return path == folder or path.startswith(folder + "/")
+
+
+def list_files(src: Source, exclude: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Files of a source as URLs/paths, sorted (deterministic discovery order). Files under a folder
+    of ``exclude`` (the storage home: clips, proxies and dataset videos are the pipeline's own output,
+    never sources) are left out."""
     fs, root = _fs(src.uri)
     if not fs.exists(root):
         raise SourcesError(f"source {src.name!r}: {src.uri} does not exist")
@@ -144,29 +165,62 @@ def list_files(src: Source) -> list[str]:
         found = [f for f in found if fs.isfile(f)]
     proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     local = proto in ("file", "local")
-    return sorted(os.path.abspath(f) if local else f"{proto}://{f}" for f in found)
+    out = sorted(os.path.abspath(f) if local else f"{proto}://{f}" for f in found)
+    if exclude:
+        ex = [os.path.realpath(e) if local and "://" not in e else e for e in exclude]
+        out = [f for f in out if not any(_under(os.path.realpath(f) if local else f, e) for e in ex)]
+    return out
 
 
-def discover_file(src: Source, uri: str) -> Discovered:
-    fs, p = _fs(uri)
-    cid = file_content_id(fs, p)
-    return Discovered(partition_key=partition_key(src.name, cid), source=src.name, uri=uri,
-                      name=os.path.basename(p), size_bytes=fs.size(p), hints=src.hints(),
-                      license=src.license)
+def contains_home(src: Source, home: str) -> bool:
+    """Whether the source folder holds the storage home (whose files are then not sources)."""
+    fs, root = fsspec.core.url_to_fs(src.uri)
+    local = "://" not in home
+    if local:
+        return _under(os.path.realpath(home), os.path.realpath(root)) and os.path.isdir(os.path.realpath(root))
+    return _under(home, root)
 
 
-def discover(sources: list[Source], seen: dict[str, str], known_keys: set[str], limit: int):
+def file_stamp(info: dict) -> str:
+    """What says a file is unchanged since it was hashed: its size and modification time."""
+    return f"{info.get('size')}:{info.get('mtime') or info.get('LastModified') or info.get('ETag')}"
+
+
+def discover_file(src: Source, uri: str, identities: dict | None = None) -> Discovered:
+    """A file's partition: its key comes from the SHA-256 of its whole content (two different files
+    never share a key). ``identities`` (uri -> {"stamp", "sha256"}) caches the hash of files whose
+    size and modification time have not changed; it is updated in place."""
+    fs, p = fsspec.core.url_to_fs(uri)
+    info = fs.info(p)
+    stamp = file_stamp(info)
+    cached = (identities or {}).get(uri)
+    if cached and cached.get("stamp") == stamp and cached.get("sha256"):
+        sha = cached["sha256"]
+    else:
+        sha = file_sha256(fs, p)
+        if identities is not None:
+            identities[uri] = {"stamp": stamp, "sha256": sha}
+    return Discovered(partition_key=partition_key(src.name, content_id(sha)), source=src.name, uri=uri,
+                      name=os.path.basename(p), size_bytes=int(info.get("size") or 0), hints=src.hints(),
+                      license=src.license, sha256=sha)
+
+
+def discover(sources: list[Source], seen: dict[str, str], known_keys: set[str], limit: int,
+             exclude: tuple[str, ...] | list[str] = ()):
     """New videos of every source, at most ``limit`` per call (the rest come next time).
 
-    ``seen`` maps a file URI to its "size:mtime" stamp from earlier calls, so unchanged files are not
-    hashed again; it is returned updated. Returns (new discoveries, seen, errors by source)."""
+    ``seen`` maps a file URI to its "source:size:mtime|hints" stamp from earlier calls, so unchanged
+    files are not hashed again; it is returned updated. A registered video whose source's camera hints
+    changed is returned again with ``hints_changed`` (its record is updated and what depends on the
+    hints reruns). Files under ``exclude`` (the storage home) are never sources.
+    Returns (discoveries, seen, errors by source)."""
     new: list[Discovered] = []
     errors: dict[str, str] = {}
     seen = dict(seen)
     keys = set(known_keys)
     for src in sources:
         try:
-            files = list_files(src)
+            files = list_files(src, exclude)
         except Exception as e:  # noqa: BLE001 - one unreachable source must not stop the others
             errors[src.name] = str(e)
             continue
@@ -179,12 +233,17 @@ def discover(sources: list[Source], seen: dict[str, str], known_keys: set[str], 
                 info = fs.info(p)
             except FileNotFoundError:
                 continue
-            stamp = f"{src.name}:{info.get('size')}:{info.get('mtime') or info.get('LastModified')}"
-            if seen.get(uri) == stamp:
+            file_part = f"{src.name}:{file_stamp(info)}"
+            stamp = f"{file_part}|{hints_digest(src.hints())}"
+            prev = seen.get(uri)
+            if prev == stamp:
                 continue
             d = discover_file(src, uri)
             seen[uri] = stamp
             if d.partition_key in keys:
+                if prev is not None and prev.split("|")[0] == file_part:
+                    d.hints_changed = True  # same file, same source: only its camera hints changed
+                    new.append(d)
                 continue  # the same video found twice (another name, another scan): adds nothing
             keys.add(d.partition_key)
             new.append(d)

@@ -356,6 +356,42 @@ class Store:
         self.write_json(path, record)
         return True
 
+    def update_video(self, pk: str, **fields) -> bool:
+        """Change fields of a registered video's record (e.g. its camera hints on a rerun with new
+        ones). Returns whether anything changed."""
+        rec = self.video_record(pk)
+        changed = {k: v for k, v in fields.items() if rec.get(k) != v}
+        if changed:
+            rec.update(changed)
+            self.write_json(self.registry_path(pk), rec)
+        return bool(changed)
+
+    def identities(self) -> dict:
+        """The cache of files already hashed: uri -> {"stamp": "size:mtime", "sha256"} (a rerun of
+        ``ego-assets run`` on the same folder does not read every video again)."""
+        path = self.join("cache", "identities.json")
+        try:
+            return self.read_json(path) if self.fs.exists(path) else {}
+        except (ValueError, OSError):
+            return {}  # a damaged cache only costs the hashing again
+
+    def save_identities(self, identities: dict) -> None:
+        self.write_json(self.join("cache", "identities.json"), identities)
+
+    def check_writable(self) -> None:
+        """Raise a one-line :class:`StorageError` naming the home when it cannot be written (a
+        read-only mount, a full disk, no permission), before any step starts."""
+        if not self.is_local:
+            return
+        try:
+            os.makedirs(self.root, exist_ok=True)
+            probe = os.path.join(self.root, f".write-test-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+            with open(probe, "wb") as f:
+                f.write(b"x")
+            os.remove(probe)
+        except OSError as e:
+            raise StorageError(f"{self.root}: the storage home is not writable ({e.strerror or e})") from None
+
     def video_record(self, pk: str) -> dict:
         path = self.registry_path(pk)
         if not self.fs.exists(path):
