@@ -62,9 +62,14 @@ CAMERA_POSES = pa.schema([
     ("is_keyframe", b), ("n_inliers", i32),
 ])
 
+from ego_assets.lib.hands.skeleton import FINGER_POSE_CONVENTION  # noqa: E402
+
 HAND_TRACKS = pa.schema([
     PK, ("frame_index", i32), ("t_s", f64), ("hand", s), ("score", f32), ("kp2d", vec(42)),
-    ("joints_cam", vec(63)), ("wrist_rotvec_cam", vec(3)), ("finger_pose", vec(45)),
+    ("joints_cam", vec(63)), ("wrist_rotvec_cam", vec(3)),
+    # the rotation convention of finger_pose is named on the field (Parquet keeps field metadata);
+    # a backend with its own MANO pose says so in its stats (finger_pose_convention)
+    pa.field("finger_pose", vec(45), metadata={"convention": FINGER_POSE_CONVENTION}),
     # extras: identity of the track, confidence of the left/right decision, filled-in gap flag
     ("track_id", i32), ("handedness_conf", f32), ("interpolated", b),
 ])
@@ -73,6 +78,9 @@ HAND_TRACKS = pa.schema([
 HAND_DETECTIONS = pa.schema([
     PK, ("frame_index", i32), ("t_s", f64), ("detection", i32), ("mp_label", s), ("mp_score", f32),
     ("score", f32), ("kp2d", vec(42)), ("joints_cam", vec(63)), ("fit", s),
+    # the track the detection joined (-1: dropped as a duplicate) and its left/right cues (> 0 right):
+    # the network's belief and the image cues, which the handedness_cues_agree check compares
+    ("track_id", i32), ("cue_network", f32), ("cue_image", f32),
 ])
 
 HAND_WORLD = pa.schema([
@@ -98,6 +106,10 @@ CAPTIONS = pa.schema([
 EPISODES = pa.schema([
     PK, ("episode_index", i64), ("segment_id", i32), ("hand", s), ("task", s), ("length", i32),
     ("split", s),
+    # the episode's camera in dataset pixels (after undistortion and letterbox; hfov_deg of the whole
+    # dataset frame), the distortion model removed, static/moving, the source's displayed frame size
+    ("fx", f64), ("fy", f64), ("cx", f64), ("cy", f64), ("hfov_deg", f64), ("distortion_model", s),
+    ("camera_motion", s), ("source_width", i32), ("source_height", i32),
     ("start_s", f64), ("end_s", f64), ("dataset", s), ("provenance", s),
 ])
 

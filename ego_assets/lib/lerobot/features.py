@@ -15,12 +15,30 @@ neutral ``pad.`` / ``mask.`` prefixes, which the policy factory ignores.
 
 from __future__ import annotations
 
+import os
+from dataclasses import dataclass
+
 from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE  # constants only: no torch
 
 HANDS = ("left", "right")
 ACTION_SPACES = ("hands_102", "eef_7")
 DEFAULT_ACTION_SPACE = "hands_102"
 DEFAULT_FPS = 10
+# (width, height) of every episode's frames, whatever the source: 4:3 at 640 px, the size of the frames
+# proxy's long side, so a 4:3 head-mounted camera's frames go in unresampled; other aspects are
+# letterboxed (the whole field of view is kept: no hand is cropped away). README "The dataset" says why.
+DEFAULT_IMAGE_SIZE = (640, 480)
+# the settings every episode of one dataset shares (environment, read by staging and assembly alike)
+IMAGE_SIZE_ENV = "EGO_ASSETS_DATASET_IMAGE_SIZE"  # "WIDTHxHEIGHT"
+FPS_ENV = "EGO_ASSETS_DATASET_FPS"
+ACTION_SPACE_ENV = "EGO_ASSETS_DATASET_ACTION_SPACE"
+
+# Per-episode camera columns of meta/episodes (LeRobot keeps extra columns; ``ds.meta.episodes[i][...]``):
+# intrinsics in dataset pixels (after undistortion and letterbox), horizontal field of view, the
+# distortion model that was removed, static/moving camera, and the source's displayed frame size.
+CAMERA_COLUMNS = ("fx", "fy", "cx", "cy", "hfov_deg", "distortion_model", "camera_motion",
+                  "source_width", "source_height")
+CAMERA_PREFIX = "camera/"
 
 VIDEO_KEY = f"{OBS_IMAGES}.ego"
 STATE_KEY = OBS_STATE
@@ -66,6 +84,55 @@ def action_names(action_space: str) -> list[str]:
     if action_space == "hands_102":
         return [n for h in HANDS for n in _hand_action_names(h)]
     return ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """What every episode of one dataset shares: frame size (width, height), rate and action space. A
+    staged video fits a dataset when its format is the dataset's."""
+
+    image_size: tuple[int, int] = DEFAULT_IMAGE_SIZE
+    fps: int = DEFAULT_FPS
+    action_space: str = DEFAULT_ACTION_SPACE
+
+    def __post_init__(self):
+        w, h = self.image_size
+        if not (isinstance(w, int) and isinstance(h, int)) or w < 16 or h < 16 or w % 2 or h % 2:
+            raise ValueError(f"dataset image size {w}x{h}: width and height must be even integers >= 16 "
+                             "(yuv420p video)")
+        if not isinstance(self.fps, int) or self.fps <= 0:
+            raise ValueError(f"dataset fps {self.fps!r} must be a positive integer")
+        check_action_space(self.action_space)
+
+    @property
+    def image_hw(self) -> tuple[int, int]:
+        return self.image_size[1], self.image_size[0]
+
+    def label(self) -> str:
+        return f"{self.image_size[0]}x{self.image_size[1]}@{self.fps}fps/{self.action_space}"
+
+    def as_dict(self) -> dict:
+        return {"image_size": list(self.image_size), "fps": self.fps, "action_space": self.action_space}
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in str(text).lower().replace(" ", "").split("x"))
+    except ValueError:
+        raise ValueError(f"dataset image size {text!r}: write it as WIDTHxHEIGHT, e.g. 640x480") from None
+    return w, h
+
+
+def dataset_format(env: dict | None = None) -> DatasetFormat:
+    """The configured format: ``EGO_ASSETS_DATASET_IMAGE_SIZE`` (WxH), ``EGO_ASSETS_DATASET_FPS``,
+    ``EGO_ASSETS_DATASET_ACTION_SPACE``; defaults 640x480, 10, hands_102."""
+    env = os.environ if env is None else env
+    size = parse_image_size(env[IMAGE_SIZE_ENV]) if env.get(IMAGE_SIZE_ENV) else DEFAULT_IMAGE_SIZE
+    try:
+        fps = int(env.get(FPS_ENV) or DEFAULT_FPS)
+    except ValueError:
+        raise ValueError(f"{FPS_ENV}={env.get(FPS_ENV)!r} is not an integer") from None
+    return DatasetFormat(size, fps, env.get(ACTION_SPACE_ENV) or DEFAULT_ACTION_SPACE)
 
 
 def check_action_space(action_space: str) -> str:

@@ -52,6 +52,8 @@ from ego_assets.lib.lerobot.features import (
     ACTION_KEY,
     ACTION_MASK_KEY,
     ACTION_PAD_KEY,
+    CAMERA_COLUMNS,
+    CAMERA_PREFIX,
     DEFAULT_ACTION_SPACE,
     DEFAULT_FPS,
     HAND_MASK_KEY,
@@ -63,8 +65,8 @@ from ego_assets.lib.lerobot.features import (
     dataset_features,
 )
 
-STAGING_FORMAT = 1
-STATE_FORMAT = 1
+STAGING_FORMAT = 2  # 2: per-episode camera
+STATE_FORMAT = 2
 STAGED_VIDEO = "video.mp4"
 STAGED_DATA = "data.parquet"
 STAGED_EPISODES = "episodes.parquet"
@@ -345,22 +347,68 @@ def _camera_arrays(camera_poses: pa.Table | None, n: int) -> tuple[np.ndarray, n
     return R, t[near], f"{exact}/{n} frames posed, others nearest"
 
 
-def _letterbox(img: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarray, dict]:
-    """Fit ``img`` into ``size`` = (width, height) keeping its aspect (black bars), so every partition has
-    the same video shape (LeRobot has one shape per feature)."""
-    h, w = img.shape[:2]
+def letterbox_geometry(w: int, h: int, size: tuple[int, int] | None) -> dict:
+    """Where a ``w`` x ``h`` frame lands in a ``size`` = (width, height) dataset frame: scaled to fit with
+    its aspect kept, centred, black bars around (letterbox / pillarbox). ``scale`` per axis, ``offset``
+    of its top-left corner, ``content`` its size there."""
     if size is None or (w, h) == tuple(size):
-        return img, {"scale": 1.0, "offset": [0, 0], "size": [w, h]}
-    import cv2
-
+        return {"scale": [1.0, 1.0], "offset": [0, 0], "content": [w, h], "size": [w, h]}
     W, H = size
     s = min(W / w, H / h)
-    nw, nh = max(1, int(round(w * s))), max(1, int(round(h * s)))
-    r = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    nw, nh = min(W, max(1, int(round(w * s)))), min(H, max(1, int(round(h * s))))
+    return {"scale": [nw / w, nh / h], "offset": [(W - nw) // 2, (H - nh) // 2], "content": [nw, nh],
+            "size": [W, H]}
+
+
+def _letterbox(img: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarray, dict]:
+    """Fit ``img`` into ``size`` (see ``letterbox_geometry``), so every partition has the same video shape
+    (LeRobot has one shape per feature)."""
+    h, w = img.shape[:2]
+    g = letterbox_geometry(w, h, size)
+    if g["size"] == [w, h]:
+        return img, g
+    import cv2
+
+    (W, H), (nw, nh), (ox, oy) = g["size"], g["content"], g["offset"]
+    r = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR)
     out = np.zeros((H, W, 3), np.uint8)
-    ox, oy = (W - nw) // 2, (H - nh) // 2
-    out[oy:oy + nh, ox:ox + nw] = r
-    return out, {"scale": s, "offset": [ox, oy], "size": [W, H]}
+    out[oy:oy + nh, ox:ox + nw] = r.reshape(nh, nw, -1)[..., :3]
+    return out, g
+
+
+def episode_camera(calibration: dict | None, frame_size: tuple[int, int], image_size: tuple[int, int] | None,
+                   source_size: tuple[int, int] | None = None) -> dict:
+    """The camera of a video's episodes in dataset pixels.
+
+    ``calibration``: the video's ``calibrations`` row (intrinsics of the upright proxy of ``frame_size`` =
+    (width, height); ``rect_*`` when a distortion model was removed). The frames are undistorted to the
+    ``rect_*`` pinhole, then letterboxed into ``image_size``: the intrinsics follow (pixel-centre
+    convention: ``u' = (u + 0.5) * s - 0.5 + offset``). ``hfov_deg`` is the horizontal field of view of the
+    whole dataset frame, bars included (``2 atan(W / 2 fx)``), which is what a model given the frame and
+    its FoV (VITRA) assumes. ``source_size``: the source's displayed (rotation applied) frame size."""
+    import math
+
+    w, h = frame_size
+    g = letterbox_geometry(w, h, image_size)
+    (sx, sy), (ox, oy), (W, H) = g["scale"], g["offset"], g["size"]
+    out = {k: None for k in CAMERA_COLUMNS}
+    out["distortion_model"] = "none"
+    if calibration is not None:
+        dm = str(calibration.get("distortion_model") or "none")
+        rect = dm != "none" and calibration.get("rect_fx") is not None
+        pre = "rect_" if rect else ""
+        cw, ch = calibration.get("width"), calibration.get("height")
+        if cw and ch and (int(cw), int(ch)) != (int(w), int(h)):
+            raise LeRobotExportError(f"calibration is for {cw}x{ch} frames, the proxy's are {w}x{h}")
+        fx, fy = float(calibration[pre + "fx"]) * sx, float(calibration[pre + "fy"]) * sy
+        cx = (float(calibration[pre + "cx"]) + 0.5) * sx - 0.5 + ox
+        cy = (float(calibration[pre + "cy"]) + 0.5) * sy - 0.5 + oy
+        out.update(fx=fx, fy=fy, cx=cx, cy=cy, hfov_deg=math.degrees(2 * math.atan(W / (2 * fx))),
+                   distortion_model=dm, camera_motion=calibration.get("camera_motion"))
+    if source_size is not None:
+        out["source_width"], out["source_height"] = int(source_size[0]), int(source_size[1])
+    out["image_transform"] = g
+    return out
 
 
 class _VideoWriter:
@@ -433,6 +481,7 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
                     action_space: str = DEFAULT_ACTION_SPACE,
                     undistort: Callable[[np.ndarray], np.ndarray] | None = None,
                     image_size: tuple[int, int] | None = None, video: VideoSettings = VideoSettings(),
+                    calibration: dict | None = None, source_size: tuple[int, int] | None = None,
                     progress: Callable[[int, int], None] | None = None) -> StagedPartition:
     """Stage one source video: every valid, captioned segment becomes one episode.
 
@@ -441,7 +490,9 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
     (width, height) when given), ``data.parquet`` (per-frame state/action/masks/source time),
     ``episodes.parquet`` (per-episode task, source range, per-episode stats, provenance) and
     ``manifest.json``. Episodes are ordered by their first source frame. Nothing here depends on other
-    partitions, so partitions stage in parallel; ``assemble`` numbers them."""
+    partitions, so partitions stage in parallel; ``assemble`` numbers them. ``calibration`` (the video's
+    calibrations row) and ``source_size`` give each episode its camera in dataset pixels
+    (``episode_camera``)."""
     from ego_assets.lib.keys import check_key
     from ego_assets.lib.video import iter_frames
 
@@ -491,6 +542,7 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
             ep_rows: list[dict] = []
             image_hw = None
             transform = None
+            camera: dict | None = None
             tag = KEY_TAG + partition_key
             offset = 0
             features = None
@@ -531,7 +583,8 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
                 ep_rows.append({"ordinal": p.ordinal, "segment_id": p.segment_id, "hand": p.hand, "task": p.task,
                                 "length": k, "start_s": float(p.t_src[0]), "end_s": float(p.t_src[-1]),
                                 "video_from_s": offset / fps, "video_to_s": (offset + k) / fps,
-                                "stats": _stats_to_json(stats), "provenance": json.dumps(ep_prov, default=str)})
+                                "stats": _stats_to_json(stats), "provenance": json.dumps(ep_prov, default=str),
+                                "camera": json.dumps(_camera_cols(camera))})
                 offset += k
 
             needed = np.unique(np.concatenate([p.chosen for p in plans])) if plans else np.zeros(0, np.int64)
@@ -544,6 +597,9 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
                 first_hw = None
                 for i, t, img in iter_frames(str(proxy_path), 0, last + 1):
                     if i in needed_set:
+                        if camera is None:
+                            camera = episode_camera(calibration, (img.shape[1], img.shape[0]), image_size,
+                                                    source_size)
                         if np.isfinite(t) and i < n_src and np.isfinite(t_by_fi[i]) and abs(t - t_by_fi[i]) > tol:
                             raise LeRobotExportError(
                                 f"proxy video {str(proxy_path)!r}: frame {i} is at {t:.3f} s but the frames table "
@@ -602,7 +658,7 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
                                    ("task", pa.string()), ("length", pa.int32()), ("start_s", pa.float64()),
                                    ("end_s", pa.float64()), ("video_from_s", pa.float64()),
                                    ("video_to_s", pa.float64()), ("stats", pa.string()),
-                                   ("provenance", pa.string())])
+                                   ("provenance", pa.string()), ("camera", pa.string())])
             episodes = pa.Table.from_pylist(ep_rows, schema=ep_schema)
             pq.write_table(episodes, tmp / STAGED_EPISODES)
             digest = hashlib.sha256()
@@ -614,7 +670,7 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
                 "features": features, "video": {**video.as_dict(),
                                                 "file": STAGED_VIDEO if (tmp / STAGED_VIDEO).exists() else None,
                                                 "frames": offset},
-                "image_transform": transform, "camera_poses": pose_note, "n_episodes": len(ep_rows),
+                "image_transform": transform, "camera": _camera_cols(camera), "camera_poses": pose_note, "n_episodes": len(ep_rows),
                 "n_frames": offset, "skipped": skipped, "provenance": provenance,
             }
             digest.update(json.dumps(manifest, sort_keys=True, default=str).encode())
@@ -637,6 +693,21 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return load_staged(out_dir)
+
+
+def _typed_camera(t: pa.Table, prefix: str) -> pa.Table:
+    """Camera columns with their types even when every value is null (no calibration given)."""
+    for c in CAMERA_COLUMNS:
+        name = prefix + c
+        if name in t.column_names:
+            typ = pa.string() if c in ("distortion_model", "camera_motion") else \
+                pa.int32() if c.startswith("source_") else pa.float64()
+            t = t.set_column(t.column_names.index(name), name, t[name].cast(typ))
+    return t
+
+
+def _camera_cols(camera: dict | None) -> dict:
+    return {k: (camera or {}).get(k) for k in CAMERA_COLUMNS}
 
 
 def load_staged(path: str | Path) -> StagedPartition:
@@ -680,6 +751,7 @@ class _Ep:
     video_to: float
     stats: dict
     provenance: str
+    camera: dict = field(default_factory=dict)
 
 
 @dataclass
@@ -702,7 +774,7 @@ def _part_from_staged(s: StagedPartition) -> _Part:
     m = s.manifest
     eps = [_Ep(int(r["segment_id"]), r["hand"], r["task"], int(r["length"]), float(r["start_s"]),
                float(r["end_s"]), float(r["video_from_s"]), float(r["video_to_s"]), _stats_from_json(r["stats"]),
-               r["provenance"]) for r in s.episodes.to_pylist()]
+               r["provenance"], json.loads(r.get("camera") or "{}")) for r in s.episodes.to_pylist()]
     vid = s.path / STAGED_VIDEO if m["video"].get("file") else None
     return _Part(s.partition_key, s.version, m["fps"], m["action_space"], m["features"], m["video"], eps, vid,
                  s.path / STAGED_DATA, True, None, s.n_frames)
@@ -726,7 +798,7 @@ def _ep_from_meta(row: dict) -> _Ep:
     return _Ep(int(row["source/segment_id"]), row["source/hand"], row["tasks"][0], int(row["length"]),
                float(row["source/start_s"]), float(row["source/end_s"]),
                float(row[f"videos/{VIDEO_KEY}/from_timestamp"]), float(row[f"videos/{VIDEO_KEY}/to_timestamp"]),
-               stats, row["source/provenance"])
+               stats, row["source/provenance"], {k: row.get(CAMERA_PREFIX + k) for k in CAMERA_COLUMNS})
 
 
 def _file_key(path: Path) -> str | None:
@@ -1030,12 +1102,13 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
             row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
                         "source/partition_key": p.key, "source/segment_id": ep.segment_id,
                         "source/hand": ep.hand, "source/start_s": ep.start_s, "source/end_s": ep.end_s,
-                        "source/split": q["split"], "source/provenance": ep.provenance})
+                        "source/split": q["split"], "source/provenance": ep.provenance,
+                        **{CAMERA_PREFIX + c: ep.camera.get(c) for c in CAMERA_COLUMNS}})
             meta_rows.append(row)
             prov_rows.append({"partition_key": p.key, "episode_index": e, "segment_id": ep.segment_id,
                               "hand": ep.hand, "task": ep.task, "length": k, "split": q["split"],
                               "start_s": ep.start_s, "end_s": ep.end_s, "dataset": repo_id,
-                              "provenance": ep.provenance})
+                              "provenance": ep.provenance, **{c: ep.camera.get(c) for c in CAMERA_COLUMNS}})
             frame_global += k
             local_off += k
         ep_global += len(p.episodes)
@@ -1046,7 +1119,7 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
         part_rows = meta_rows[start:start + EPISODES_PER_META_FILE]
         for r in part_rows:
             r["meta/episodes/chunk_index"], r["meta/episodes/file_index"] = chunk, fidx
-        table = pa.Table.from_pylist(part_rows)
+        table = _typed_camera(pa.Table.from_pylist(part_rows), CAMERA_PREFIX)
         _write_atomic(root / DEFAULT_EPISODES_PATH.format(chunk_index=chunk, file_index=fidx),
                       lambda t, table=table: pq.write_table(table, t, compression="snappy"))
 
@@ -1102,3 +1175,121 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
     return AssemblyResult(root, repo_id, n_eps, frame_global, len(tasks), splits, prov, sorted(added),
                           sorted(replaced), removed, kept, sorted(linked), sorted(written),
                           time.perf_counter() - t_start, version)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# versions: readers never see a dataset half-assembled
+#
+# ``<datasets>/<name>`` is a symbolic link to a complete version folder ``<datasets>/.<name>.versions/v…``.
+# An assembly works on a new version folder (a clone of the published one whose video and data files are
+# hard links: nothing is re-encoded or copied; every file the assembly changes is written anew, never in
+# place) and publishes it by replacing the link in one rename. Killed at any moment, it leaves the published
+# version as it was and a folder the next assembly removes. The previous version stays until the next
+# publish, so a reader that resolved the link just before a publish (``os.path.realpath``) keeps its files.
+
+VERSIONS_SUFFIX = ".versions"
+_PREVIOUS = "previous"
+
+
+def versions_dir(dataset_dir: str | Path) -> Path:
+    p = Path(dataset_dir)
+    return p.parent / f".{p.name}{VERSIONS_SUFFIX}"
+
+
+def published_version(dataset_dir: str | Path) -> Path | None:
+    """The folder readers of ``dataset_dir`` see now (None when there is no dataset yet)."""
+    p = Path(dataset_dir)
+    if p.is_symlink():
+        r = p.resolve()
+        return r if r.is_dir() else None
+    return p if p.is_dir() else None  # a dataset assembled in place (before versions)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _prune_versions(dataset_dir: str | Path) -> list[str]:
+    """Remove version folders that are neither published, nor the previous one, nor being written by a
+    live process (leftovers of killed assemblies, superseded versions). Returns their names."""
+    vd = versions_dir(dataset_dir)
+    if not vd.is_dir():
+        return []
+    cur = published_version(dataset_dir)
+    prev = (vd / _PREVIOUS).read_text().strip() if (vd / _PREVIOUS).is_file() else None
+    gone = []
+    for d in vd.iterdir():
+        if not d.is_dir() or (cur is not None and d.resolve() == cur) or d.name == prev:
+            continue
+        pid = d.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+            continue  # another assembly is writing it
+        shutil.rmtree(d, ignore_errors=True)
+        gone.append(d.name)
+    return gone
+
+
+def new_version(dataset_dir: str | Path) -> Path:
+    """A new, unpublished version folder holding the published version: its video and data files hard-linked
+    (copied where links are not possible), its metadata copied (LeRobot rewrites those in place)."""
+    vd = versions_dir(dataset_dir)
+    vd.mkdir(parents=True, exist_ok=True)
+    _prune_versions(dataset_dir)
+    dst = vd / f"v{time.time_ns()}-{os.getpid()}"
+    dst.mkdir()
+    cur = published_version(dataset_dir)
+    if cur is not None:
+        for f in sorted(cur.rglob("*")):
+            rel = f.relative_to(cur)
+            if rel.parts[0] == TMP_DIR or f.is_dir():
+                continue
+            t = dst / rel
+            t.parent.mkdir(parents=True, exist_ok=True)
+            if rel.parts[0] in ("data", "videos"):
+                _link_or_copy(f, t)
+            else:
+                shutil.copy2(f, t)
+    return dst
+
+
+def publish_version(dataset_dir: str | Path, version: str | Path) -> None:
+    """Make ``version`` what ``dataset_dir`` shows, in one rename of the link."""
+    p, version = Path(dataset_dir), Path(version)
+    vd = versions_dir(p)
+    old = published_version(p)
+    if p.exists() and not p.is_symlink():  # a dataset assembled in place: kept as the previous version
+        old = vd / f"v0-{os.getpid()}"
+        os.replace(p, old)
+    link = p.with_name(f".{p.name}.link-{os.getpid()}")
+    link.unlink(missing_ok=True)
+    os.symlink(os.path.relpath(version, p.parent), link)
+    os.replace(link, p)
+    if old is not None:
+        _write_atomic(vd / _PREVIOUS, lambda t: t.write_text(old.name))
+    _prune_versions(p)
+
+
+def assemble_versioned(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | Path], *,
+                       accept: Callable[[Path, AssemblyResult], bool] | None = None,
+                       **kwargs) -> tuple[AssemblyResult, Path, bool]:
+    """``assemble`` into a new version of ``dataset_dir`` and publish it when ``accept(version_dir, result)``
+    (e.g. the validation) says so; otherwise the published version stays and the new one is removed.
+    Returns (result, version folder, published)."""
+    ver = new_version(dataset_dir)
+    try:
+        res = assemble(ver, staged, **kwargs)
+        ok = accept(ver, res) if accept is not None else True
+    except BaseException:
+        shutil.rmtree(ver, ignore_errors=True)
+        raise
+    if not ok:
+        shutil.rmtree(ver, ignore_errors=True)
+        return res, ver, False
+    publish_version(dataset_dir, ver)
+    return res, ver, True

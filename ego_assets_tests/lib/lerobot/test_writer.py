@@ -348,7 +348,8 @@ def test_eef_7_dataset_with_undistort_and_letterbox(parts, tmp_path, datasets_ca
                         c.provenance, tmp_path / "c", action_space="eef_7", undistort=undistort,
                         image_size=(64, 32))
     assert calls and all(sh == (48, 64, 3) for sh in calls)
-    assert s.manifest["image_transform"] == {"scale": 32 / 48, "offset": [10, 0], "size": [64, 32]}
+    assert s.manifest["image_transform"] == {"scale": [43 / 64, 32 / 48], "offset": [10, 0], "content": [43, 32],
+                                             "size": [64, 32]}
     res = assemble(tmp_path / "ds", [s], val_fraction=0.0)
     ds = LeRobotDataset("ego_assets/eef", root=tmp_path / "ds", video_backend="pyav")
     item = ds[0]
