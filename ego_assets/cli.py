@@ -247,14 +247,17 @@ def cmd_catalog(args) -> int:
     store = _store(args)
     from ego_assets.lib import catalog
 
-    try:
-        catalog.refresh(store)
-    except Exception:  # noqa: BLE001 - the file may be locked; connect() falls back to memory
-        pass
+    # read only: the catalog file is refreshed by runs, never by a query
     try:
         cols, rows = catalog.query(store, args.sql)
+    except catalog.QueryRefused as e:
+        print(f"error: refused: {e}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception as e:  # noqa: BLE001
-        print(f"error: {str(e).splitlines()[0]}", file=sys.stderr)
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        if "disabled by configuration" in msg:
+            msg += " (the catalog command reads only the catalog's tables)"
+        print(f"error: {printable(msg)}", file=sys.stderr)
         return EXIT_FAILED
     _print_rows(cols, rows, args.format)
     return EXIT_OK

@@ -134,9 +134,59 @@ def connect(store: Store, in_memory: bool = False) -> duckdb.DuckDBPyConnection:
     return con
 
 
+class QueryRefused(ValueError):
+    """A query the catalog command does not run (it only reads the catalog's tables)."""
+
+
+ALLOWED_STATEMENTS = ("SELECT", "EXPLAIN")
+
+
+def sandboxed(store: Store) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection that can read the catalog's tables and nothing else.
+
+    Each view reads the exact list of its table's Parquet files; DuckDB is then told that these files
+    are the only ones it may touch (``allowed_paths`` with ``enable_external_access = false``: no other
+    file, no ATTACH, no extension install or load, no network), and the configuration is locked so a
+    query cannot undo that. Statements other than one SELECT are refused by :func:`query` before they
+    run, so nothing (COPY ... TO, CREATE, SET) can write, even to the allowed files."""
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                             "autoload_known_extensions": False})
+    _register(con, store)
+    allowed: list[str] = []
+    for t in schemas.TABLES:
+        files = [store.url(p) for p in sorted(store.fs.glob(store.table_glob(t)))]
+        if files:
+            lst = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
+            con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet([{lst}], union_by_name = true)")
+            allowed.extend(files)
+        else:
+            empty = schemas.empty(t)  # noqa: F841 (referenced by name in the SQL below)
+            con.execute(f"CREATE TABLE {t} AS SELECT * FROM empty")
+    con.execute("SET python_enable_replacements = false")  # no Python variables as tables
+    con.execute("SET allowed_paths = $1", [allowed])
+    con.execute("SET enable_external_access = false")
+    con.execute("SET lock_configuration = true")
+    return con
+
+
+def check_query(sql: str) -> None:
+    """Refuse anything but one SELECT (or EXPLAIN) statement, naming what was refused."""
+    try:
+        stmts = duckdb.extract_statements(sql)
+    except duckdb.Error as e:
+        raise QueryRefused(str(e).splitlines()[0]) from None
+    kinds = [st.type.name for st in stmts]
+    if len(kinds) != 1 or kinds[0] not in ALLOWED_STATEMENTS:
+        got = ", ".join(kinds) or "nothing"
+        raise QueryRefused(f"the catalog command runs one SELECT statement on the catalog's tables "
+                           f"(got {got}); for anything else open the catalog with your own DuckDB client")
+
+
 def query(store: Store, sql: str):
-    """Run read-only SQL; returns (column names, rows)."""
-    con = connect(store)
+    """Run one read-only SELECT in the sandbox of :func:`sandboxed`; returns (column names, rows).
+    Raises :class:`QueryRefused` for other statements and ``duckdb.Error`` for a bad query."""
+    check_query(sql)
+    con = sandboxed(store)
     try:
         cur = con.execute(sql)
         cols = [d[0] for d in cur.description] if cur.description else []

@@ -130,3 +130,70 @@ def test_live_writers_staging_is_not_removed(tmp_path):
         p.kill()
         p.wait()
     assert store.clean_stale("frames", "v1") == 1 and not live[0].exists()
+
+
+def test_catalog_query_reads_the_tables_and_nothing_else(tmp_path):
+    """Issue 16 item 2: `ego-assets catalog` overwrote committed data with COPY ... TO, created files
+    with ATTACH, reached for the network with INSTALL and read /etc files with read_text."""
+    from ego_assets import cli
+
+    store = Store(str(tmp_path / "home"))
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", _frames_table("v1", 100))
+    frames = store.table_path("frames", "v1")
+    secret = tmp_path / "secret.txt"
+    secret.write_text("s3cret")
+    sources = tmp_path / "home" / "sources.yaml"
+    sources.write_text("sources: []\n")
+    hostile = [
+        f"copy (select 1 as bogus) to '{frames}' (format parquet)",
+        f"copy (select 1 as bogus) to '{sources}' (format csv)",
+        f"attach '{tmp_path / 'x.duckdb'}' (read_write)",
+        "install httpfs", "load httpfs",
+        f"select * from read_text('{secret}')",
+        f"select * from read_text('{sources}')",
+        f"select * from read_csv('{secret}')",
+        "select * from glob('/etc/*')",
+        "select 1; drop view frames",
+        "set enable_external_access = true",
+        "create table t as select 1",
+    ]
+    for sql in hostile:
+        with pytest.raises(Exception) as e:
+            catalog.query(store, sql)
+        assert "s3cret" not in str(e.value)
+        assert cli.main(["catalog", sql, "--home", str(store.root)]) == 1
+    # nothing was written or created, the data is intact, the tables still read
+    assert store.read_table("frames", "v1").num_rows == 100
+    assert sources.read_text() == "sources: []\n"
+    assert not (tmp_path / "x.duckdb").exists()
+    assert catalog.query(store, "select count(*) from frames")[1] == [(100,)]
+    assert catalog.query(store, "select count(*) from quality")[1] == [(0,)]
+    assert catalog.query(store, "with a as (select max(t_s) m from frames) select round(m, 1) from a")[1] \
+        == [(9.9,)]
+
+
+def test_refresh_defines_every_view_for_a_users_own_client(tmp_path):
+    import duckdb
+
+    store = Store(str(tmp_path))
+    with store.write_partition("frames", "v1") as w:
+        w.write_table("frames", _frames_table("v1", 4))
+    store.write_lineage(dict(partition_key="v1", asset="frames", run_id="r", code_version="1",
+                             data_version="x", upstream="{}", params="{}", status="ok", error=None))
+    store.write_quality("frames", "v1", [dict(asset="frames", check_name="c", passed=True,
+                                              severity="ERROR", value=1.0, detail="")])
+    catalog.refresh(store)
+    con = duckdb.connect(catalog.catalog_path(store), read_only=True)
+    try:
+        views = {r[0] for r in con.execute(
+            "select table_name from information_schema.tables where table_type = 'VIEW'").fetchall()}
+        assert {"frames", "lineage", "quality"} <= views
+        assert con.execute("select count(*) from frames").fetchone() == (4,)
+        assert con.execute("select status from lineage").fetchall() == [("ok",)]
+        assert con.execute("select passed from quality").fetchall() == [(True,)]
+        # every table is there (empty ones as empty tables of their schema)
+        names = {r[0] for r in con.execute("select table_name from information_schema.tables").fetchall()}
+        assert set(schemas.TABLES) <= names
+    finally:
+        con.close()
