@@ -104,7 +104,8 @@ def clips(context: dg.AssetExecutionContext, config: ClipsConfig, ego: EgoStorag
         idx = index_packets(path)
         windows = clips_lib.plan_windows(v["duration_s"], p)
         with store.write_partition("clips", pk) as w:
-            names = [f"clip_{i:04d}.mp4" for i in range(len(windows))]
+            ext = clips_lib.clip_extension(path)  # mp4, or mov/mkv for codecs MP4 cannot hold
+            names = [f"clip_{i:04d}.{ext}" for i in range(len(windows))]
             rows = clips_lib.remux_clips(path, idx, windows, [w.path(n) for n in names])
             for r, n in zip(rows, names):
                 r["uri"] = store.url(store.artifact("clips", pk, n))
