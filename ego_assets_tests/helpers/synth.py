@@ -114,3 +114,24 @@ def make_bad_files(folder: str | Path) -> dict[str, Path]:
     out["single_frame"] = folder / "single_frame.mp4"
     make_video(out["single_frame"], n_frames=1, seed=8)
     return out
+
+
+def make_encoded_video(path: str | Path, codec: str, fmt: str, n_frames: int = 30, fps: int = 20,
+                       size=(160, 120), pix_fmt: str = "yuv420p", seed: int = 0) -> None:
+    """A constant-rate video in any codec/container PyAV can write (VP8 WebM, ProRes MOV, MJPEG AVI,
+    ...): the inputs that are valid videos but not H.264 in MP4."""
+    import av
+
+    w, h = size
+    base = texture(h, w, seed)
+    with av.open(str(path), "w", format=fmt) as c:
+        st = c.add_stream(codec, rate=fps)
+        st.width, st.height, st.pix_fmt = w, h, pix_fmt
+        for i in range(n_frames):
+            fr = av.VideoFrame.from_ndarray(frame_at(i, h, w, base), format="rgb24")
+            fr.pts = i
+            fr.time_base = Fraction(1, fps)
+            for p in st.encode(fr):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)

@@ -46,3 +46,42 @@ def test_remux_clips_decode_and_count(tmp_path):
         decoded = [t for _, t, _ in iter_frames(o)]
         assert len(decoded) >= inside  # decodable on its own, with the preroll from the keyframe
     assert sum(r["n_frames"] for r in rows) > 90  # overlaps count twice
+
+
+CODECS = [  # (codec, container, extension, pixel format): valid videos that are not H.264 in MP4
+    ("libvpx", "webm", "webm", "yuv420p"),
+    ("prores_ks", "mov", "mov", "yuv422p10le"),
+    ("mjpeg", "avi", "avi", "yuvj420p"),
+    ("ffv1", "matroska", "mkv", "yuv420p"),
+    ("gif", "gif", "gif", "rgb8"),
+]
+
+
+@pytest.mark.parametrize("codec,fmt,ext,pix", CODECS, ids=[c[0] for c in CODECS])
+def test_every_decodable_codec_gets_clips(tmp_path, codec, fmt, ext, pix):
+    """Issue 16 item 9: VP8 WebM and ProRes MOV failed at clips ('mp4' format does not support
+    'libvpx') with a message naming no file."""
+    src = tmp_path / f"v.{ext}"
+    synth.make_encoded_video(src, codec, fmt, n_frames=40, fps=20, pix_fmt=pix)
+    row, idx = probe_video(str(src))
+    windows = clips.plan_windows(row["duration_s"], clips.ClipParams(1.0, 0.25))
+    out_ext = clips.clip_extension(str(src))
+    outs = [str(tmp_path / f"c{i}.{out_ext}") for i in range(len(windows))]
+    rows = clips.remux_clips(str(src), idx, windows, outs)
+    assert len(rows) == len(windows) == 3
+    for r, o in zip(rows, outs):
+        inside = clips.frames_in(idx.t_s, r["start_s"], r["end_s"], r is rows[-1]).sum()
+        assert r["n_frames"] == inside > 0
+        decoded = [t for _, t, _ in iter_frames(o)]
+        assert len(decoded) >= inside
+        # the clip keeps the source's timestamps: its last frame is the window's last source frame
+        last_src = float(idx.t_s[clips.frames_in(idx.t_s, r["start_s"], r["end_s"], r is rows[-1])][-1])
+        assert abs((decoded[-1] - decoded[0]) - (last_src - r["file_start_s"])) < 0.06
+
+
+def test_clip_errors_name_the_file(tmp_path):
+    src = tmp_path / "v.mp4"
+    synth.make_video(src, n_frames=20, fps=20)
+    row, idx = probe_video(str(src))
+    with pytest.raises(ValueError, match=str(src)):
+        clips.remux_clips(str(src), idx, [(0.0, 1.0)], [str(tmp_path / "no such dir" / "c.mp4")])
