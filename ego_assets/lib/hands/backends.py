@@ -139,13 +139,14 @@ class HandsBackend(Backend):
                  outlier_floor_m: float = 0.05, mp_labels_mirrored: bool | None = None,
                  lift_params: lifting.LiftParams = lifting.LiftParams(),
                  track_params: tracking.TrackParams = tracking.TrackParams(),
-                 weights: tracking.EvidenceWeights = tracking.EvidenceWeights()):
+                 weights: tracking.EvidenceWeights = tracking.EvidenceWeights(), depth_window: int = 5):
         self.max_gap = max_gap
         self.outlier = (outlier_window, outlier_k, outlier_floor_m)
         self.mp_labels_mirrored = mp_labels_mirrored
         self.lift_params = lift_params
         self.track_params = track_params
         self.weights = weights
+        self.depth_window = depth_window  # frames of the per-track depth smoothing (0: none)
 
     def detect(self, proxy_path: str, frames: pa.Table, calib: dict,
                progress: Callable[[int, int], None] | None = None) -> dict:
@@ -158,6 +159,12 @@ class HandsBackend(Backend):
         (D,) str; ``reproj_px`` (D,); ``t_s`` (n,) from the frames table; ``n_frames``;
         ``image_size`` (w, h); ``K`` (3, 3) of the rectified frames; ``undistorted`` bool;
         ``timing`` dict with ``decode_s``, ``landmarker_s``, ``lifting_s``.
+
+        Optional: ``finger_pose`` (D, 15, 3), a backend's own finger pose (e.g. MANO's, regressed by
+        HaWoR/WiLoR), kept instead of being recomputed from the joints, with ``finger_pose_convention``
+        naming it (default :data:`~ego_assets.lib.hands.skeleton.MANO_POSE_CONVENTION`); a backend
+        that measures metric joints itself gives them a ``fit`` of its own (not ``pnp``/``prior``),
+        and they keep their size.
         """
         raise NotImplementedError
 
@@ -176,16 +183,24 @@ class HandsBackend(Backend):
         fit = det["fit"]
         factor = np.array([FIT_FACTOR.get(f, PRIOR_FIT_FACTOR) for f in fit]) if D else np.zeros(0)
         score = det["mp_score"] * factor if D else np.zeros(0)
-        detections = _table(DETECTIONS_SCHEMA, dict(
-            frame_index=fi, t_s=t_s[fi] if D else np.zeros(0), detection=det["detection"],
-            mp_label=det["mp_label"], mp_score=det["mp_score"], score=score,
-            kp2d=det["kp2d"].reshape(D, 42), joints_cam=det["joints_cam"].reshape(D, 63), fit=fit))
+        own_pose = det.get("finger_pose") is not None
+        convention = (det.get("finger_pose_convention") or skeleton.MANO_POSE_CONVENTION) if own_pose \
+            else skeleton.FINGER_POSE_CONVENTION
+
+        def detections_table(tid, cue_n, cue_i):
+            return _table(DETECTIONS_SCHEMA, dict(
+                frame_index=fi, t_s=t_s[fi] if D else np.zeros(0), detection=det["detection"],
+                mp_label=det["mp_label"], mp_score=det["mp_score"], score=score,
+                kp2d=det["kp2d"].reshape(D, 42), joints_cam=det["joints_cam"].reshape(D, 63), fit=fit,
+                track_id=tid, cue_network=cue_n, cue_image=cue_i))
         stats = dict(n_frames=int(n), n_detections=int(D), undistorted=bool(det["undistorted"]),
                      image_width=det["image_size"][0] if det["image_size"] else None,
                      image_height=det["image_size"][1] if det["image_size"] else None,
                      fx=float(det["K"][0, 0]) if det["K"] is not None else None)
         stats.update(self.model_stats())
+        stats["finger_pose_convention"] = convention
         if D == 0:
+            detections = detections_table(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
             stats.update(_rates(empty_tracks(), n))
             stats.update(_timing(det["timing"], n, 0, time.perf_counter() - t0))
             return HandResult(empty_tracks(), detections, _json_safe(stats))
@@ -193,19 +208,24 @@ class HandsBackend(Backend):
         ev = tracking.detection_evidence(det["kp2d"], det["world"], det["mp_label"], det["mp_score"],
                                          det["image_size"][0])
         if self.mp_labels_mirrored is None:
-            mp_sign, agreement = tracking.mp_label_polarity(ev, self.weights)
+            mp_sign, agreement = tracking.network_polarity(ev, self.weights)
         else:
             mp_sign, agreement = (-1.0 if self.mp_labels_mirrored else 1.0), float("nan")
         evidence = ev.total(self.weights, mp_sign)
+        cue_n = self.weights.network * ev.network(mp_sign)
+        cue_i = ev.image(self.weights)
 
         keep = tracking.suppress_duplicates(fi, det["kp2d"], score, self.track_params.duplicate_rel)
         kept = np.flatnonzero(keep)
         tid = np.full(D, -1, np.int64)
         tid[kept] = tracking.assign_tracks(fi[kept], det["kp2d"][kept], evidence[kept], self.track_params)
         labels = tracking.decide_handedness(tid[kept], fi[kept], evidence[kept])
+        detections = detections_table(tid, cue_n, cue_i)
+        cues = {t: tracking.cue_agreement(cue_n[kept][tid[kept] == t], cue_i[kept][tid[kept] == t])
+                for t in labels}
 
         rows = {k: [] for k in ("frame_index", "hand", "score", "kp2d", "joints_cam", "track_id",
-                                "handedness_conf", "interpolated")}
+                                "handedness_conf", "interpolated", "finger_pose")}
         n_out = n_depth = 0
         sizes: dict[int, float] = {}
         win, k, floor = self.outlier
@@ -213,15 +233,19 @@ class HandsBackend(Backend):
             idx = kept[tid[kept] == t]
             idx = idx[np.argsort(fi[idx], kind="stable")]
             J, size = lifting.normalize_track_scale(det["joints_cam"][idx], fit[idx],
-                                                    self.lift_params.size_range)
+                                                    self.lift_params.size_range, self.lift_params.hand_size_m)
             sizes[t] = size
             J, corrected = cleanup.correct_depth_outliers(J, win, k)
             n_depth += int(corrected.sum())
             inl = cleanup.reject_outliers(J[:, 0], win, k, floor)
             n_out += int((~inl).sum())
             idx, J = idx[inl], J[inl]
-            f2, arr, interp = cleanup.fill_gaps(fi[idx], dict(kp2d=det["kp2d"][idx], joints_cam=J,
-                                                              score=score[idx]), self.max_gap)
+            if self.depth_window:
+                J = cleanup.smooth_depth(J, fi[idx], self.depth_window)
+            fill = dict(kp2d=det["kp2d"][idx], joints_cam=J, score=score[idx])
+            if own_pose:
+                fill["finger_pose"] = np.asarray(det["finger_pose"], float).reshape(D, 15, 3)[idx]
+            f2, arr, interp = cleanup.fill_gaps(fi[idx], fill, self.max_gap)
             m = len(f2)
             rows["frame_index"].append(f2)
             rows["hand"].append(np.full(m, lab.hand, object))
@@ -231,6 +255,8 @@ class HandsBackend(Backend):
             rows["track_id"].append(np.full(m, t))
             rows["handedness_conf"].append(np.full(m, lab.conf))
             rows["interpolated"].append(interp)
+            rows["finger_pose"].append(arr["finger_pose"] if own_pose
+                                       else skeleton.finger_pose(arr["joints_cam"], lab.hand))
         cat = {k: np.concatenate(v) for k, v in rows.items()}
         # one person has one left and one right hand: if two tracks of one label share a frame
         # (only when the track labelling could not respect it), keep the better-scored row
@@ -249,11 +275,12 @@ class HandsBackend(Backend):
             frame_index=cat["frame_index"], t_s=t_s[cat["frame_index"]], hand=hands.tolist(),
             score=cat["score"], kp2d=cat["kp2d"].reshape(-1, 42), joints_cam=J.reshape(-1, 63),
             wrist_rotvec_cam=skeleton.wrist_rotvec(J, hands),
-            finger_pose=skeleton.finger_pose(J, hands).reshape(-1, 45),
+            finger_pose=cat["finger_pose"].reshape(-1, 45),
             track_id=cat["track_id"], handedness_conf=cat["handedness_conf"],
             interpolated=cat["interpolated"]))
 
         final = np.array([labels[int(t)].hand == "right" if t >= 0 else False for t in tid])
+        video = tracking.video_agreement(cues, {t: labels[t].n for t in labels})
         mp_right = (ev.mp * mp_sign) > 0
         has_mp = ev.mp != 0
         fits = {}
@@ -264,7 +291,14 @@ class HandsBackend(Backend):
             n_tracks=len(labels), n_duplicates=int((~keep).sum()), n_depth_corrected=n_depth,
             n_outliers=n_out,
             n_interpolated=int(cat["interpolated"].sum()), n_label_conflicts=n_conflict,
-            mp_labels_mirrored=bool(mp_sign < 0), mp_label_geometric_agreement=agreement,
+            mp_labels_mirrored=bool(mp_sign < 0), mp_label_image_agreement=agreement,
+            handedness_cue_agreement=video["agreement"],
+            handedness_contested_fraction=video["contested_fraction"],
+            handedness_cues={str(t): dict(hand=labels[t].hand, agreement=round(c.agreement, 3)
+                                          if np.isfinite(c.agreement) else None,
+                                          network_vote=round(c.network_vote, 2),
+                                          image_vote=round(c.image_vote, 2), contested=c.contested)
+                             for t, c in cues.items()},
             mp_label_final_agreement=float((mp_right[keep & has_mp] == final[keep & has_mp]).mean())
             if (keep & has_mp).any() else float("nan"),
             hand_size_m={str(t): round(v, 4) for t, v in sizes.items()},

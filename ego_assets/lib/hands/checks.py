@@ -22,7 +22,15 @@ SEVERITY = {
     "hands_found": "ERROR",
     "hand_joints_plausible": "ERROR",
     "handedness_consistent": "ERROR",
+    "handedness_cues_agree": "ERROR",
 }
+
+# A video fails handedness_cues_agree when more than this share of its detections lie in tracks whose
+# network cue and image cues name different hands, or when, over its clear detections, the two agree
+# less often than MIN_CUE_AGREEMENT (they agree on 93-100 % of the detections of the real clips, and a
+# chance-level 50 % means at least one of them is wrong on a large part of the video).
+MAX_CONTESTED_FRACTION = 0.25
+MIN_CUE_AGREEMENT = 0.6
 
 
 def _observed(tracks: pa.Table) -> pa.Table:
@@ -121,3 +129,46 @@ def check_handedness_consistent(tracks: pa.Table) -> tuple[bool, float, str]:
     if dup:
         parts.append(f"{dup} frame(s) with two rows of the same hand")
     return False, float(v), "; ".join(parts)
+
+
+def check_handedness_cues_agree(detections: pa.Table, max_contested: float = MAX_CONTESTED_FRACTION,
+                                min_agreement: float = MIN_CUE_AGREEMENT) -> tuple[bool, float, str]:
+    """ERROR: the left/right of the video rests on cues that agree. Reads ``hand_detections``
+    (``track_id``, ``cue_network``, ``cue_image``): per track, the network's belief (label and 3D
+    shape, one cue) against the image cues (thumb side, forearm side), see
+    :mod:`ego_assets.lib.hands.tracking`. A whole video with its hands swapped shows up here as
+    tracks on which the network and the image disagree throughout, which no per-row check sees.
+    The value is the video's agreement (share of clear detections where both name the same hand);
+    the detail names the contested tracks. Failing excludes the video from the dataset."""
+    from ego_assets.lib.hands.tracking import cue_agreement, video_agreement
+
+    need = {"track_id", "cue_network", "cue_image"}
+    if detections.num_rows == 0:
+        return True, float("nan"), "no detections"
+    if not need <= set(detections.column_names):
+        return False, float("nan"), f"hand_detections has no {sorted(need - set(detections.column_names))}"
+    tid = detections.column("track_id").fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+    cn = detections.column("cue_network").to_numpy(zero_copy_only=False).astype(float)
+    ci = detections.column("cue_image").to_numpy(zero_copy_only=False).astype(float)
+    ok_rows = (tid >= 0) & np.isfinite(cn) & np.isfinite(ci)
+    per, n_rows = {}, {}
+    for t in np.unique(tid[ok_rows]):
+        m = ok_rows & (tid == t)
+        per[int(t)] = cue_agreement(cn[m], ci[m])
+        n_rows[int(t)] = int(m.sum())
+    if not per:
+        return True, float("nan"), "no tracked detections"
+    v = video_agreement(per, n_rows)
+    agree, contested = v["agreement"], v["contested_fraction"]
+    bad = [t for t, c in per.items() if c.contested]
+    ok = contested <= max_contested and not (np.isfinite(agree) and agree < min_agreement)
+    detail = (f"network and image cues agree on {agree:.0%} of clear detections" if np.isfinite(agree)
+              else "no detection with clear cues")
+    detail += f"; {contested:.0%} of detections in contested tracks (limit {max_contested:.0%})"
+    if bad:
+        detail += "; contested tracks " + ", ".join(
+            f"{t} (network {per[t].network_vote:+.1f}, image {per[t].image_vote:+.1f}, {n_rows[t]} det.)"
+            for t in bad[:5])
+    if not ok:
+        detail += ": left/right of this video is not trustworthy (swapped hands are possible)"
+    return ok, agree, detail

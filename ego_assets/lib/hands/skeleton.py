@@ -53,8 +53,28 @@ BONES: tuple[tuple[int, int], ...] = tuple(
 PALM_LINKS: tuple[tuple[int, int], ...] = ((5, 9), (9, 13), (13, 17))
 PALM_JOINTS = (0, 5, 9, 13, 17)
 
-HAND_SIZE_PRIOR_M = 0.09
-"""Typical adult wrist -> middle-finger MCP distance (metres): the hand-size prior of the lifting."""
+HAND_SIZE_PRIOR_M = 0.082
+"""The hand-size prior of the lifting: the adult wrist -> middle-finger MCP distance between *joint
+centres* (metres), what a 3D ground truth of joints (MANO, a headset's hand tracker) measures.
+
+Where the number comes from: adult hand length (wrist crease to the tip of the middle finger) is
+about 19.0 cm for men and 17.5 cm for women (50th percentiles of the usual anthropometric surveys),
+18.2 cm for a mixed population; the middle finger from the MCP joint centre to its tip is about 55 %
+of that (the MCP joint lies ~2 cm proximal to the finger's base crease), which leaves ~8.2 cm from
+the wrist to the MCP joint centre. MediaPipe's own world landmarks put it at 9.0 cm (median on the
+real clips): that is the network's population guess in its own landmark convention (its MCP
+landmarks sit nearer the knuckles' surface), not a measurement of the person, and using it placed
+every hand ~10 % too far (+5 cm median on headset footage with ground truth, too far in 8 of 8
+clips). The spread of adult hand size (SD ~5 %) remains as a per-person depth error of ~5 % (about
+2.5 cm at 50 cm), constant along a track."""
+
+FINGER_POSE_CONVENTION = "ego_assets/swing-wrist-frame/v1"
+"""Name of the ``finger_pose`` convention computed here (see the module doc): 15 axis-angle vectors in
+MANO's joint order, each the swing of a bone relative to its parent bone in axes that coincide with
+this module's wrist frame at rest; no twist. It is *not* MANO's pose parameters (different canonical
+axes, no twist, no PCA); a backend that regresses MANO itself supplies those and names them
+:data:`MANO_POSE_CONVENTION`."""
+MANO_POSE_CONVENTION = "mano/axis-angle"
 
 
 def _unit(v: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -226,3 +246,5 @@ def template_hand(hand: str = "right", flex_deg: float | dict = 0.0) -> np.ndarr
 
 
 TEMPLATE_BONE_LENGTHS = bone_lengths(template_hand())
+TEMPLATE_SIZE_M = float(np.linalg.norm(template_hand()[MIDDLE_MCP] - template_hand()[WRIST]))
+"""Wrist -> middle MCP of the template hand (MediaPipe's landmark proportions, 9 cm scale)."""

@@ -6,24 +6,43 @@ in units of the track's hand size (plus a small term for disagreeing left/right 
 21 keypoints rather than the wrist keeps two crossing hands apart: at the crossing their wrists may
 coincide, their finger layouts do not. A track ends after ``max_missing`` frames without a match.
 
-Handedness: MediaPipe's label alone is not trusted. Each detection gets an evidence score (log-odds
-like, > 0 = right) summing independent cues:
+Handedness: each detection gets three cues, each in [-1, 1] (> 0 = right), from sources that can
+be wrong *independently* of each other:
 
-* the MediaPipe label and score (its polarity checked against the geometric cues per video: the
-  model was trained on mirrored selfie images and older mediapipe versions report labels for a
-  mirrored image; mediapipe 1.2.2 reports them for the image given, 98 % agreement with the truth on
-  the test clip);
-* chirality of the 3D shape (:func:`~ego_assets.lib.hands.skeleton.chirality_score`);
-* the 2D turn wrist->index->pinky under the egocentric prior that the back of the hand faces the camera
-  (:func:`~ego_assets.lib.hands.skeleton.view_score`);
-* where the hand is: the right hand is on the right of a head-worn camera's image and its forearm
-  leaves the hand towards the right (and conversely).
+* ``network``: what the landmark network believes: its label (score-weighted) together with the
+  chirality of its 3D world landmarks. These two are one cue, not two: the network resolves the
+  "right hand seen from the back or left hand seen from the palm" ambiguity of a 2D hand layout once,
+  and both its label and its 3D shape (even the depth order of its landmarks combined with the image
+  keypoints) follow that one decision. Measured on the real clips in ../shared/data: world-landmark
+  chirality agrees with the label on 94-100 % of detections, image-plane keypoints + network depth on
+  99-100 % of the chirality. Counting them as two votes (as this module once did, with 3.5 of 5.5 of
+  the weight) lets one wrong network belief outvote the image cues for a whole video, and checking
+  the label's polarity against a "geometric" score that contained the same chirality can never
+  detect it: the evidence agreed with itself.
+* ``view``: the 2D turn wrist -> index MCP -> pinky MCP in the image (the thumb side), under the
+  egocentric prior that the back of the hand faces a head-worn camera
+  (:func:`~ego_assets.lib.hands.skeleton.view_score`); wrong when the palm faces the camera.
+* ``arm``: the side of the body the hand belongs to: the direction in which the forearm leaves the
+  hand (wrist - middle MCP, in the image) and where that line meets the image border; wrong for
+  a hand reaching far across the body.
 
-A track's vote is the sum of its detections' evidence. Tracks seen in the same frame must get
-different labels (one person has one left hand); per connected group of co-occurring tracks the
-labelling that maximises the agreement with the votes under that constraint is chosen (exactly, a
-group of tracks being 2-colourable; greedily otherwise). ``handedness_conf`` is the share of the
-track's evidence weight that agrees with its label, shrunk for short tracks.
+``view`` and ``arm`` use the 2D keypoints only, so none of the three shares a failure with another,
+and all three flip under a horizontal mirror of the video (tested on mirrored real clips). The
+network's polarity is checked per video against the image cues alone (an older MediaPipe labels the
+mirror image); the decision per detection is the weighted sum, so two independent cues outvote a
+third, and a track's vote is the sum over its detections.
+
+A track that is seen with another in a frame must get the other label (one person has one left
+hand); per connected group of co-occurring tracks the labelling that maximises the agreement with
+the votes under that constraint is chosen (exactly, a group of tracks being 2-colourable; greedily
+otherwise). ``handedness_conf`` is the share of the track's evidence weight that agrees with its
+label, shrunk for short tracks.
+
+Agreement is recorded, never assumed: per track, :func:`cue_agreement` gives the share of its
+detections on which the network and the image cues point to the same hand, and the vote of each;
+:func:`video_agreement` summarises a video, and
+:func:`~ego_assets.lib.hands.checks.check_handedness_cues_agree` fails the video when its labels rest
+on cues that contradict each other.
 """
 
 from __future__ import annotations
@@ -47,10 +66,12 @@ class TrackParams:
 
 @dataclass(frozen=True)
 class EvidenceWeights:
-    mp: float = 2.0
-    chirality: float = 1.5
+    """Weights of the three independent cues (see module doc): equal, so that any two that agree
+    outvote the third."""
+
+    network: float = 1.0
     view: float = 1.0
-    position: float = 1.0
+    arm: float = 1.0
 
 
 def hand_size_px(kp2d: np.ndarray) -> np.ndarray:
@@ -140,54 +161,118 @@ def assign_tracks(frame_index: np.ndarray, kp2d: np.ndarray, evidence: np.ndarra
 
 # -- evidence ----------------------------------------------------------------------------------------
 
+VIEW_FULL = 0.3  # |view_score| at which the view cue counts fully (a 17 deg turn)
+CHIRALITY_FULL = 0.5  # |chirality_score| at which the network's 3D shape counts fully
+
+
 @dataclass
 class Evidence:
-    mp: np.ndarray  # signed MediaPipe label evidence (before any polarity fix), in [-1, 1]
-    chirality: np.ndarray
-    view: np.ndarray
-    position: np.ndarray
+    """Per-detection cues in [-1, 1], > 0 for right (see module doc)."""
 
-    def total(self, w: EvidenceWeights = EvidenceWeights(), mp_sign: float = 1.0) -> np.ndarray:
-        return (w.mp * mp_sign * self.mp + w.chirality * np.clip(self.chirality / 0.5, -1, 1)
-                + w.view * np.clip(self.view / 0.3, -1, 1) + w.position * self.position)
+    mp: np.ndarray  # the network's label x its confidence (before any polarity fix)
+    chirality: np.ndarray  # chirality of the network's 3D shape (same belief as ``mp``)
+    view: np.ndarray  # 2D thumb side under the back-of-the-hand prior
+    arm: np.ndarray  # side of the body, from the forearm's direction and border entry
 
-    def geometric(self, w: EvidenceWeights = EvidenceWeights()) -> np.ndarray:
-        return self.total(EvidenceWeights(0.0, w.chirality, w.view, w.position))
+    def network(self, sign: float = 1.0) -> np.ndarray:
+        """The network's belief as one cue: label and 3D-shape chirality averaged (they disagree only
+        when the network itself is unsure, which then gives ~0)."""
+        return sign * 0.5 * (self.mp + np.clip(self.chirality / CHIRALITY_FULL, -1, 1))
+
+    def image(self, w: EvidenceWeights = EvidenceWeights()) -> np.ndarray:
+        """The cues from the 2D keypoints alone, independent of the network's belief."""
+        return w.view * np.clip(self.view / VIEW_FULL, -1, 1) + w.arm * self.arm
+
+    def total(self, w: EvidenceWeights = EvidenceWeights(), net_sign: float = 1.0) -> np.ndarray:
+        return w.network * self.network(net_sign) + self.image(w)
+
+    def flipped(self) -> "Evidence":
+        """The evidence of the mirror image: every cue changes sign."""
+        return Evidence(-self.mp, -self.chirality, -self.view, -self.arm)
 
 
-def position_score(kp2d: np.ndarray, image_width: float) -> np.ndarray:
-    """Evidence in [-1, 1] for right (+) from where the hand is: the wrist's horizontal offset from
-    the image centre and the direction in which the forearm leaves the hand (wrist - middle MCP)."""
+def arm_score(kp2d: np.ndarray, image_width: float, cx: float | None = None) -> np.ndarray:
+    """Evidence in [-1, 1] for right (+) from the side of the body the hand belongs to: the x
+    direction in which the forearm leaves the hand (wrist - middle MCP) and the x offset from the
+    principal point of where the forearm's line meets the image border (a right forearm enters from
+    the bottom-right or the right edge of a head-worn view). ``cx`` defaults to the image centre,
+    so that a horizontally mirrored image gives exactly the opposite score."""
     k = np.asarray(kp2d, float)
-    off = (k[:, 0, 0] - image_width / 2.0) / (image_width / 2.0)
+    cx = (image_width - 1) / 2.0 if cx is None else float(cx)
+    half = image_width / 2.0
     arm = k[:, 0] - k[:, 9]
-    arm_x = arm[:, 0] / np.maximum(np.linalg.norm(arm, axis=-1), 1e-9)
-    return np.clip(0.6 * off + 0.6 * arm_x, -1.0, 1.0)
+    d = arm / np.maximum(np.linalg.norm(arm, axis=-1, keepdims=True), 1e-9)
+    # walk from the wrist along the forearm to the left/right edge or one image width, whichever first
+    x0 = k[:, 0, 0]
+    room = np.where(d[:, 0] > 0, (cx + half) - x0, x0 - (cx - half))
+    steps = np.minimum(np.maximum(room, 0.0) / np.maximum(np.abs(d[:, 0]), 1e-9), 2.0 * half)
+    entry = x0 + d[:, 0] * steps
+    off = np.clip((entry - cx) / half, -1.0, 1.0)
+    return np.clip(0.5 * off + 0.7 * d[:, 0], -1.0, 1.0)
 
 
 def detection_evidence(kp2d: np.ndarray, world: np.ndarray, mp_label, mp_score: np.ndarray,
-                       image_width: float) -> Evidence:
+                       image_width: float, cx: float | None = None) -> Evidence:
     """Per-detection cues (see module doc); ``mp_label`` 'Left'/'Right' as MediaPipe reports it."""
     lab = np.asarray(mp_label).astype(str)
     sign = np.where(np.char.lower(lab) == "right", 1.0, np.where(np.char.lower(lab) == "left", -1.0, 0.0))
     mp = sign * np.clip(2.0 * np.asarray(mp_score, float) - 1.0, 0.0, 1.0)
     return Evidence(mp=mp, chirality=np.atleast_1d(chirality_score(world)),
-                    view=np.atleast_1d(view_score(kp2d)), position=position_score(kp2d, image_width))
+                    view=np.atleast_1d(view_score(kp2d)), arm=arm_score(kp2d, image_width, cx))
 
 
-def mp_label_polarity(ev: Evidence, w: EvidenceWeights = EvidenceWeights(), min_n: int = 10,
-                      flip_below: float = 0.25) -> tuple[float, float]:
-    """(+1 or -1, agreement): whether MediaPipe's labels refer to this image (+1) or to its mirror
-    image (-1), judged from how often they agree with the geometric cues on detections where those
-    are clear. Flipped only on strong contrary evidence; the agreement is reported either way."""
-    g = ev.geometric(w)
-    clear = (np.abs(g) >= 1.0) & (ev.mp != 0)
-    if clear.sum() == 0:
+def network_polarity(ev: Evidence, w: EvidenceWeights = EvidenceWeights(), min_n: int = 10,
+                     flip_below: float = 0.25, clear: float = 1.0) -> tuple[float, float]:
+    """(+1 or -1, agreement): whether the network's belief refers to this image (+1) or to its mirror
+    image (-1), judged *only* from the image cues (never from the network's own 3D shape), on the
+    detections where both image cues are clear and agree (``|image| >= clear``). Flipped only on
+    strong contrary evidence; the agreement is reported either way."""
+    g = ev.image(w)
+    n = ev.network()
+    ok = (np.abs(g) >= clear) & (np.abs(n) > 0.2)
+    if ok.sum() == 0:
         return 1.0, float("nan")
-    agree = float((np.sign(g[clear]) == np.sign(ev.mp[clear])).mean())
-    if clear.sum() >= min_n and agree < flip_below:
+    agree = float((np.sign(g[ok]) == np.sign(n[ok])).mean())
+    if ok.sum() >= min_n and agree < flip_below:
         return -1.0, agree
     return 1.0, agree
+
+
+@dataclass
+class CueAgreement:
+    """How the cues of one track agree (see :func:`cue_agreement`)."""
+
+    agreement: float  # share of clear detections on which network and image cues name the same hand
+    n_clear: int  # detections where both were clear
+    network_vote: float  # sum of the network cue over the track (> 0 right)
+    image_vote: float  # sum of the image cues over the track
+    contested: bool  # the network and the image cues, summed over the track, name different hands
+
+
+def cue_agreement(network: np.ndarray, image: np.ndarray, clear_net: float = 0.2,
+                  clear_image: float = 0.5) -> CueAgreement:
+    """Agreement of the (weighted) network cue with the (weighted) image cues over the detections of
+    one track: ``network`` = ``w.network * Evidence.network(sign)``, ``image`` = ``Evidence.image(w)``.
+    A detection counts when both are clear; the track is *contested* when the two sums are each worth
+    at least one clear detection and name different hands."""
+    n = np.asarray(network, float)
+    g = np.asarray(image, float)
+    ok = (np.abs(n) > clear_net) & (np.abs(g) > clear_image)
+    agree = float((np.sign(n[ok]) == np.sign(g[ok])).mean()) if ok.any() else float("nan")
+    nv, gv = float(n.sum()), float(g.sum())
+    contested = bool(np.sign(nv) != np.sign(gv) and abs(nv) >= 1.0 and abs(gv) >= 1.0)
+    return CueAgreement(agree, int(ok.sum()), nv, gv, contested)
+
+
+def video_agreement(per_track: dict[int, CueAgreement], n_rows: dict[int, int]) -> dict:
+    """A video's handedness agreement: ``agreement`` (detection-weighted over tracks with clear
+    detections), ``contested_fraction`` (share of detections in contested tracks)."""
+    tot = sum(n_rows.values())
+    num = sum(c.agreement * c.n_clear for c in per_track.values() if c.n_clear)
+    den = sum(c.n_clear for c in per_track.values())
+    contested = sum(n_rows[t] for t, c in per_track.items() if c.contested)
+    return dict(agreement=num / den if den else float("nan"),
+                contested_fraction=contested / tot if tot else 0.0)
 
 
 @dataclass

@@ -7,7 +7,7 @@ import pyarrow as pa
 import pytest
 
 from ego_assets.lib import backends, schemas
-from ego_assets.lib.hands import checks
+from ego_assets.lib.hands import checks, skeleton
 from ego_assets.lib.hands.backends import HandTrackingInputError, MediaPipeHands
 
 
@@ -170,6 +170,8 @@ def test_assemble_on_synthetic_detections_recovers_the_truth():
             p = J @ K.T
             rows.append((f, hand, p[:, :2] / p[:, 2:], J, (T - T.mean(0)) @ R.T))
 
+    fit = "mano"  # metric joints measured by the backend itself: they keep their size
+
     class SyntheticHands(HandsBackend):
         name, version = "synthetic", "0"
 
@@ -178,7 +180,7 @@ def test_assemble_on_synthetic_detections_recovers_the_truth():
             return dict(frame_index=np.array([r[0] for r in rows]), detection=np.zeros(D, int),
                         mp_label=np.array(["Right"] * D), mp_score=np.full(D, 0.6),
                         kp2d=np.array([r[2] for r in rows]), world=np.array([r[4] for r in rows]),
-                        joints_cam=np.array([r[3] for r in rows]), fit=np.array(["pnp"] * D),
+                        joints_cam=np.array([r[3] for r in rows]), fit=np.array([fit] * D),
                         reproj_px=np.zeros(D), t_s=np.arange(n) * 0.1 + 5.0, n_frames=n,
                         image_size=(640, 480), K=K, undistorted=False,
                         timing=dict(decode_s=0.0, landmarker_s=0.0, lifting_s=0.0))
@@ -206,3 +208,47 @@ def test_assemble_on_synthetic_detections_recovers_the_truth():
     np.testing.assert_allclose(np.degrees(np.linalg.norm(fp, axis=-1)), 20.0, atol=1e-3)
     assert res.stats["n_outliers"] == 0 and res.stats["n_depth_corrected"] == 0
     assert res.stats["both_hands_rate"] == pytest.approx(20 / 21)
+
+    assert res.stats["finger_pose_convention"] == skeleton.FINGER_POSE_CONVENTION
+    # per-track cue agreement is recorded: the weak 'Right' label (score 0.6) of the left hand is
+    # outweighed within the network cue by its own left-handed 3D shape, so no track is contested
+    det = res.detections
+    assert set(det.column("track_id").to_pylist()) == set(t.column("track_id").to_pylist())
+    cues = res.stats["handedness_cues"]
+    assert {c["hand"] for c in cues.values()} == {"left", "right"}
+    assert not any(c["contested"] for c in cues.values())
+    assert all(c["agreement"] == 1.0 for c in cues.values())
+    assert checks.check_handedness_cues_agree(det)[0]
+
+    # the same detections as MediaPipe lifts them ('pnp'): scaled to the prior hand size about the
+    # camera centre, so the 2D projection is unchanged and the depth shrinks by prior / 0.09
+    fit = "pnp"
+    t2 = SyntheticHands().track("unused.mp4", None, {}).tracks
+    J2 = np.array(t2.column("joints_cam").to_pylist()).reshape(-1, 21, 3)
+    obs = ~np.array(t2.column("interpolated").to_pylist())
+    ratio = J2[obs][:, :, 2] / J[obs][:, :, 2]
+    np.testing.assert_allclose(ratio, skeleton.HAND_SIZE_PRIOR_M / skeleton.TEMPLATE_SIZE_M, rtol=1e-5)
+    np.testing.assert_allclose(J2[obs][..., :2] / J2[obs][..., 2:], J[obs][..., :2] / J[obs][..., 2:],
+                               atol=1e-6)
+
+    # a backend with its own MANO finger pose: kept (not recomputed), gap-filled, named
+    pose = np.random.default_rng(0).normal(0, 0.3, (len(rows), 15, 3))
+    fit = "mano"
+
+    class ManoHands(SyntheticHands):
+        def detect(self, proxy_path, frames, calib, progress=None):
+            d = super().detect(proxy_path, frames, calib, progress)
+            d["finger_pose"] = pose
+            return d
+
+    r3 = ManoHands().track("unused.mp4", None, {})
+    assert r3.stats["finger_pose_convention"] == skeleton.MANO_POSE_CONVENTION
+    t3 = r3.tracks
+    fp3 = np.array(t3.column("finger_pose").to_pylist()).reshape(-1, 15, 3)
+    fi3 = np.array(t3.column("frame_index").to_pylist())
+    h3 = np.array(t3.column("hand").to_pylist())
+    truth_pose = {(r[0], r[1]): pose[i] for i, r in enumerate(rows)}
+    for i in np.flatnonzero(~np.array(t3.column("interpolated").to_pylist())):
+        np.testing.assert_allclose(fp3[i], truth_pose[(fi3[i], h3[i])], atol=1e-6)
+    (k,) = np.flatnonzero((fi3 == 10) & (h3 == "right"))
+    np.testing.assert_allclose(fp3[k], (truth_pose[(9, "right")] + truth_pose[(11, "right")]) / 2, atol=1e-6)

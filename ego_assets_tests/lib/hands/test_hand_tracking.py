@@ -96,30 +96,105 @@ def test_detection_evidence_signs():
     kp_r, w_r = hand_at("right", 0.1, 0.08, 0.4)
     ev = tracking.detection_evidence(np.stack([kp_l, kp_r]), np.stack([w_l, w_r]), ["Left", "Right"],
                                      np.array([0.9, 0.9]), 640)
-    for cue in (ev.mp, ev.chirality, ev.view, ev.position):
+    for cue in (ev.mp, ev.chirality, ev.view, ev.arm, ev.network(), ev.image()):
         assert cue[0] < 0 < cue[1]
-    assert ev.total()[0] < -3 and ev.total()[1] > 3
+    assert ev.total()[0] < -2 and ev.total()[1] > 2
 
 
-def test_mirrored_mediapipe_labels_are_detected():
-    rng = np.random.default_rng(1)
-    kps, ws, labels, truth = [], [], [], []
-    for i in range(30):
-        hand = "left" if i % 2 else "right"
-        x = (-0.1 if hand == "left" else 0.1) + rng.normal(0, 0.01)
-        k, w = hand_at(hand, x, 0.08, 0.4)
-        kps.append(k)
-        ws.append(w)
-        labels.append("Right" if hand == "left" else "Left")  # a mirrored-image labeller
-        truth.append(hand)
-    ev = tracking.detection_evidence(np.array(kps), np.array(ws), labels, np.full(30, 0.95), 640)
-    sign, agreement = tracking.mp_label_polarity(ev)
-    assert sign == -1.0 and agreement == 0.0
-    fixed = ev.total(mp_sign=sign)
-    assert ((fixed > 0) == (np.array(truth) == "right")).all()
-    # correct labels are left alone
-    ev.mp = -ev.mp
-    assert tracking.mp_label_polarity(ev) == (1.0, 1.0)
+def _other(hand: str) -> str:
+    return "left" if hand == "right" else "right"
+
+
+def two_hands_on_a_table(n: int = 30, seed: int = 1, network_swapped: bool = False):
+    """Both hands on a table, backs to the camera, left hand on the left; per frame one detection of
+    each. ``network_swapped``: the network believes the mirror image for the whole video: its label
+    *and* its 3D shape are those of the other hand (what a wrong belief looks like: both follow it)."""
+    rng = np.random.default_rng(seed)
+    fi, kps, ws, labels, truth = [], [], [], [], []
+    for f in range(n):
+        for hand in ("left", "right"):
+            x = (-0.1 if hand == "left" else 0.1) + rng.normal(0, 0.01)
+            k, w = hand_at(hand, x, 0.08, 0.4)
+            believed = _other(hand) if network_swapped else hand
+            fi.append(f)
+            kps.append(k + rng.normal(0, 1.0, k.shape))
+            ws.append(w * np.array([1.0, 1.0, -1.0]) if believed != hand else w)  # depth order flipped
+            labels.append(believed.capitalize())
+            truth.append(hand)
+    return np.array(fi), np.array(kps), np.array(ws), labels, np.array(truth)
+
+
+def test_network_cue_is_label_and_shape_together():
+    fi, kp, world, labels, truth = two_hands_on_a_table(network_swapped=True)
+    ev = tracking.detection_evidence(kp, world, labels, np.full(len(fi), 0.95), 640)
+    # the wrong belief shows in the label and in the 3D chirality alike: one cue, not two votes
+    assert (np.sign(ev.mp) == np.sign(ev.chirality)).all()
+    assert ((ev.network() > 0) != (truth == "right")).all()
+    # the image cues are independent of it and right
+    assert ((ev.image() > 0) == (truth == "right")).all()
+    # the old weighting (label 2 + chirality 1.5 against view 1 + position 1) followed the network
+    old = 2.0 * ev.mp + 1.5 * np.clip(ev.chirality / 0.5, -1, 1) + ev.image()
+    assert ((old > 0) != (truth == "right")).mean() > 0.9
+
+
+def test_a_video_whose_network_is_swapped_is_labelled_right_and_flagged():
+    from ego_assets.lib.hands.checks import check_handedness_cues_agree
+
+    fi, kp, world, labels, truth = two_hands_on_a_table(network_swapped=True)
+    ev = tracking.detection_evidence(kp, world, labels, np.full(len(fi), 0.95), 640)
+    sign, agreement = tracking.network_polarity(ev)
+    assert sign == -1.0 and agreement == 0.0  # an inverted labeller is recognised from the image alone
+    for s_ in (1.0, sign):  # with or without the polarity fix, the image cues outvote the network
+        evidence = ev.total(net_sign=s_)
+        ids = tracking.assign_tracks(fi, kp, evidence)
+        labels_ = tracking.decide_handedness(ids, fi, evidence)
+        for t, lab in labels_.items():
+            assert lab.hand == truth[ids == t][0]
+    # without the polarity fix the cues of every track disagree: the video fails its check
+    import pyarrow as pa
+
+    ids = tracking.assign_tracks(fi, kp, ev.total())
+    det = pa.table({"track_id": pa.array(ids, pa.int32()), "cue_network": ev.network(),
+                    "cue_image": ev.image()})
+    ok, value, detail = check_handedness_cues_agree(det)
+    assert not ok and value == 0.0 and "contested tracks" in detail, detail
+    for t in np.unique(ids):
+        c = tracking.cue_agreement(ev.network()[ids == t], ev.image()[ids == t])
+        assert c.contested and c.agreement == 0.0 and c.n_clear == (ids == t).sum()
+    # a correct network: full agreement, the check passes
+    fi, kp, world, labels, truth = two_hands_on_a_table()
+    ev = tracking.detection_evidence(kp, world, labels, np.full(len(fi), 0.95), 640)
+    ids = tracking.assign_tracks(fi, kp, ev.total())
+    det = pa.table({"track_id": pa.array(ids, pa.int32()), "cue_network": ev.network(),
+                    "cue_image": ev.image()})
+    ok, value, detail = check_handedness_cues_agree(det)
+    assert ok and value == 1.0, detail
+
+
+def test_every_cue_flips_in_a_mirror_image():
+    fi, kp, world, labels, truth = two_hands_on_a_table()
+    ev = tracking.detection_evidence(kp, world, labels, np.full(len(fi), 0.95), 640)
+    # the mirror image: x -> (W - 1) - x, the network sees the other hand (label and shape mirrored)
+    kp_m = kp.copy()
+    kp_m[..., 0] = 639.0 - kp_m[..., 0]
+    ev_m = tracking.detection_evidence(kp_m, world * np.array([-1.0, 1, 1]),
+                                       [_other(x.lower()).capitalize() for x in labels],
+                                       np.full(len(fi), 0.95), 640)
+    for a, b in ((ev.view, ev_m.view), (ev.arm, ev_m.arm), (ev.mp, ev_m.mp), (ev.chirality, ev_m.chirality)):
+        np.testing.assert_allclose(b, -a, atol=1e-9)
+
+
+def test_arm_cue_follows_the_forearm_when_a_hand_reaches_across():
+    # a right hand on the far left of the image, its forearm leaving towards the bottom right
+    R = np.array([[0.0, 1, 0], [-1, 0, 0], [0, 0, 1]])
+    T = template_hand("right", 20)
+    tilt = np.array([[np.cos(-0.7), -np.sin(-0.7), 0], [np.sin(-0.7), np.cos(-0.7), 0], [0, 0, 1]])
+    P = (T - T[0]) @ R.T @ tilt.T + [-0.12, 0.08, 0.4]
+    p = P @ K.T
+    kp = p[:, :2] / p[:, 2:]
+    assert kp[0, 0] < 250  # the wrist is on the left third
+    assert kp[0, 0] > kp[9, 0]  # the forearm (wrist - middle MCP) points right
+    assert tracking.arm_score(kp[None], 640)[0] > 0.2
 
 
 def test_duplicate_detections_are_suppressed():
