@@ -47,6 +47,12 @@ def _handedness(store, pk):
     return check_handedness_consistent(_tracks(store, pk))
 
 
+def _handedness_cues(store, pk):
+    from ego_assets.lib.hands.checks import check_handedness_cues_agree
+
+    return check_handedness_cues_agree(store.read_table("hand_detections", pk))
+
+
 CHECKS = [
     CheckDef("hand_detection_rate", "hand_tracks", WARN,
              "Hands found in at least half of the frames.", _detection_rate),
@@ -56,6 +62,9 @@ CHECKS = [
              "Joints finite and bone lengths within human range.", _joints),
     CheckDef("handedness_consistent", "hand_tracks", ERROR,
              "Left and right never both assigned to one track.", _handedness),
+    CheckDef("handedness_cues_agree", "hand_tracks", ERROR,
+             "The network's left/right and the image cues (thumb side, forearm side) agree per track: "
+             "a video whose hands may be swapped is stopped here.", _handedness_cues),
 ]
 
 
