@@ -1,7 +1,15 @@
-"""Dataset group: lerobot_dataset, all valid episodes of every video as one LeRobot v3.0 dataset
-(DESIGN §1; issue 6). Partitions are staged one by one (reused while their inputs are unchanged) and
-assembled cheaply: new videos are added without re-encoding what is there; a re-materialized video
-replaces its episodes."""
+"""Dataset group (DESIGN §1; issues 6, 12): every video's episodes, then one LeRobot v3.0 dataset.
+
+- ``lerobot_episodes`` (per video, group ``episodes``, part of the per-video job): the video's valid,
+  captioned segments staged as episodes in the dataset's format: frames undistorted and letterboxed to the
+  one dataset frame size, the camera in dataset pixels. Its blocking checks say why a video cannot join
+  the dataset (``fits_dataset``) or has no episode (``has_episodes``): that video's partition fails with
+  the reason (UI, ``lineage``, the CLI's line for it); no other video is affected.
+- ``lerobot_dataset`` (unpartitioned): assembles the staged episodes of every video whose
+  ``lerobot_episodes`` passed. It only moves files and rewrites small tables (new videos are added without
+  re-encoding the others) into a new version of the dataset that is published in one step after it
+  validated; readers never see a half-assembled dataset.
+"""
 
 import json
 import os
@@ -12,21 +20,30 @@ import time
 import dagster as dg
 
 from ego_assets.defs.k8s import op_tags, pool
-from ego_assets.defs.runner import _now
-from ego_assets.lib.backends import Resources
+from ego_assets.defs.partitions import backfill_policy, videos
+from ego_assets.defs.runner import PartitionOutput, _now, check_specs, run_partitions
 from ego_assets.defs.settings import EgoStorage
 from ego_assets.defs.stages import calib_row, proxy
 from ego_assets.lib import catalog, schemas
+from ego_assets.lib.backends import Resources
+from ego_assets.lib.quality import ERROR, CheckDef
 
 GROUP = "dataset"
+EPISODES_GROUP = "episodes"  # per video: in the per-video job (which takes every group but "dataset")
 DATASET_NAME = "ego_assets"
+EPISODES_ASSET = "lerobot_episodes"
+EPISODES_CODE_VERSION = "2"
 INPUTS = ["frames", "calibrations", "camera_poses", "segments", "captions"]
 WARN_ONLY = {"stats_nondegenerate"}  # a dimension no episode moves (e.g. an absent hand) is reported
+STAGED = "staged"
+REJECTED = "rejected.json"  # why staging failed: the video cannot join the dataset
+
+
+class EpisodesConfig(dg.Config):
+    force: bool = False
 
 
 class DatasetConfig(dg.Config):
-    action_space: str = "hands_102"  # or "eef_7"
-    fps: int = 10
     val_fraction: float = 0.1
     repo_id: str = "local/ego_assets"
     rebuild: bool = False
@@ -44,24 +61,169 @@ def dataset_dir(store) -> str:
     return store.datasets_dir(DATASET_NAME)
 
 
-def ready_partitions(store) -> tuple[list[str], dict[str, dict]]:
-    """Videos whose every input asset's latest materialization is ok, with those data versions."""
-    ready, versions = [], {}
-    for pk in store.registered():
-        v = {}
-        for a in INPUTS:
-            rows = store.lineage(a, pk)
-            if not rows or rows[-1]["status"] != "ok":
-                break
-            v[a] = rows[-1]["data_version"]
-        else:
-            ready.append(pk)
-            versions[pk] = v
-    return ready, versions
+def dataset_format():
+    """The configured format every episode shares (EGO_ASSETS_DATASET_IMAGE_SIZE, _FPS, _ACTION_SPACE)."""
+    from ego_assets.lib.lerobot.features import dataset_format as fmt
+
+    return fmt()
+
+
+def staged_dir(store, pk: str) -> str:
+    return store.artifact(EPISODES_ASSET, pk, STAGED)
+
+
+# -- per video: lerobot_episodes ----------------------------------------------------------------------
+
+def _manifest(store, pk: str) -> dict | None:
+    from ego_assets.lib.lerobot.writer import STAGED_MANIFEST
+
+    rej = store.artifact(EPISODES_ASSET, pk, REJECTED)
+    if store.exists(rej):
+        return None
+    return store.read_json(f"{staged_dir(store, pk)}/{STAGED_MANIFEST}")
+
+
+def _rejected(store, pk: str) -> str | None:
+    rej = store.artifact(EPISODES_ASSET, pk, REJECTED)
+    return store.read_json(rej)["reason"] if store.exists(rej) else None
+
+
+def misfit(manifest: dict, fmt) -> str | None:
+    """Why a staged video does not fit a dataset of format ``fmt`` (None when it fits)."""
+    from ego_assets.lib.lerobot.features import VIDEO_KEY
+
+    if not manifest.get("features"):
+        return None  # no episode: nothing to fit
+    h, w = manifest["features"][VIDEO_KEY]["shape"][:2]
+    got = f"{w}x{h}@{manifest['fps']}fps/{manifest['action_space']}"
+    return None if got == fmt.label() else f"staged as {got}, the dataset is {fmt.label()}"
+
+
+def _fits_dataset(store, pk):
+    why = _rejected(store, pk)
+    if why is not None:
+        return False, None, f"cannot join the dataset: {why}"
+    fmt = dataset_format()
+    m = _manifest(store, pk)
+    bad = misfit(m, fmt)
+    if bad:
+        return False, None, f"does not fit the dataset: {bad}; rerun lerobot_episodes for this video"
+    cam = m.get("camera") or {}
+    hfov = f", hfov {cam['hfov_deg']:.1f} deg" if cam.get("hfov_deg") else ""
+    return True, float(m["n_episodes"]), f"{fmt.label()}{hfov}"
+
+
+def _has_episodes(store, pk):
+    why = _rejected(store, pk)
+    if why is not None:
+        return False, 0.0, f"no episode: staging failed ({why})"
+    m = _manifest(store, pk)
+    n = int(m["n_episodes"])
+    if n:
+        return True, float(n), f"{n} episode(s), {m['n_frames']} frames"
+    return False, 0.0, "no episode: " + no_episode_reason(m.get("skipped") or [])
+
+
+def no_episode_reason(skipped: list[dict]) -> str:
+    if not skipped:
+        return "no hand-action segment was found in this video"
+    counts: dict[str, int] = {}
+    for s in skipped:
+        counts[s["reason"]] = counts.get(s["reason"], 0) + 1
+    return (f"none of its {len(skipped)} segment(s) is usable: "
+            + ", ".join(f"{v} x {k}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1])))
+
+
+EPISODE_CHECKS = [
+    CheckDef("fits_dataset", EPISODES_ASSET, ERROR,
+             "The video's episodes can join the dataset: staged in the dataset's frame size, rate and action "
+             "space (else the reason it cannot join).", _fits_dataset),
+    CheckDef("has_episodes", EPISODES_ASSET, ERROR,
+             "The video gives at least one episode (a valid, captioned hand-action segment of >= 2 dataset "
+             "steps); else why none.", _has_episodes),
+]
+CHECKS = EPISODE_CHECKS
 
 
 @dg.asset(
-    group_name=GROUP, code_version="1", deps=["captions", "segments", "camera_poses", "frames"],
+    name=EPISODES_ASSET, partitions_def=videos, backfill_policy=backfill_policy, group_name=EPISODES_GROUP,
+    code_version=EPISODES_CODE_VERSION, deps=INPUTS,
+    kinds={"lerobot", "parquet"}, op_tags=op_tags(None), pool=pool(None),
+    check_specs=check_specs(EPISODES_ASSET, EPISODE_CHECKS),
+    description="The video's valid, captioned segments as LeRobot episodes in the dataset's format: frames "
+                "undistorted and letterboxed to the dataset frame size (EGO_ASSETS_DATASET_IMAGE_SIZE, "
+                "default 640x480), state/action, per-episode camera in dataset pixels. A video that cannot "
+                "join the dataset fails here with the reason.",
+)
+def lerobot_episodes(context: dg.AssetExecutionContext, config: EpisodesConfig, ego: EgoStorage):
+    store = ego.store()
+    fmt = dataset_format()
+
+    def body(pk: str) -> PartitionOutput:
+        return PartitionOutput(metadata=stage_video(store, pk, fmt))
+
+    return run_partitions(context, store, body, params=fmt.as_dict(), checks=EPISODE_CHECKS, force=config.force)
+
+
+def stage_video(store, pk: str, fmt) -> dict:
+    """Stage one video's episodes (committed atomically); a video that cannot be staged is committed as
+    rejected with the reason, which its checks report. Returns the partition's metadata."""
+    from ego_assets.lib.geometry.calibration import undistorter
+    from ego_assets.lib.lerobot import writer
+
+    rec = store.video_record(pk)
+    inputs = {a: store.lineage(a, pk)[-1]["data_version"] for a in INPUTS}
+    prov = dict(source=rec["source"], uri=rec["uri"], name=rec["name"], license=rec.get("license"),
+                inputs=inputs, backends=_backends(store, pk))
+    with store.write_partition(EPISODES_ASSET, pk) as w:
+        try:
+            calib = calib_row(store, pk)
+            v = store.read_table("videos", pk).to_pylist()[0]
+            src = (v.get("display_width") or v["width"], v.get("display_height") or v["height"])
+            sp = writer.stage_partition(
+                pk, proxy(store, pk), store.read_table("frames", pk), store.read_table("segments", pk),
+                store.read_table("captions", pk), store.read_table("hand_world", pk),
+                store.read_table("camera_poses", pk), prov, w.path(STAGED), fps=fmt.fps,
+                action_space=fmt.action_space, undistort=undistorter(calib), image_size=fmt.image_size,
+                calibration=calib, source_size=src)
+        except Exception as e:  # noqa: BLE001 - whatever the reason, this video is left out, with it
+            reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+            with open(w.path(REJECTED), "w") as f:
+                json.dump({"reason": reason}, f)
+            return {"episodes": 0, "rejected": reason}
+    m = sp.manifest
+    cam = m.get("camera") or {}
+    meta = {"episodes": sp.n_episodes, "frames": sp.n_frames, "format": fmt.label(),
+            "skipped_segments": len(sp.skipped)}
+    if sp.skipped:
+        meta["skipped"] = dg.MetadataValue.json(sp.skipped[:50])
+    if cam.get("fx") is not None:
+        meta["camera"] = dg.MetadataValue.json(cam)
+    if m.get("image_transform"):
+        meta["image_transform"] = dg.MetadataValue.json(m["image_transform"])
+    return meta
+
+
+# -- the dataset --------------------------------------------------------------------------------------
+
+def ready_partitions(store) -> tuple[list[str], dict[str, str], dict[str, str]]:
+    """(videos whose lerobot_episodes passed, their staged data versions, {left-out video: reason})."""
+    ready, versions, left_out = [], {}, {}
+    for pk in store.registered():
+        rows = store.lineage(EPISODES_ASSET, pk)
+        last = rows[-1] if rows else None
+        if last is not None and last["status"] == "ok" and store.committed(EPISODES_ASSET, pk):
+            ready.append(pk)
+            versions[pk] = last["data_version"]
+        elif last is not None:
+            left_out[pk] = f"{EPISODES_ASSET} {last['status']}: {last['error']}"
+        else:
+            left_out[pk] = f"{EPISODES_ASSET} has not run for this video yet"
+    return ready, versions, left_out
+
+
+@dg.asset(
+    group_name=GROUP, code_version="2", deps=[EPISODES_ASSET, "captions", "segments", "camera_poses", "frames"],
     kinds={"lerobot", "parquet"}, op_tags=op_tags(None, Resources(cpu=2, memory_gib=8)), pool=pool(None),
     automation_condition=DATASET_CONDITION,
     check_specs=[
@@ -72,125 +234,134 @@ def ready_partitions(store) -> tuple[list[str], dict[str, dict]]:
         dg.AssetCheckSpec("stats_nondegenerate", asset="lerobot_dataset",
                           description="No state/action dimension with zero variance (reported by name)."),
     ],
-    description="Every valid segment of every video as one episode of a LeRobot v3.0 dataset "
-                "(observation.images.ego, state/action in the chosen action space, the caption as task), "
-                "with stats, splits by source video, provenance and a dataset card.",
+    description="The staged episodes of every video that passed lerobot_episodes as one LeRobot v3.0 "
+                "dataset (observation.images.ego at one frame size, state/action, the caption as task, "
+                "per-episode camera), with stats, splits by source video, provenance and a dataset card; "
+                "published as one step once it validates.",
 )
 def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, ego: EgoStorage):
     store = ego.store()
     t0 = time.perf_counter()
-    remote_root = dataset_dir(store)
-    # The LeRobot writer and loader need a filesystem: on an object store the dataset is assembled in
-    # a local working copy and published back (meta/ last, so readers never see new metadata before
-    # its files); on a local or mounted root it is assembled in place.
-    with store.working_copy(remote_root, publish_last=("meta/",)) as root, \
-            tempfile.TemporaryDirectory(prefix="ego_assets_staged_") as scratch:
-        return _assemble(context, config, store, root, remote_root, scratch, t0)
+    started = _now()
+    try:
+        with tempfile.TemporaryDirectory(prefix="ego_assets_staged_") as scratch:
+            return _assemble(context, config, store, scratch, t0)
+    except Exception as e:  # noqa: BLE001 - recorded where the CLI's hint looks, then the step fails
+        reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
+        store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
+                                 code_version="2", data_version=None, upstream=None, params=None,
+                                 status="failed", error=reason, started_at=started, finished_at=_now()))
+        raise dg.Failure(description=f"lerobot_dataset: {reason}", allow_retries=False) from e
 
 
-def _assemble(context, config: DatasetConfig, store, root: str, remote_root: str, scratch: str, t0: float):
-    from ego_assets.lib.geometry.calibration import undistorter
+def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
     from ego_assets.lib.lerobot import writer
-    from ego_assets.lib.lerobot.validate import validate_dataset
 
-    ready, versions = ready_partitions(store)
-    staged, n_staged, n_reused = [], 0, 0
-    params = dict(action_space=config.action_space, fps=config.fps)
-    in_dataset_versions = _partition_versions(root)
-    for i, pk in enumerate(ready, 1):
-        key = json.dumps([versions[pk], params], sort_keys=True)
-        sdir = store.artifact("lerobot_dataset", pk, "staged")
-        manifest = f"{sdir}/{writer.STAGED_MANIFEST}"
-        prev_m = store.read_json(manifest) if store.exists(manifest) else {}
-        if prev_m.get("ego_assets_inputs") == key and not config.rebuild:
-            # reused: what the assembly reads of it is its manifest and episodes, unless the dataset
-            # lacks this version of it (then its files too)
-            whole = in_dataset_versions.get(pk) != prev_m.get("version")
-            staged.append(writer.load_staged(_local_staged(store, sdir, scratch, pk, whole)))
-            n_reused += 1
+    fmt = dataset_format()
+    remote_root = dataset_dir(store)
+    ready, versions, left_out = ready_partitions(store)
+    published = _published_state(store, remote_root)
+    in_dataset_versions = {k: v.get("version") for k, v in (published or {}).get("partitions", {}).items()}
+    rebuild, why_rebuild = bool(config.rebuild), "asked for" if config.rebuild else None
+    if published and not rebuild:
+        why_rebuild = _rebuild_reason(published, fmt)
+        rebuild = why_rebuild is not None
+        if rebuild:
+            context.log.warning(f"the dataset is rebuilt: {why_rebuild}")
+    staged, n_new = [], 0
+    for pk in ready:
+        sdir = staged_dir(store, pk)
+        m = store.read_json(f"{sdir}/{writer.STAGED_MANIFEST}")
+        bad = misfit(m, fmt)
+        if bad:  # staged under another format; its lerobot_episodes reruns with the current one
+            left_out[pk] = f"{EPISODES_ASSET}: {bad}"
             continue
-        rec = store.video_record(pk)
-        calib = calib_row(store, pk)
-        prov = dict(source=rec["source"], uri=rec["uri"], name=rec["name"], license=rec.get("license"),
-                    inputs=versions[pk], backends=_backends(store, pk))
-        started = _now()
-        with store.write_partition("lerobot_dataset", pk) as w:
-            sp = writer.stage_partition(
-                pk, proxy(store, pk), store.read_table("frames", pk), store.read_table("segments", pk),
-                store.read_table("captions", pk), store.read_table("hand_world", pk),
-                store.read_table("camera_poses", pk), prov, w.path("staged"), fps=config.fps,
-                action_space=config.action_space, undistort=undistorter(calib))
-            mpath = os.path.join(w.path("staged"), writer.STAGED_MANIFEST)
-            m = json.load(open(mpath))
-            m["ego_assets_inputs"] = key
-            with open(mpath, "w") as f:
-                json.dump(m, f, indent=1, sort_keys=True)
-            if not store.is_local:  # the committed copy is remote: keep a local one for the assembly
-                shutil.copytree(w.path("staged"), os.path.join(scratch, pk))
-        staged.append(writer.load_staged(sdir if store.is_local else os.path.join(scratch, pk)))
-        n_staged += 1
-        store.write_lineage(dict(partition_key=pk, asset="lerobot_dataset", run_id=context.run.run_id,
-                                 code_version="1", data_version=sp.version,
-                                 upstream=json.dumps(versions[pk], sort_keys=True),
-                                 params=json.dumps(params, sort_keys=True), status="ok", error=None,
-                                 started_at=started, finished_at=_now()))
-        context.log.info(f"[{i}/{len(ready)}] {pk}: staged {sp.n_episodes} episode(s), {sp.n_frames} frames")
-    in_dataset = sorted(in_dataset_versions)
-    removed = sorted(set(in_dataset) - set(ready))
-    if not in_dataset and sum(sp.n_episodes for sp in staged) == 0:
+        # what the assembly reads of a staged video already in the dataset is its manifest and episodes
+        whole = rebuild or in_dataset_versions.get(pk) != m.get("version")
+        n_new += whole
+        staged.append(writer.load_staged(_local_staged(store, sdir, scratch, pk, whole)))
+    for pk, why in left_out.items():
+        context.log.warning(f"{pk} ({store.video_uri(pk)}) is left out of the dataset: {why}")
+    members = [s.partition_key for s in staged]
+    removed = sorted(set(in_dataset_versions) - set(members))
+    params = {**fmt.as_dict(), "val_fraction": config.val_fraction}
+    base_meta = {"videos": len(members), "left_out": len(left_out),
+                 "path": dg.MetadataValue.path(store.url(remote_root))}
+    if left_out:
+        base_meta["left_out_videos"] = dg.MetadataValue.json(
+            {pk: f"{store.video_uri(pk)}: {why}" for pk, why in sorted(left_out.items())})
+    if not in_dataset_versions and sum(sp.n_episodes for sp in staged) == 0:
         # Nothing to publish yet (no video has a valid, captioned segment): no dataset is written, and
         # there is nothing for LeRobot to load or for the validation to check.
-        context.log.warning(f"no episodes in {len(ready)} ready video(s): the dataset is not written yet")
-        detail = f"no dataset yet: 0 episodes from {len(ready)} video(s)"
+        detail = f"no dataset yet: 0 episodes from {len(members)} video(s), {len(left_out)} left out"
+        context.log.warning(detail)
         return dg.MaterializeResult(
-            metadata={"episodes": 0, "videos": len(ready), "staged": n_staged, "reused": n_reused,
-                      "path": dg.MetadataValue.path(store.url(remote_root)), "note": detail},
+            metadata={**base_meta, "episodes": 0, "note": detail},
             check_results=[
                 dg.AssetCheckResult(check_name="lerobot_dataset_valid", passed=True,
                                     severity=dg.AssetCheckSeverity.ERROR, metadata={"detail": detail}),
                 dg.AssetCheckResult(check_name="stats_nondegenerate", passed=True,
                                     severity=dg.AssetCheckSeverity.WARN, metadata={"detail": detail})])
-    res = writer.assemble(root, staged, remove=removed, repo_id=config.repo_id,
-                          val_fraction=config.val_fraction, rebuild=config.rebuild,
-                          card_info=_card_info(store, ready))
-    for pk in ready:
-        store.write_parquet(store.table_path("episodes", pk),
-                            schemas.conform("episodes", res.episodes_of(pk), pk))
-    for pk in removed:
-        if store.exists(store.table_path("episodes", pk)):
-            store.fs.rm_file(store.table_path("episodes", pk))
-    catalog.ensure_view(store, "episodes")
-    checks = validate_dataset(root, res.episodes, repo_id=config.repo_id,
-                              max_episodes=int(os.environ.get("EGO_ASSETS_VALIDATE_MAX_EPISODES", "200")))
+    checks: list = []
+    kwargs = dict(remove=removed, repo_id=config.repo_id, val_fraction=config.val_fraction, rebuild=rebuild,
+                  card_info=_card_info(store, members))
+
+    def accept(root, res) -> bool:
+        from ego_assets.lib.lerobot.validate import validate_dataset
+
+        checks.extend(validate_dataset(
+            root, res.episodes, repo_id=config.repo_id,
+            max_episodes=int(os.environ.get("EGO_ASSETS_VALIDATE_MAX_EPISODES", "200"))))
+        return not [c for c in checks if not c[1] and c[0] not in WARN_ONLY]
+
+    if store.is_local:
+        # a new version next to the published one (files hard-linked), published in one rename once valid
+        res, _, published_now = writer.assemble_versioned(remote_root, staged, accept=accept, **kwargs)
+    else:
+        # The LeRobot writer and loader need a filesystem: on an object store the dataset is assembled in
+        # a local working copy and uploaded, meta/ last (readers open it first)
+        with store.working_copy(remote_root, publish_last=("meta/",)) as root:
+            res = writer.assemble(root, staged, **kwargs)
+            published_now = accept(root, res)
     errors = [c for c in checks if not c[1] and c[0] not in WARN_ONLY]
     warns = [c for c in checks if not c[1] and c[0] in WARN_ONLY]
+    if published_now:
+        for pk in members:
+            store.write_parquet(store.table_path("episodes", pk),
+                                schemas.conform("episodes", res.episodes_of(pk), pk))
+        for pk in set(removed) | (set(left_out) - set(members)):
+            if store.exists(store.table_path("episodes", pk)):
+                store.fs.rm_file(store.table_path("episodes", pk))
+        catalog.ensure_view(store, "episodes")
     rows = [dict(asset="lerobot_dataset", check_name=c[0], passed=bool(c[1]),
                  severity="WARN" if c[0] in WARN_ONLY else "ERROR",
                  value=None if c[2] is None else float(c[2]), detail=str(c[3])) for c in checks]
     store.write_quality("lerobot_dataset", "dataset", rows)
+    err = "; ".join(f"{c[0]}: {c[3]}" for c in errors) or None
+    if err and store.is_local:
+        err += " (not published: the previous version of the dataset stays)"
     store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
-                             code_version="1", data_version=_dataset_version(res),
-                             upstream=json.dumps({pk: versions[pk] for pk in ready}, sort_keys=True),
-                             params=json.dumps({**params, "val_fraction": config.val_fraction},
-                                               sort_keys=True),
-                             status="blocked" if errors else "ok",
-                             error="; ".join(f"{c[0]}: {c[3]}" for c in errors) or None,
+                             code_version="2", data_version=res.version,
+                             upstream=json.dumps({pk: versions[pk] for pk in members}, sort_keys=True),
+                             params=json.dumps(params, sort_keys=True),
+                             status="blocked" if errors else "ok", error=err,
                              started_at=_now(), finished_at=_now()))
     meta = {
-        "path": dg.MetadataValue.path(store.url(remote_root)),
-        "episodes": res.n_episodes, "frames": res.n_frames, "tasks": res.n_tasks,
-        "videos": len(ready), "staged": n_staged, "reused": n_reused,
-        "added": len(res.added), "replaced": len(res.replaced), "removed": len(res.removed),
-        "splits": dg.MetadataValue.json(res.splits), "action_space": config.action_space,
-        "seconds": round(time.perf_counter() - t0, 2),
+        **base_meta,
+        "episodes": res.n_episodes, "frames": res.n_frames, "tasks": res.n_tasks, "format": fmt.label(),
+        "new_or_changed": n_new, "added": len(res.added), "replaced": len(res.replaced),
+        "removed": len(res.removed), "published": published_now,
+        "splits": dg.MetadataValue.json(res.splits), "seconds": round(time.perf_counter() - t0, 2),
         "per_source": dg.MetadataValue.md(_counts_md(res.episodes, store)),
         "load_with": dg.MetadataValue.md(
             f"`LeRobotDataset('{config.repo_id}', root='{remote_root}', video_backend='pyav')`" if store.is_local
             else f"download `{store.url(remote_root)}`, then `LeRobotDataset('{config.repo_id}', "
                  "root=<that folder>, video_backend='pyav')`"),
     }
+    if why_rebuild:
+        meta["rebuilt"] = why_rebuild
     return dg.MaterializeResult(
-        metadata=meta, data_version=dg.DataVersion(_dataset_version(res)),
+        metadata=meta, data_version=dg.DataVersion(res.version[:16]),
         check_results=[
             dg.AssetCheckResult(check_name="lerobot_dataset_valid", passed=not errors,
                                 severity=dg.AssetCheckSeverity.ERROR,
@@ -202,14 +373,26 @@ def _assemble(context, config: DatasetConfig, store, root: str, remote_root: str
         ])
 
 
-def _partition_versions(root: str) -> dict[str, str]:
-    """The staged version of every partition in the dataset at ``root`` (from its state file)."""
+def _published_state(store, remote_root: str) -> dict | None:
     from ego_assets.lib.lerobot.writer import STATE_PATH
 
-    p = os.path.join(root, STATE_PATH)
-    if not os.path.exists(p):
-        return {}
-    return {k: v.get("version") for k, v in json.load(open(p)).get("partitions", {}).items()}
+    p = f"{remote_root}/{STATE_PATH}"
+    return store.read_json(p) if store.exists(p) else None
+
+
+def _rebuild_reason(state: dict, fmt) -> str | None:
+    """Why the published dataset cannot be extended with episodes of format ``fmt`` (None: it can)."""
+    from ego_assets.lib.lerobot.features import VIDEO_KEY
+    from ego_assets.lib.lerobot.writer import STATE_FORMAT
+
+    if state.get("format") != STATE_FORMAT:
+        return f"its state format {state.get('format')!r} is not this code's {STATE_FORMAT}"
+    feats = state.get("features")
+    if not feats:
+        return None
+    h, w = feats[VIDEO_KEY]["shape"][:2]
+    was = f"{w}x{h}@{state.get('fps')}fps/{state.get('action_space')}"
+    return None if was == fmt.label() else f"format changed from {was} to {fmt.label()}"
 
 
 def _local_staged(store, sdir: str, scratch: str, pk: str, whole: bool) -> str:
@@ -222,6 +405,7 @@ def _local_staged(store, sdir: str, scratch: str, pk: str, whole: bool) -> str:
     names = (writer.STAGED_MANIFEST, writer.STAGED_EPISODES) + (
         (writer.STAGED_DATA, writer.STAGED_VIDEO) if whole else ())
     dst = os.path.join(scratch, pk)
+    shutil.rmtree(dst, ignore_errors=True)
     os.makedirs(dst, exist_ok=True)
     for name in names:
         if store.exists(f"{sdir}/{name}"):
@@ -229,12 +413,33 @@ def _local_staged(store, sdir: str, scratch: str, pk: str, whole: bool) -> str:
     return dst
 
 
-def _dataset_version(res) -> str:
-    import hashlib
+def dataset_outcome(result) -> tuple[bool, str]:
+    """For the CLI: (ok, one line) on a run of the dataset job: the episode count and where, or the actual
+    reason it failed and a query that shows it."""
+    from dagster import AssetCheckSeverity, AssetKey, DagsterEventType
 
-    h = hashlib.sha256(json.dumps([res.n_episodes, res.n_frames, sorted(res.kept + res.added +
-                                                                          res.replaced)]).encode())
-    return h.hexdigest()[:16]
+    mats = [m for m in result.asset_materializations_for_node("lerobot_dataset")
+            if m.asset_key == AssetKey("lerobot_dataset")]
+    failed = [e for e in result.get_asset_check_evaluations()
+              if not e.passed and e.severity == AssetCheckSeverity.ERROR]
+    if failed:
+        return False, ("check " + "; ".join(
+            f"{e.check_name} failed ({'; '.join(str(v.value) for v in e.metadata.values() if 'FAILED' in str(v.value))})"
+            for e in failed) + "; see `ego-assets catalog \"select check_name, detail from quality where "
+            "asset='lerobot_dataset' and not passed\"`")
+    if not result.success or not mats:
+        why = "the step failed"
+        for ev in result.all_events:
+            if ev.event_type == DagsterEventType.STEP_FAILURE and ev.step_key == "lerobot_dataset":
+                data = ev.step_failure_data
+                why = (data.user_failure_data.description if data.user_failure_data and
+                       data.user_failure_data.description else data.error.message.strip() if data.error else why)
+        return False, (f"{why}; see `ego-assets catalog \"select finished_at, error from lineage where "
+                       "asset='lerobot_dataset' and status <> 'ok' order by finished_at desc limit 1\"`")
+    md = mats[-1].metadata
+    n = md["episodes"].value if "episodes" in md else 0
+    out = md["left_out"].value if "left_out" in md else 0
+    return True, f"{n} episode(s)" + (f", {out} video(s) left out (their lines say why)" if out else "")
 
 
 def _backends(store, pk) -> dict:
@@ -247,12 +452,8 @@ def _backends(store, pk) -> dict:
 
 
 def _card_info(store, ready) -> dict:
-    sources = {}
-    for pk in ready:
-        rec = store.video_record(pk)
-        s = sources.setdefault(rec["source"], {"videos": 0, "license": rec.get("license")})
-        s["videos"] += 1
-    return {"description": "Egocentric hand-object interaction episodes made by ego_assets."}
+    return {"description": "Egocentric hand-object interaction episodes made by ego_assets, from "
+                           f"{len(ready)} video(s)."}
 
 
 def _counts_md(episodes, store) -> str:

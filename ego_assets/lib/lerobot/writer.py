@@ -264,19 +264,21 @@ def _plans(frames: pa.Table, segments: pa.Table, captions: pa.Table, fps: int) -
         if ok and isinstance(text, str) and text.strip():
             caps[(int(sid), str(hand))] = text.strip()
     s_ok = _valid_col(segments, "valid")
+    s_why = (_np(segments, "invalid_reason") if "invalid_reason" in segments.column_names
+             else [None] * segments.num_rows)
     has_s = {c: c in segments.column_names for c in ("start_s", "end_s")}
     plans, skipped = [], []
     rows = zip(_np(segments, "segment_id"), _np(segments, "hand"), _np(segments, "start_frame"),
                _np(segments, "end_frame"),
                _np(segments, "start_s") if has_s["start_s"] else [None] * segments.num_rows,
-               _np(segments, "end_s") if has_s["end_s"] else [None] * segments.num_rows, s_ok)
-    for sid, hand, sf, ef, ss, es, ok in rows:
+               _np(segments, "end_s") if has_s["end_s"] else [None] * segments.num_rows, s_ok, s_why)
+    for sid, hand, sf, ef, ss, es, ok, bad_why in rows:
         sid, hand = int(sid), str(hand)
         why = None
         if hand not in HANDS:
             why = f"hand {hand!r} is not one of {HANDS}"
         elif not ok:
-            why = "segment not valid"
+            why = f"segment not valid ({bad_why})" if isinstance(bad_why, str) and bad_why else "segment not valid"
         elif (sid, hand) not in caps:
             why = "no valid caption"
         if why is None:
