@@ -156,24 +156,12 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
 
 def _dataset_line(store, result) -> bool:
     """One line on the dataset (stderr: stdout carries one line per video). False if it failed."""
-    from dagster import AssetCheckSeverity, AssetKey
+    from ego_assets.defs.dataset import dataset_dir, dataset_outcome
 
-    from ego_assets.defs.dataset import dataset_dir
-
-    mats = [m for m in result.asset_materializations_for_node("lerobot_dataset")
-            if m.asset_key == AssetKey("lerobot_dataset")]
-    failed = [e for e in result.get_asset_check_evaluations()
-              if not e.passed and e.severity == AssetCheckSeverity.ERROR]
-    if not result.success or not mats or failed:
-        why = "; ".join(f"check {e.check_name} failed" for e in failed) or "the step failed"
-        print(f"FAILED  lerobot_dataset: {why}; see `ego-assets catalog \"select * from quality where "
-              "asset='lerobot_dataset' and not passed\"`", file=sys.stderr)
-        return False
-    md = mats[-1].metadata
-    eps = md.get("episodes")
-    n = eps.value if eps is not None else 0
-    print(f"dataset: {n} episode(s) in {dataset_dir(store)}", file=sys.stderr)
-    return True
+    ok, line = dataset_outcome(result)  # the actual reason when it failed, and a query that shows it
+    print(f"dataset: {line} in {dataset_dir(store)}" if ok else f"FAILED  lerobot_dataset: {line}",
+          file=sys.stderr)
+    return ok
 
 
 def cmd_run(args) -> int:
