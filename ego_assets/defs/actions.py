@@ -116,19 +116,20 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, ego: Ego
         meta.update({k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))})
         return PartitionOutput(tables=["hand_world", "segments"], metadata=meta)
 
-    return run_partitions(context, store, "segments", body, code_version="1",
+    return run_partitions(context, store, body,
                           params=dict(min_length=params.min_length, max_length=params.max_length,
                                       min_distance=params.min_distance,
                                       speed_smooth_window=params.speed_smooth_window,
                                       min_path_length_m=params.min_path_length_m,
                                       min_visibility=params.min_visibility),
-                          upstream=["hand_tracks", "camera_poses", "frames"], checks=SEGMENT_CHECKS,
+                          checks=SEGMENT_CHECKS,
                           force=config.force)
 
 
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP,
-    code_version=backend_code_version("captions"), deps=["segments"], kinds={"parquet"},
+    code_version=backend_code_version("captions"), deps=["segments", "frames", "calibrations", "camera_poses"],
+    kinds={"parquet"},
     op_tags=op_tags("captions"), pool=pool("captions"),
     check_specs=check_specs("captions", CAPTION_CHECKS),
     description="One imperative instruction (+ short reasoning) per segment, or N/A; frames overlaid "
@@ -168,9 +169,8 @@ def captions(context: dg.AssetExecutionContext, config: CaptionsConfig, ego: Ego
                 for r in res.captions.to_pylist()[:10]) or "no segments")
         return PartitionOutput(tables=["captions"], metadata=meta)
 
-    return run_partitions(context, store, "captions", body, code_version=backend_code_version("captions"),
-                          params={"backend": backends.backend_class("captions").name},
-                          upstream=["segments"], checks=CAPTION_CHECKS, force=config.force)
+    return run_partitions(context, store, body, params={"backend": backends.backend_class("captions").name},
+                          checks=CAPTION_CHECKS, force=config.force)
 
 
 def _rebase_overlays(table, staging_dir: str, final_dir: str):

@@ -1,17 +1,18 @@
-"""In-process execution for the CLI: batched runs of the per-video job on the local Dagster instance,
-rerunning the good videos when some videos of a batch fail (DESIGN §7, §10)."""
+"""In-process execution for the CLI: the same one-video runs of the per-video job that the sensor and a
+UI backfill launch, on the local Dagster instance; each video's status is its run's outcome as Dagster
+recorded it (DESIGN §7, §8, §10)."""
 
 from __future__ import annotations
 
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
 
-from ego_assets.defs.partitions import MAX_PARTITIONS_PER_RUN, videos
-from ego_assets.defs.sensors import chunks, range_tags
+from ego_assets.defs.monitoring import HOST_TAG, fail_dead_runs
 from ego_assets.lib.storage import Store
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -36,9 +37,10 @@ def use_local_instance(store: Store) -> dg.DagsterInstance:
 @dataclass
 class VideoStatus:
     partition_key: str
-    status: str  # ok | failed | incomplete
+    status: str  # ok | failed
     asset: str | None = None
     error: str | None = None
+    run_id: str | None = None
 
 
 def per_video_assets(defs: dg.Definitions) -> list[str]:
@@ -49,65 +51,51 @@ def per_video_assets(defs: dg.Definitions) -> list[str]:
     return [k.to_user_string() for k in order if k in keys]
 
 
-def video_status(store: Store, assets: list[str], pk: str, run_ids: set[str]) -> VideoStatus:
-    for a in assets:
-        rows = store.lineage(a, pk)
-        last = rows[-1] if rows else None
-        if last is None:
-            return VideoStatus(pk, "incomplete", a)
-        if last["status"] in ("failed", "blocked"):
-            return VideoStatus(pk, "failed", a, last["error"])
-        if last["status"] != "ok":
-            return VideoStatus(pk, "incomplete", a, last["error"])
-    return VideoStatus(pk, "ok")
-
-
-def contiguous_groups(ordered: list[str], wanted: set[str]) -> list[list[str]]:
-    groups, cur = [], []
-    for k in ordered:
-        if k in wanted:
-            cur.append(k)
-        elif cur:
-            groups.append(cur)
-            cur = []
-    if cur:
-        groups.append(cur)
-    return groups
+def run_status(instance: dg.DagsterInstance, run_id: str, pk: str) -> VideoStatus:
+    """A one-video run's outcome from its Dagster events: ok, or failed with the first failed step's
+    asset and reason (a failed blocking check: its name, value and reason)."""
+    run = instance.get_run_by_id(run_id)
+    if run is not None and run.status == dg.DagsterRunStatus.SUCCESS:
+        return VideoStatus(pk, "ok", run_id=run_id)
+    checks = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    failures = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE).records
+    for rec in failures:
+        ev = rec.event_log_entry.dagster_event
+        asset = ev.step_key
+        bad = [c.event_log_entry.dagster_event.event_specific_data for c in checks
+               if c.event_log_entry.dagster_event.step_key == asset]
+        bad = [c for c in bad if not c.passed and c.severity == dg.AssetCheckSeverity.ERROR]
+        user = ev.step_failure_data.user_failure_data
+        failed = user.metadata.get("failed") if user is not None else None
+        if failed is not None and pk in failed.value:
+            error = failed.value[pk]  # the runner's Failure: this video's reason
+        elif bad:
+            error = "; ".join(f"check {c.check_name} failed: {c.description}" for c in bad)
+        else:
+            error = ev.step_failure_data.error.message.strip() if ev.step_failure_data.error else "failed"
+        return VideoStatus(pk, "failed", asset, error, run_id)
+    status = run.status.value.lower() if run is not None else "missing"
+    return VideoStatus(pk, "failed", None, f"run {run_id[:8]} {status}", run_id)
 
 
 def materialize_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store: Store,
-                       keys: list[str], run_config: dict | None = None,
-                       per_run: int = MAX_PARTITIONS_PER_RUN, on_run=None) -> dict[str, VideoStatus]:
-    """Run every per-video asset for ``keys`` in batched in-process runs. Videos that fail stop where
-    they failed; the others are completed, if need be by further runs without the failed ones."""
+                       keys: list[str], run_config: dict | None = None, on_run=None,
+                       assets: list[str] | None = None) -> dict[str, VideoStatus]:
+    """Run every per-video asset for ``keys``: one in-process run per video, as the sensor and a UI
+    backfill launch them (models load once per process, see ego_assets.defs.stages). A video that
+    fails stops there; the others are complete. Runs of this machine left STARTED by a killed process
+    are marked failed first. ``assets``: a subset of the per-video assets (default: all)."""
+    fail_dead_runs(instance)
     job = defs.resolve_job_def("per_video_job")
-    assets = per_video_assets(defs)
-    pending = set(keys)
     status: dict[str, VideoStatus] = {}
-    run_ids: set[str] = set()
-    for _attempt in range(len(assets) + 2):
-        if not pending:
-            break
-        ordered = instance.get_dynamic_partitions(videos.name)
-        for group in contiguous_groups(ordered, pending):
-            for batch in chunks(group, per_run):
-                result = job.execute_in_process(instance=instance, tags=range_tags(batch),
-                                                run_config=_with_quiet_logs(run_config),
-                                                raise_on_error=False)
-                run_ids.add(result.run_id)
-                if on_run:
-                    on_run(batch, result)
-        progressed = False
-        for pk in list(pending):
-            st = video_status(store, assets, pk, run_ids)
-            if st.status != "incomplete":
-                status[pk] = st
-                pending.discard(pk)
-                progressed = True
-        if not progressed:
-            break
-    for pk in pending:
-        status[pk] = video_status(store, assets, pk, run_ids)
+    for pk in keys:
+        result = job.execute_in_process(instance=instance, partition_key=pk,
+                                        asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
+                                        tags={HOST_TAG: socket.gethostname()},
+                                        run_config=_with_quiet_logs(run_config), raise_on_error=False)
+        status[pk] = run_status(instance, result.run_id, pk)
+        if on_run:
+            on_run([pk], result)
     return status
 
 

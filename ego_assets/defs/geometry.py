@@ -66,7 +66,7 @@ class GeometryConfig(dg.Config):
 
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP,
-    code_version=backend_code_version("calibration"), deps=["frames"],
+    code_version=backend_code_version("calibration"), deps=["source_videos", "frames"],
     op_tags=op_tags("calibration"), pool=pool("calibration"), kinds={"opencv", "parquet"},
     check_specs=check_specs("calibrations", CALIBRATION_CHECKS),
     description="Intrinsics of the proxy (from the source's camera hints, container metadata or an "
@@ -109,17 +109,15 @@ def calibrations(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
             camera_motion=row["camera_motion"],
             camera_motion_value=round(float(row.get("camera_motion_value") or 0.0), 3), **extra))
 
-    return run_partitions(context, store, "calibrations", body,
-                          code_version=backend_code_version("calibration"),
+    return run_partitions(context, store, body,
                           params=lambda pk: {"backend": backends_name("calibration"),  # hints: issue 16
                                              "hints": store.video_record(pk).get("hints") or {}},
-                          upstream=["frames"],
                           checks=CALIBRATION_CHECKS, force=config.force)
 
 
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP,
-    code_version=backend_code_version("poses"), deps=["calibrations", "hand_tracks", "clips"],
+    code_version=backend_code_version("poses"), deps=["calibrations", "hand_tracks", "clips", "frames"],
     op_tags=op_tags("poses"), pool=pool("poses"),
     kinds={"opencv", "parquet"}, check_specs=check_specs("camera_poses", POSE_CHECKS),
     description="Camera-to-world pose per frame (world = camera of the first frame), hands masked out, "
@@ -152,10 +150,8 @@ def camera_poses(context: dg.AssetExecutionContext, config: GeometryConfig, ego:
             meta["trajectory"] = dg.MetadataValue.md(md_image(plot, "camera path, top-down"))
         return PartitionOutput(tables=["camera_poses"], metadata=meta)
 
-    return run_partitions(context, store, "camera_poses", body, code_version=backend_code_version("poses"),
-                          params={"backend": backends_name("poses")},
-                          upstream=["calibrations", "hand_tracks", "clips"], checks=POSE_CHECKS,
-                          force=config.force)
+    return run_partitions(context, store, body, params={"backend": backends_name("poses")},
+                          checks=POSE_CHECKS, force=config.force)
 
 
 def scene_depth(store, pk: str):

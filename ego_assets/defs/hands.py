@@ -121,6 +121,4 @@ def hand_tracks(context: dg.AssetExecutionContext, config: HandsConfig, ego: Ego
         return PartitionOutput(tables=["hand_tracks", "hand_detections"], metadata=meta)
 
     bcls = backends.backend_class(STAGE)
-    return run_partitions(context, store, "hand_tracks", body, code_version=backend_code_version(STAGE),
-                          params={"backend": bcls.name}, upstream=["frames", "calibrations"],
-                          checks=CHECKS, force=config.force)
+    return run_partitions(context, store, body, params={"backend": bcls.name}, checks=CHECKS, force=config.force)

@@ -80,8 +80,8 @@ def source_videos(context: dg.AssetExecutionContext, config: IngestConfig, ego: 
             codec=row["codec"], rotation_deg=row["rotation_deg"], vfr=row["is_vfr"],
             size_mb=round(row["size_bytes"] / 1e6, 2)))
 
-    return run_partitions(context, store, "source_videos", body, code_version="1",
-                          params={}, upstream=[], checks=checks_for("source_videos"), force=config.force)
+    return run_partitions(context, store, body, params={}, checks=checks_for("source_videos"),
+                          force=config.force)
 
 
 @dg.asset(
@@ -115,15 +115,14 @@ def clips(context: dg.AssetExecutionContext, config: ClipsConfig, ego: EgoStorag
             n_clips=len(rows), window_s=p.window_s, overlap_s=p.overlap_s,
             duration_s=round(v["duration_s"], 3)))
 
-    return run_partitions(context, store, "clips", body, code_version="1",
-                          params=dict(window_s=p.window_s, overlap_s=p.overlap_s),
-                          upstream=["source_videos"], checks=checks_for("clips"), force=config.force)
+    return run_partitions(context, store, body, params=dict(window_s=p.window_s, overlap_s=p.overlap_s),
+                          checks=checks_for("clips"), force=config.force)
 
 
 @dg.asset(
     partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP, code_version="1",
     op_tags=op_tags(None), pool=pool(None),
-    deps=[clips], kinds={"pyav", "parquet"}, check_specs=check_specs("frames", checks_for("frames")),
+    deps=[source_videos], kinds={"pyav", "parquet"}, check_specs=check_specs("frames", checks_for("frames")),
     description="Frames sampled at the dataset rate (default 10 fps) as a compact upright proxy video "
                 "(long side 640 px) + per-frame time, keyframe flag, blur, brightness, motion.",
 )
@@ -151,7 +150,6 @@ def frames(context: dg.AssetExecutionContext, config: FramesConfig, ego: EgoStor
             mean_brightness=round(float(np.mean(cols["brightness"])), 3),
             mean_motion=round(float(np.mean(cols["motion"])), 4)))
 
-    return run_partitions(context, store, "frames", body, code_version="1",
-                          params=dict(rate_hz=p.rate_hz, long_side=p.long_side),
-                          upstream=["source_videos", "clips"], checks=checks_for("frames"), force=config.force)
+    return run_partitions(context, store, body, params=dict(rate_hz=p.rate_hz, long_side=p.long_side),
+                          checks=checks_for("frames"), force=config.force)
 CHECKS = INGEST_CHECKS

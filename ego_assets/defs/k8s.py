@@ -2,8 +2,8 @@
 from its configured backend.
 
 - :func:`executor` is dagster-k8s's ``k8s_job_executor`` (one pod per step) when
-  ``EGO_ASSETS_RUNTIME=k8s``, with the shared step defaults of :func:`step_k8s_config`; ``None``
-  (Dagster's default: multiprocess for launched runs, in-process for the CLI) otherwise. The
+  ``EGO_ASSETS_RUNTIME=k8s``, with the shared step defaults of :func:`step_k8s_config`; Dagster's
+  in-process executor otherwise (a run carries one video: its steps run in the run's process). The
   definitions apply it to every job, so backfills and sensor runs use it too.
 - :func:`op_tags` turns a stage's backend ``Resources`` (``ego_assets.lib.backends``) into the
   ``dagster-k8s/config`` op tags of the asset: CPU/memory requests always, and for a GPU backend the
@@ -218,11 +218,13 @@ def step_k8s_config() -> dict[str, Any]:
     }
 
 
-def executor() -> dg.ExecutorDefinition | None:
-    """``k8s_job_executor`` (one pod per step) for ``EGO_ASSETS_RUNTIME=k8s``; else ``None``, which
-    keeps Dagster's default executor."""
+def executor() -> dg.ExecutorDefinition:
+    """``k8s_job_executor`` (one pod per step) for ``EGO_ASSETS_RUNTIME=k8s``; else Dagster's in-process
+    executor: a run carries one video, so its steps run one after the other in the run's own process
+    (one definitions load per video instead of one per step; runs of different videos run side by
+    side, up to the instance's ``max_concurrent_runs``)."""
     if runtime() != "k8s":
-        return None
+        return dg.in_process_executor
     from dagster_k8s import k8s_job_executor
 
     return k8s_job_executor.configured({"step_k8s_config": step_k8s_config()}, name="ego_k8s")

@@ -1,11 +1,13 @@
-"""The per-partition loop every partitioned asset shares.
+"""The per-video step every partitioned asset shares.
 
-A run may carry many partitions (``context.partition_keys``). Each partition is processed on its own: a
-failure (bad video, failed upstream, blocking check) is recorded in ``lineage`` and does not stop the
-others. Dagster cannot mark single partitions of a ranged step as failed, so when some fail, the good ones
-are reported as materializations one by one and the step then fails naming every bad file and reason;
-``ego-assets run`` reruns the good ones downstream. Partitions whose inputs, code and parameters are
-unchanged since their last success are skipped (resumable runs).
+A run carries one video (the discovery sensor, a UI backfill and ``ego-assets run`` all request one run
+per video): whatever happens to a video is its own run's outcome, so Dagster holds the truth per video
+(DESIGN §8) and a bad video never stops the others. A video that fails (bad file, failed upstream)
+fails its step with the file and the reason, and its checks fail with that reason; a blocking check
+that fails is a failed ERROR check result of that partition, and Dagster stops the video there. Every
+attempt is also recorded in ``lineage``/``quality``. A video whose inputs, code and parameters are
+unchanged since its last success is not recomputed (resumable runs); its materialization keeps the
+last computed one's metadata and previews.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from typing import Callable
 
 import dagster as dg
 
-from ego_assets.lib import catalog
 from ego_assets.lib.quality import ERROR, CheckDef, CheckOutcome
 from ego_assets.lib.storage import Store
 
@@ -68,113 +69,233 @@ def _data_version(store: Store, asset: str, pk: str, code_version: str, params: 
     return h.hexdigest()[:16]
 
 
+def declared(context: dg.AssetExecutionContext) -> tuple[str, str, list[str]]:
+    """The asset's name, code version and upstream assets as its decorator declares them: the one
+    place they are written (the UI's lineage and staleness and the body's inputs cannot disagree)."""
+    key = context.asset_key
+    ad = context.assets_def
+    code_version = ad.code_versions_by_key.get(key)
+    if not code_version:
+        raise ValueError(f"asset {key.to_user_string()} declares no code_version")
+    upstream = sorted(k.to_user_string() for k in ad.asset_deps.get(key, ()))
+    return key.to_user_string(), code_version, upstream
+
+
+@dataclass
+class _Outcome:
+    status: str  # ok | skipped | blocked | failed
+    metadata: dict = field(default_factory=dict)
+    data_version: str | None = None
+    results: list[CheckOutcome] = field(default_factory=list)
+    error: str | None = None
+
+
 def run_partitions(
     context: dg.AssetExecutionContext,
     store: Store,
-    asset: str,
     body: Callable[[str], PartitionOutput],
     *,
-    code_version: str,
     params: dict | Callable[[str], dict],  # or per video: params(pk) (e.g. its camera hints)
-    upstream: list[str],
     checks: list[CheckDef] = (),
     force: bool = False,
-) -> dg.MaterializeResult:
+):
+    """Materialize the run's partitions of the calling asset (name, code version and upstream assets
+    come from its declaration, see :func:`declared`).
+
+    A run normally carries one video (DESIGN §8: Dagster holds the truth per video): the result is
+    then Dagster's own. A video that fails raises :class:`dagster.Failure` naming the file and the
+    reason (its partition is failed in the UI, with its checks failed and the reason); a blocking
+    check that fails is reported as an ERROR check result of the partition and Dagster stops the video
+    there. A run carrying several videos reports every partition's check results and materialization
+    (with its own data version) and fails, naming each bad file, if any video failed.
+    """
+    asset, code_version, upstream = declared(context)
     keys = list(context.partition_keys) if context.has_partition_key_range or context.has_partition_key \
         else []
-    ok_meta: dict[str, dict] = {}
-    versions: dict[str, str] = {}
-    failures: dict[str, str] = {}
-    blocked: dict[str, list[CheckOutcome]] = {}
-    outcomes: dict[str, list[CheckOutcome]] = {}
+    outcomes: dict[str, _Outcome] = {}
     t_all = time.perf_counter()
     for n, pk in enumerate(keys, 1):
-        started = _now()
-        up: dict = {}
-        p_pk: dict = {}
-        try:
-            p_pk = params(pk) if callable(params) else params
-            up = upstream_versions(store, upstream, pk)
-            prev = latest_ok(store, asset, pk)
-            if (not force and prev is not None and prev["status"] == "ok"
-                    and prev["code_version"] == code_version
-                    and json.loads(prev["upstream"] or "{}") == up
-                    and json.loads(prev["params"] or "{}") == json.loads(json.dumps(p_pk))
-                    and store.committed(asset, pk)):
-                context.log.info(f"[{n}/{len(keys)}] {pk}: up to date (data version "
-                                 f"{prev['data_version']}), skipped")
-                ok_meta[pk] = {"skipped": "up to date", "data_version": prev["data_version"]}
-                versions[pk] = prev["data_version"]
-                # the checks still report on this run (cheap: they read the stored tables)
-                outcomes[pk] = [c.evaluate(store, pk) for c in checks]
-                continue
-            context.log.info(f"[{n}/{len(keys)}] {pk}: {asset} started")
-            t0 = time.perf_counter()
-            out = body(pk)
-            for t in out.tables:
-                catalog.ensure_view(store, t)
-            dv = _data_version(store, asset, pk, code_version, p_pk, up, out.tables)
-            results = [c.evaluate(store, pk) for c in checks]
-            store.write_quality(asset, pk, [r.row(asset) for r in results])
-            outcomes[pk] = results
-            bad = [r for r in results if not r.passed and r.severity == ERROR]
-            status = "blocked" if bad else "ok"
-            err = "; ".join(f"check {r.check_name} failed: {r.detail}" for r in bad) or None
+        outcomes[pk] = _run_one(context, store, asset, body, pk, f"[{n}/{len(keys)}]",
+                                code_version=code_version, upstream=upstream, params=params,
+                                checks=checks, force=force)
+    failures = {pk: o.error for pk, o in outcomes.items()
+                if o.status == "failed" or (o.status == "blocked" and len(keys) > 1)}
+    spec_names = {k.name for k in context.assets_def.check_keys if k.asset_key == context.asset_key}
+
+    if len(keys) == 1 and outcomes[keys[0]].status != "failed":
+        # Dagster's own path: the check results belong to this partition's materialization, and a
+        # failed blocking check stops this video's downstream assets (the step fails after it).
+        o = outcomes[keys[0]]
+        return dg.MaterializeResult(
+            metadata=_clean(o.metadata), data_version=dg.DataVersion(o.data_version),
+            check_results=[_check_result(r) for r in o.results if r.check_name in spec_names])
+
+    if not failures:
+        return _range_done(context, outcomes, spec_names)
+    # A failed video (or a run of several videos with a failed one): each partition's check results
+    # and each good partition's materialization (with its own data version and upstream versions) are
+    # logged one by one, then the step fails naming every bad file and reason.
+    for pk, o in outcomes.items():
+        for r in o.results:
+            if r.check_name in spec_names:
+                context.log_event(_check_evaluation(context.asset_key, pk, r))
+        if o.status in ("ok", "skipped"):
+            context.log_event(dg.AssetMaterialization(
+                asset_key=context.asset_key, partition=pk, metadata=_clean(o.metadata),
+                tags=_version_tags(context, code_version, upstream, pk, o.data_version)))
+    lines = "\n".join(f"- {store.video_uri(pk)}: {msg}" for pk, msg in failures.items())
+    raise dg.Failure(
+        description=f"{asset} failed for {len(failures)} of {len(keys)} video(s):\n{lines}",
+        metadata={"failed": dg.MetadataValue.json(failures),
+                  "seconds": round(time.perf_counter() - t_all, 1)},
+        allow_retries=False,
+    )
+
+
+def _range_done(context, outcomes: dict[str, _Outcome], spec_names: set[str]) -> dg.MaterializeResult:
+    """A run of several videos that all succeeded (runs carry one video; this serves a run launched
+    by hand over a range): Dagster's output event, one materialization per partition with that
+    partition's metadata (its data version in the metadata), and each partition's check results."""
+    for pk, o in outcomes.items():
+        context.add_asset_metadata(_clean(o.metadata), partition_key=pk)
+        for r in o.results:
+            if r.check_name in spec_names:
+                context.log_event(_check_evaluation(context.asset_key, pk, r))
+    results = {}
+    for o in outcomes.values():
+        for r in o.results:
+            if r.check_name in spec_names:
+                prev = results.get(r.check_name)
+                results[r.check_name] = r if prev is None or prev.passed else prev
+    return dg.MaterializeResult(check_results=[_check_result(r) for r in results.values()])
+
+
+def _run_one(context, store: Store, asset: str, body, pk: str, prefix: str, *, code_version: str,
+             upstream: list[str], params, checks, force: bool) -> _Outcome:
+    started = _now()
+    up: dict = {}
+    p_pk: dict = {}
+    try:
+        p_pk = params(pk) if callable(params) else params
+        up = upstream_versions(store, upstream, pk)
+        prev = latest_ok(store, asset, pk)
+        if (not force and prev is not None and prev["status"] == "ok"
+                and prev["code_version"] == code_version
+                and json.loads(prev["upstream"] or "{}") == up
+                and json.loads(prev["params"] or "{}") == json.loads(json.dumps(p_pk))
+                and store.committed(asset, pk)):
+            dv = prev["data_version"]
+            context.log.info(f"{prev_fmt(prefix, pk)}: up to date (data version {dv}), skipped")
+            # this attempt, with the current configuration, is the video's latest: a failure of an
+            # earlier attempt with another configuration no longer speaks for it
             store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run.run_id,
                                      code_version=code_version, data_version=dv,
                                      upstream=json.dumps(up, sort_keys=True),
-                                     params=json.dumps(p_pk, sort_keys=True), status=status, error=err,
-                                     started_at=started, finished_at=_now()))
-            meta = dict(out.metadata)
-            meta["seconds"] = round(time.perf_counter() - t0, 3)
-            meta["data_version"] = dv
-            if bad:
-                blocked[pk] = bad
-                failures[pk] = err
-                context.log.error(f"[{n}/{len(keys)}] {pk}: {asset} blocked: {err}")
-            else:
-                context.log.info(f"[{n}/{len(keys)}] {pk}: {asset} done in {meta['seconds']} s")
-            ok_meta[pk] = meta
-            versions[pk] = dv
-        except Exception as e:  # noqa: BLE001 - one video's failure must not stop the others
-            msg = _describe(store, pk, e)
-            failures[pk] = msg
-            status = "skipped" if isinstance(e, UpstreamNotReady) else "failed"
-            store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run.run_id,
-                                     code_version=code_version, data_version=None,
-                                     upstream=json.dumps(up, sort_keys=True),
-                                     params=json.dumps(p_pk, sort_keys=True), status=status,
-                                     error=msg, started_at=started, finished_at=_now()))
-            context.log.error(f"[{n}/{len(keys)}] {pk}: {asset} {status}: {msg}")
-            if not isinstance(e, (ValueError, UpstreamNotReady, FileNotFoundError)):
-                context.log.debug(traceback.format_exc())
+                                     params=json.dumps(p_pk, sort_keys=True), status="ok",
+                                     error=None, started_at=started, finished_at=_now()))
+            # the previews of the materialization being reused stay on the latest event
+            meta = {**last_real_metadata(context, pk),
+                    "reused": f"up to date since run {prev['run_id'][:8]}"}
+            return _Outcome("skipped", meta, dv, [c.evaluate(store, pk) for c in checks])
+        context.log.info(f"{prev_fmt(prefix, pk)}: {asset} started")
+        t0 = time.perf_counter()
+        out = body(pk)
+        dv = _data_version(store, asset, pk, code_version, p_pk, up, out.tables)
+        results = [c.evaluate(store, pk) for c in checks]
+        store.write_quality(asset, pk, [r.row(asset) for r in results])
+        bad = [r for r in results if not r.passed and r.severity == ERROR]
+        err = "; ".join(f"check {r.check_name} failed: {r.detail}" for r in bad) or None
+        store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run.run_id,
+                                 code_version=code_version, data_version=dv,
+                                 upstream=json.dumps(up, sort_keys=True),
+                                 params=json.dumps(p_pk, sort_keys=True),
+                                 status="blocked" if bad else "ok", error=err,
+                                 started_at=started, finished_at=_now()))
+        seconds = time.perf_counter() - t0
+        meta = {**out.metadata, "seconds": round(seconds, 1), "data_version": dv}
+        if bad:
+            context.log.error(f"{prev_fmt(prefix, pk)}: {asset} blocked: {err}")
+            return _Outcome("blocked", meta, dv, results, err)
+        context.log.info(f"{prev_fmt(prefix, pk)}: {asset} done in {seconds:.1f} s")
+        return _Outcome("ok", meta, dv, results)
+    except Exception as e:  # noqa: BLE001 - one video's failure is reported as that video's
+        msg = _describe(store, pk, e)
+        status = "skipped" if isinstance(e, UpstreamNotReady) else "failed"
+        store.write_lineage(dict(partition_key=pk, asset=asset, run_id=context.run.run_id,
+                                 code_version=code_version, data_version=None,
+                                 upstream=json.dumps(up, sort_keys=True),
+                                 params=json.dumps(p_pk, sort_keys=True), status=status,
+                                 error=msg, started_at=started, finished_at=_now()))
+        context.log.error(f"{prev_fmt(prefix, pk)}: {asset} {status}: {msg}")
+        if not isinstance(e, (ValueError, UpstreamNotReady, FileNotFoundError)):
+            context.log.debug(traceback.format_exc())
+        # the asset's checks cannot pass on nothing: each says why, on this video's check page
+        results = [CheckOutcome(c.name, False, c.severity, None, f"{asset} {status}: {msg}")
+                   for c in checks]
+        store.write_quality(asset, pk, [r.row(asset) for r in results])
+        return _Outcome("failed", {}, None, results, msg)
 
-    check_results = _check_results(context, outcomes)
-    summary = {"partitions": len(keys), "failed": len(failures),
-               "total_seconds": round(time.perf_counter() - t_all, 3)}
-    if failures:
-        for pk, meta in ok_meta.items():
-            if pk not in blocked:
-                context.log_event(dg.AssetMaterialization(
-                    asset_key=context.asset_key, partition=pk, metadata=_clean(meta)))
-        lines = "\n".join(f"- {pk} ({store.video_uri(pk)}): {msg}" for pk, msg in failures.items())
-        raise dg.Failure(
-            description=(f"{asset}: {len(failures)} of {len(keys)} video(s) failed:\n{lines}\n"
-                         "Fix or remove these files; the other videos of this run are materialized. "
-                         "Rerun the downstream assets for them (ego-assets run does this for you)."),
-            metadata={"failed": dg.MetadataValue.json(failures), **summary},
-            allow_retries=False,
-        )
-    if len(keys) == 1:
-        meta = ok_meta[keys[0]]
-        return dg.MaterializeResult(metadata=_clean(meta), data_version=dg.DataVersion(versions[keys[0]]),
-                                    check_results=check_results)
-    # A range run: each partition's materialization event carries its own metadata (preview, counts,
-    # data version), as a one-partition run would; the run's summary is added to every event.
-    for pk, meta in ok_meta.items():
-        context.add_asset_metadata(_clean(meta), partition_key=pk)
-    return dg.MaterializeResult(metadata={f"run_{k}": v for k, v in summary.items()},
-                                check_results=check_results)
+
+def prev_fmt(prefix: str, pk: str) -> str:
+    return f"{prefix} {pk}" if prefix != "[1/1]" else pk
+
+
+def last_real_metadata(context, pk: str) -> dict:
+    """The metadata of the partition's latest materialization that did work (not a reuse), so that a
+    no-op rerun keeps the previews on the latest event."""
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[pk]), limit=20).records
+    for rec in records:
+        mat = rec.asset_materialization
+        if mat is not None and "reused" not in mat.metadata:
+            return dict(mat.metadata)
+    return {}
+
+
+def _version_tags(context, code_version: str, upstream: list[str], pk: str, dv: str) -> dict:
+    """The data-version tags Dagster writes for a one-partition step, for one partition of a logged
+    materialization: its own data version and the versions of its upstream partitions (staleness)."""
+    from dagster._core.definitions.data_version import (
+        CODE_VERSION_TAG, DATA_VERSION_IS_USER_PROVIDED_TAG, DATA_VERSION_TAG,
+        get_input_data_version_tag, get_input_event_pointer_tag)
+
+    tags = {CODE_VERSION_TAG: code_version, DATA_VERSION_TAG: dv, DATA_VERSION_IS_USER_PROVIDED_TAG: "true"}
+    for a in upstream:
+        key = dg.AssetKey.from_user_string(a)
+        recs = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=key, asset_partitions=[pk]), limit=1).records
+        if recs:
+            # as Dagster records a partitioned input: the SHA-256 of its partitions' data versions
+            up_dv = recs[0].asset_materialization.tags.get(DATA_VERSION_TAG, "")
+            tags[get_input_data_version_tag(key)] = hashlib.sha256(up_dv.encode()).hexdigest()
+            tags[get_input_event_pointer_tag(key)] = str(recs[0].storage_id)
+    return tags
+
+
+def _severity(r: CheckOutcome) -> dg.AssetCheckSeverity:
+    return dg.AssetCheckSeverity.ERROR if r.severity == ERROR else dg.AssetCheckSeverity.WARN
+
+
+def _check_metadata(r: CheckOutcome) -> dict:
+    meta = {"reason": dg.MetadataValue.text(r.detail)}
+    if r.value is not None:
+        meta["value"] = dg.MetadataValue.float(round(float(r.value), 4))
+    return meta
+
+
+def _check_result(r: CheckOutcome) -> dg.AssetCheckResult:
+    return dg.AssetCheckResult(check_name=r.check_name, passed=r.passed, severity=_severity(r),
+                               description=r.detail, metadata=_check_metadata(r))
+
+
+def _check_evaluation(asset_key: dg.AssetKey, pk: str, r: CheckOutcome):
+    """A check result for one partition of a multi-video or failed step (``AssetCheckResult`` only
+    targets the step's single partition)."""
+    from dagster._core.definitions.asset_checks.asset_check_evaluation import AssetCheckEvaluation
+
+    return AssetCheckEvaluation(asset_key=asset_key, check_name=r.check_name, passed=r.passed,
+                                metadata=_check_metadata(r), severity=_severity(r),
+                                description=r.detail, blocking=r.severity == ERROR, partition=pk)
 
 
 def progress_logger(context, asset: str, pk: str, unit: str = "frames", every_s: float = 5.0):
@@ -196,29 +317,6 @@ def progress_logger(context, asset: str, pk: str, unit: str = "frames", every_s:
     return cb
 
 
-def _check_results(context, outcomes: dict[str, list[CheckOutcome]]) -> list[dg.AssetCheckResult]:
-    """One result per check for the run: passed when it passed on every partition of the run."""
-    by_check: dict[str, list[tuple[str, CheckOutcome]]] = {}
-    for pk, rs in outcomes.items():
-        for r in rs:
-            by_check.setdefault(r.check_name, []).append((pk, r))
-    out = []
-    spec_names = {k.name for k in context.assets_def.check_keys} if context.assets_def else set()
-    for name, items in by_check.items():
-        if name not in spec_names:
-            continue
-        failed = [(pk, r) for pk, r in items if not r.passed]
-        sev = items[0][1].severity
-        meta = {pk: f"{'ok' if r.passed else 'FAILED'}: {r.detail}" for pk, r in items}
-        if len(items) == 1:
-            meta["value"] = items[0][1].value if items[0][1].value is not None else float("nan")
-        out.append(dg.AssetCheckResult(
-            check_name=name, passed=not failed,
-            severity=dg.AssetCheckSeverity.ERROR if sev == ERROR else dg.AssetCheckSeverity.WARN,
-            metadata=meta))
-    return out
-
-
 def _describe(store: Store, pk: str, e: Exception) -> str:
     msg = str(e) or type(e).__name__
     if isinstance(e, (ValueError, UpstreamNotReady, FileNotFoundError)):
@@ -227,9 +325,13 @@ def _describe(store: Store, pk: str, e: Exception) -> str:
 
 
 def _clean(meta: dict) -> dict:
+    """Metadata as a person reads it: previews (Markdown) first, floats rounded, no empty values."""
     out = {}
-    for k, v in meta.items():
-        if isinstance(v, dg.MetadataValue) or isinstance(v, (int, float, str, bool)):
+    items = sorted(meta.items(), key=lambda kv: not isinstance(kv[1], dg.MarkdownMetadataValue))
+    for k, v in items:
+        if isinstance(v, float):
+            out[k] = round(v, 3)
+        elif isinstance(v, dg.MetadataValue) or isinstance(v, (int, str, bool)):
             out[k] = v
         elif isinstance(v, (dict, list)):
             out[k] = dg.MetadataValue.json(v)
@@ -241,5 +343,8 @@ def _clean(meta: dict) -> dict:
 
 
 def check_specs(asset_key, checks: list[CheckDef]) -> list[dg.AssetCheckSpec]:
+    """Partitioned like the asset (one result per video in the UI); ERROR checks block that video."""
+    from ego_assets.defs.partitions import videos
+
     return [dg.AssetCheckSpec(c.name, asset=asset_key, description=c.description,
-                              blocking=c.severity == ERROR) for c in checks]
+                              blocking=c.severity == ERROR, partitions_def=videos) for c in checks]

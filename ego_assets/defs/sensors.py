@@ -1,4 +1,5 @@
-"""Discovery: every source's new videos become partitions and are requested, several per run."""
+"""Discovery: every source's new videos become partitions and are requested, one run per video (a bad
+video fails alone; see ego_assets.defs.partitions)."""
 
 
 import json
@@ -6,28 +7,17 @@ import json
 import dagster as dg
 
 from ego_assets.defs.jobs import per_video_job
-from ego_assets.defs.partitions import MAX_PARTITIONS_PER_RUN, videos
+from ego_assets.defs.partitions import videos
 from ego_assets.defs.settings import EgoStorage
 from ego_assets.lib.sources import discover, hints_digest, load_sources
 
 MAX_NEW_PER_TICK = 64
 
 
-def range_tags(keys: list[str]) -> dict[str, str]:
-    """Tags that make one run carry a contiguous range of dynamic partition keys."""
-    return {"dagster/asset_partition_range_start": keys[0],
-            "dagster/asset_partition_range_end": keys[-1]}
-
-
-def chunks(keys: list[str], n: int = MAX_PARTITIONS_PER_RUN) -> list[list[str]]:
-    return [keys[i:i + n] for i in range(0, len(keys), n)]
-
-
 @dg.sensor(name="discover_videos", target=per_video_job, minimum_interval_seconds=15,
            default_status=dg.DefaultSensorStatus.RUNNING,
            description="Registers new videos of every source in the sources file as partitions and "
-                       f"requests their runs ({MAX_PARTITIONS_PER_RUN} videos per run, at most "
-                       f"{MAX_NEW_PER_TICK} new videos per tick).")
+                       f"requests one run per video (at most {MAX_NEW_PER_TICK} new videos per tick).")
 def discover_videos(context: dg.SensorEvaluationContext, ego: EgoStorage):
     store = ego.store()
     path = ego.sources_path()
@@ -52,9 +42,8 @@ def discover_videos(context: dg.SensorEvaluationContext, ego: EgoStorage):
     rehint = {d.partition_key: hints_digest(d.hints) for d in new if d.hints_changed}
     context.log.info(f"registering {len(keys)} new video(s): {', '.join(keys[:10])}")
     return dg.SensorResult(
-        run_requests=[dg.RunRequest(run_key=f"{c[0]}..{c[-1]}", tags=range_tags(c))
-                      for c in chunks([k for k in keys if k not in rehint])]
-        + [dg.RunRequest(run_key=f"{k}@hints-{h}", tags=range_tags([k])) for k, h in rehint.items()],
+        run_requests=[dg.RunRequest(run_key=k, partition_key=k) for k in keys if k not in rehint]
+        + [dg.RunRequest(run_key=f"{k}@hints-{h}", partition_key=k) for k, h in rehint.items()],
         dynamic_partitions_requests=[videos.build_add_request([k for k in keys if k not in rehint])],
         cursor=json.dumps({"seen": seen}),
     )

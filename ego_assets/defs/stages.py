@@ -18,14 +18,21 @@ def proxy(store, pk: str) -> str:
     return store.local_path("frames", pk, "proxy.mp4")
 
 
+# Backends already created in this process, by stage, backend code version and options: a process that
+# runs many one-video runs (the CLI, an in-process run worker) loads each model once.
+_LOADED: dict[tuple, backends.Backend] = {}
+
+
 class LazyBackend:
-    """The stage's configured backend, created on first use and then reused for every video of the
-    step: a model loads once per run, and not at all when every video is up to date."""
+    """The stage's configured backend, created on first use and then reused by every video this process
+    runs: a model loads once per process, and not at all when every video is up to date."""
 
     def __init__(self, stage: str, **kwargs):
-        self.stage, self.kwargs, self._backend = stage, kwargs, None
+        self.stage, self.kwargs = stage, kwargs
 
     def __call__(self) -> backends.Backend:
-        if self._backend is None:
-            self._backend = backends.create(self.stage, **self.kwargs)
-        return self._backend
+        key = (self.stage, backends.backend_class(self.stage).code_version(),
+               tuple(sorted((k, repr(v)) for k, v in self.kwargs.items())))
+        if key not in _LOADED:
+            _LOADED[key] = backends.create(self.stage, **self.kwargs)
+        return _LOADED[key]

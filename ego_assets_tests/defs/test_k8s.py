@@ -375,10 +375,10 @@ def test_every_asset_step_job(config, chart_instance, monkeypatch):
 
 def test_executor_by_runtime():
     with _definitions_with({"EGO_ASSETS_RUNTIME": "local"}) as defs:
-        assert k8s.executor() is None
+        assert k8s.executor() is dg.in_process_executor
         for job in [defs.resolve_implicit_global_asset_job_def()] + [
                 defs.resolve_job_def(j.name) for j in defs.jobs or []]:
-            assert job.executor_def.name != "ego_k8s"
+            assert job.executor_def.name == "in_process"  # one video per run: one process per run
     with _definitions_with({"EGO_ASSETS_RUNTIME": "k8s"}) as defs:
         jobs = [defs.resolve_implicit_global_asset_job_def()] + [
             defs.resolve_job_def(j.name) for j in defs.jobs or []]

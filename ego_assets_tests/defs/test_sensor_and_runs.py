@@ -1,5 +1,6 @@
 """Discovery sensor (new sources, cursor, bounded ticks, no duplicates) and batched range runs."""
 
+import hashlib
 import json
 
 import dagster as dg
@@ -45,9 +46,9 @@ def test_sensor_registers_new_sources_bounded_and_once(tmp_path, monkeypatch):
         r, cur = _tick(instance, home)
         keys1 = list(r.dynamic_partitions_requests[0].partition_keys)
         assert len(keys1) == 2 and all(k.startswith("cam_a-") for k in keys1)  # bounded per tick
-        req = r.run_requests[0]
-        assert req.tags["dagster/asset_partition_range_start"] == keys1[0]
-        assert req.tags["dagster/asset_partition_range_end"] == keys1[-1]  # several videos per run
+        # one run per video: a bad video fails alone
+        assert sorted(q.partition_key for q in r.run_requests) == sorted(keys1)
+        assert sorted(q.run_key for q in r.run_requests) == sorted(keys1)
         _apply(instance, r)
         r, cur = _tick(instance, home, cur)
         keys2 = list(r.dynamic_partitions_requests[0].partition_keys)
@@ -81,8 +82,20 @@ def test_bad_sources_file_is_reported(tmp_path, monkeypatch):
             _tick(instance, home)
 
 
-def test_one_run_carries_many_partitions(tmp_path, monkeypatch):
-    """A range run: each asset step sees every key (context.partition_keys) and writes each."""
+def _check_history(instance, asset: str, check: str, pk: str):
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
+
+    recs = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey(asset), check), limit=50)
+    out = [r for r in recs if r.partition == pk]
+    return [(r.status == AssetCheckExecutionRecordStatus.SUCCEEDED, r.event.dagster_event.event_specific_data)
+            for r in out]
+
+
+def test_a_bad_video_fails_alone_and_dagster_holds_each_videos_truth(tmp_path, monkeypatch):
+    """Three good videos and a truncated file: one run per video; the bad one's partition is failed in
+    Dagster with its failed check (value and reason); the good ones go through every asset, each with
+    its own data version; a no-op rerun keeps each partition's metadata on its latest event."""
     home = tmp_path / "home"
     monkeypatch.setenv("EGO_ASSETS_HOME", str(home))
     from ego_assets.definitions import defs
@@ -91,6 +104,8 @@ def test_one_run_carries_many_partitions(tmp_path, monkeypatch):
     folder.mkdir()
     for i in range(3):
         synth.make_video(folder / f"v{i}.mp4", n_frames=12, fps=20, seed=30 + i)
+    bad_file = synth.make_bad_files(tmp_path / "bad")["truncated"]
+    (folder / "v1b_truncated.mp4").write_bytes(bad_file.read_bytes())
     from ego_assets.lib.sources import discover_file, list_files
 
     src = Source(name="batch", uri=str(folder))
@@ -99,31 +114,59 @@ def test_one_run_carries_many_partitions(tmp_path, monkeypatch):
     for d in found:
         store.register_video(d.partition_key, d.record())
     keys = [d.partition_key for d in found]
+    bad = next(d.partition_key for d in found if d.record()["name"] == "v1b_truncated.mp4")
+    good = [k for k in keys if k != bad]
     runs = []
+    # synthetic videos show no hands: they have no dataset episodes, so the test stops before them
+    graph = defs.resolve_asset_graph()
+    assets = [a for a in per_video_assets(defs) if graph.get(dg.AssetKey(a)).group_name != "episodes"]
+    assert assets[-1] == "captions"
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(videos.name, keys)
-        status = materialize_videos(defs, instance, store, keys, on_run=lambda b, r: runs.append((b, r)))
-        assert len(runs) == 1 and runs[0][0] == keys and runs[0][1].success
-        assert all(s.status == "ok" for s in status.values())
-        run_ids = {store.lineage("frames", k)[-1]["run_id"] for k in keys}
-        assert run_ids == {runs[0][1].run_id}
-        # every partition is recorded as materialized in Dagster
-        for a in ("source_videos", "clips", "frames"):
-            mat = instance.get_materialized_partitions(dg.AssetKey(a))
-            assert set(keys) <= set(mat)
-        # each partition's event carries its own metadata, not the run's summary
-        for k in keys:
-            recs = instance.fetch_materializations(
-                dg.AssetRecordsFilter(asset_key=dg.AssetKey("frames"), asset_partitions=[k]), limit=1)
-            md = recs.records[0].event_log_entry.asset_materialization.metadata
+        status = materialize_videos(defs, instance, store, keys, on_run=lambda b, r: runs.append((b, r)),
+                                    assets=assets)
+        assert [b for b, _ in runs] == [[k] for k in keys]  # one run per video
+        assert {k: r.success for (b, r) in runs for k in b} == {k: k != bad for k in keys}
+        assert {k: s.status for k, s in status.items()} == {k: "ok" if k != bad else "failed" for k in keys}
+        assert status[bad].asset == "source_videos" and "v1b_truncated.mp4" in status[bad].error
+        # Dagster's partition status: the bad video failed, the good ones materialized in every asset
+        for a in assets:
+            st = instance.get_status_by_partition(dg.AssetKey(a), keys, videos)
+            assert {k: st[k].value for k in keys} == {
+                k: "FAILED" if k == bad else "MATERIALIZED" for k in keys}, a
+        # the failed check of the bad video, with its reason, in Dagster
+        hist = _check_history(instance, "source_videos", "video_decodable", bad)
+        assert len(hist) == 1 and hist[0][0] is False
+        assert "truncated" in hist[0][1].metadata["reason"].value or hist[0][1].description
+        for k in good:  # each good video has its own passed check result
+            assert [p for p, _ in _check_history(instance, "source_videos", "video_decodable", k)] == [True]
+            hist = _check_history(instance, "frames", "frame_times_consistent", k)
             n = store.read_table("frames", k).num_rows
-            assert md["n_frames"].value == n
-            assert md["data_version"].value == store.lineage("frames", k)[-1]["data_version"]
-            assert md["run_partitions"].value == 3
-        # a rerun is resumable: nothing is recomputed, data versions are unchanged
-        dv = {k: store.lineage("frames", k)[-1]["data_version"] for k in keys}
-        materialize_videos(defs, instance, store, keys)
-        assert {k: store.lineage("frames", k)[-1]["data_version"] for k in keys} == dv
+            assert hist[0][0] and hist[0][1].metadata["value"].value == n
+        # each partition's data version in Dagster is its content's (lineage), not one per run
+        dvs = {}
+        for k in good:
+            rec = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("frames"), asset_partitions=[k]), limit=1).records[0]
+            mat = rec.event_log_entry.asset_materialization
+            dvs[k] = mat.tags["dagster/data_version"]
+            assert dvs[k] == store.lineage("frames", k)[-1]["data_version"]
+            assert mat.metadata["n_frames"].value == store.read_table("frames", k).num_rows
+            # upstream provenance per partition: the source_videos partition's own data version
+            # (Dagster records a partitioned input as the SHA-256 of its partitions' data versions)
+            up = store.lineage("source_videos", k)[-1]["data_version"]
+            assert mat.tags["dagster/input_data_version/source_videos"] == hashlib.sha256(up.encode()).hexdigest()
+        assert len(set(dvs.values())) == len(good)
+        # a no-op rerun: nothing recomputed, same data versions, the previews stay on the latest event
+        materialize_videos(defs, instance, store, good, assets=assets)
+        for k in good:
+            recs = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("hand_tracks"), asset_partitions=[k]), limit=2).records
+            latest, before = (r.event_log_entry.asset_materialization for r in recs)
+            assert "reused" in latest.metadata and "reused" not in before.metadata
+            assert latest.tags["dagster/data_version"] == before.tags["dagster/data_version"]
+            assert {m for m in before.metadata} <= set(latest.metadata)
+            assert store.lineage("frames", k)[-1]["data_version"] == dvs[k]
         assert [a for a in per_video_assets(defs)][:3] == ["source_videos", "clips", "frames"]
 
 
