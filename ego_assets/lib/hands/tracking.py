@@ -80,10 +80,21 @@ def hand_size_px(kp2d: np.ndarray) -> np.ndarray:
     return np.sqrt(((k - k.mean(-2, keepdims=True)) ** 2).sum(-1).mean(-1))
 
 
+def _box_overlap(a: np.ndarray, b: np.ndarray) -> float:
+    """Share of the smaller keypoint bounding box covered by the other."""
+    lo, hi = np.maximum(a.min(0), b.min(0)), np.minimum(a.max(0), b.max(0))
+    inter = float(np.prod(np.maximum(hi - lo, 0.0)))
+    area = min(float(np.prod(a.max(0) - a.min(0))), float(np.prod(b.max(0) - b.min(0))))
+    return inter / max(area, 1e-9)
+
+
 def suppress_duplicates(frame_index: np.ndarray, kp2d: np.ndarray, score: np.ndarray,
-                        rel: float = TrackParams.duplicate_rel) -> np.ndarray:
-    """Keep-mask dropping the weaker of two detections of one frame that overlap keypoint for
-    keypoint (a double detection of one hand would otherwise be forced to opposite labels)."""
+                        rel: float = TrackParams.duplicate_rel, max_overlap: float = 0.5) -> np.ndarray:
+    """Keep-mask dropping the weaker of two detections of one frame that are one hand: keypoint for
+    keypoint closer than ``rel`` hand sizes, or keypoint boxes overlapping by more than
+    ``max_overlap`` of the smaller one (with low detection thresholds the palm detector can find one
+    hand twice with shifted landmarks, seen on the real one-hand clips; such a pair would otherwise be
+    forced to opposite labels, one of them wrong)."""
     keep = np.ones(len(frame_index), bool)
     for f in np.unique(frame_index):
         idx = np.flatnonzero(frame_index == f)
@@ -95,7 +106,8 @@ def suppress_duplicates(frame_index: np.ndarray, kp2d: np.ndarray, score: np.nda
                 if not (keep[i] and keep[j]):
                     continue
                 d = np.linalg.norm(kp2d[i] - kp2d[j], axis=-1).mean()
-                if d < rel * max(min(hand_size_px(kp2d[i]), hand_size_px(kp2d[j])), 1.0):
+                same = d < rel * max(min(hand_size_px(kp2d[i]), hand_size_px(kp2d[j])), 1.0)
+                if same or _box_overlap(kp2d[i], kp2d[j]) > max_overlap:
                     keep[j if score[i] >= score[j] else i] = False
     return keep
 
