@@ -1,0 +1,126 @@
+"""The per-video step (defs/runner.py) on small assets: a blocking check stops its own video only and is
+recorded by Dagster per partition; a stale failure of another configuration never speaks for a video."""
+
+import dagster as dg
+
+from ego_assets.defs.execute import materialize_videos
+from ego_assets.defs.partitions import backfill_policy, videos
+from ego_assets.defs.runner import PartitionOutput, check_specs, declared, run_partitions
+from ego_assets.defs.settings import EgoStorage
+from ego_assets.lib.quality import ERROR, WARN, CheckDef
+from ego_assets.lib.storage import Store
+
+
+def _value(store, pk):  # what toy_a "measures": 7 for the video named bad, 1 otherwise
+    return 7.0 if pk.endswith("bad") else 1.0
+
+
+CHECKS = [
+    CheckDef("small_enough", "toy_a", ERROR, "value below 5", lambda s, pk: (
+        _value(s, pk) < 5, _value(s, pk), f"value {_value(s, pk):g} (limit 5)")),
+    CheckDef("tiny", "toy_a", WARN, "value below 0.5", lambda s, pk: (
+        _value(s, pk) < 0.5, _value(s, pk), f"value {_value(s, pk):g}")),
+]
+
+
+class ToyConfig(dg.Config):
+    mode: str = "default"
+
+
+def _defs(home):
+    @dg.asset(partitions_def=videos, backfill_policy=backfill_policy, code_version="3",
+              check_specs=check_specs("toy_a", CHECKS))
+    def toy_a(context: dg.AssetExecutionContext, config: ToyConfig, ego: EgoStorage):
+        store = ego.store()
+
+        def body(pk):
+            if config.mode == "unreachable":
+                raise ConnectionError("http://vlm:8000 unreachable")
+            with store.write_partition("toy_a", pk) as w:
+                open(w.path("value.txt"), "w").write(str(_value(store, pk)))
+            return PartitionOutput(metadata={"value": _value(store, pk)})
+
+        return run_partitions(context, store, body, params={"mode": config.mode}, checks=CHECKS)
+
+    @dg.asset(partitions_def=videos, backfill_policy=backfill_policy, code_version="1", deps=[toy_a])
+    def toy_b(context: dg.AssetExecutionContext, ego: EgoStorage):
+        assert declared(context) == ("toy_b", "1", ["toy_a"])
+        store = ego.store()
+
+        def body(pk):
+            with store.write_partition("toy_b", pk):
+                pass
+            return PartitionOutput()
+
+        return run_partitions(context, store, body, params={})
+
+    job = dg.define_asset_job("per_video_job", selection=[toy_a, toy_b])
+    return dg.Definitions(assets=[toy_a, toy_b], jobs=[job], resources={"ego": EgoStorage(home=str(home))},
+                          executor=dg.in_process_executor)
+
+
+def _check_records(instance, check: str, pk: str):
+    recs = instance.event_log_storage.get_asset_check_execution_history(
+        dg.AssetCheckKey(dg.AssetKey("toy_a"), check), limit=20)
+    return [r.event.dagster_event.event_specific_data for r in recs if r.partition == pk]
+
+
+def test_a_blocking_check_stops_its_own_video_and_dagster_records_it_per_video(tmp_path):
+    store = Store(str(tmp_path / "home"))
+    defs = _defs(tmp_path / "home")
+    keys = ["cam-one", "cam-bad", "cam-two"]
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(videos.name, keys)
+        status = materialize_videos(defs, instance, store, keys)
+        assert {k: s.status for k, s in status.items()} == {"cam-one": "ok", "cam-bad": "failed",
+                                                            "cam-two": "ok"}
+        assert status["cam-bad"].asset == "toy_a"
+        assert status["cam-bad"].error == "check small_enough failed: value 7 (limit 5)"
+        # Dagster's view: the blocked video's downstream did not run; the others went through
+        a = instance.get_status_by_partition(dg.AssetKey("toy_a"), keys, videos)
+        b = instance.get_status_by_partition(dg.AssetKey("toy_b"), keys, videos)
+        assert {k: v.value for k, v in b.items()} == {"cam-one": "MATERIALIZED", "cam-bad": "FAILED",
+                                                      "cam-two": "MATERIALIZED"}
+        assert a["cam-bad"].value == "MATERIALIZED"  # written, then blocked by its check
+        # one result per video and check, with the value and the reason
+        (bad,) = _check_records(instance, "small_enough", "cam-bad")
+        assert not bad.passed and bad.severity == dg.AssetCheckSeverity.ERROR and bad.blocking
+        assert bad.metadata["value"].value == 7.0
+        assert bad.metadata["reason"].value == "value 7 (limit 5)"
+        (ok,) = _check_records(instance, "small_enough", "cam-one")
+        assert ok.passed and ok.metadata["value"].value == 1.0
+        (warn,) = _check_records(instance, "tiny", "cam-two")
+        assert not warn.passed and warn.severity == dg.AssetCheckSeverity.WARN
+        assert store.lineage("toy_a", "cam-bad")[-1]["status"] == "blocked"
+
+
+def test_a_stale_failure_of_another_configuration_does_not_drop_a_good_video(tmp_path):
+    """Issue 16.3: ok with the default, failed against an unreachable endpoint, back to the default:
+    the video is ok again (the attempt with the current configuration is its latest) and keeps its
+    data version; before the fix the failed row stayed last and the video was FAILED forever."""
+    store = Store(str(tmp_path / "home"))
+    defs = _defs(tmp_path / "home")
+    pk = "cam-one"
+
+    def run(mode):
+        cfg = {"ops": {"toy_a": {"config": {"mode": mode}}}}
+        return materialize_videos(defs, instance, store, [pk], run_config=cfg)[pk]
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(videos.name, [pk])
+        assert run("default").status == "ok"
+        dv = store.lineage("toy_a", pk)[-1]["data_version"]
+        st = run("unreachable")
+        assert (st.status, st.asset) == ("failed", "toy_a") and "unreachable" in st.error
+        assert store.lineage("toy_a", pk)[-1]["status"] == "failed"
+        # the failed attempt's checks say why, per video, in Dagster
+        assert "unreachable" in _check_records(instance, "small_enough", pk)[0].metadata["reason"].value
+        st = run("default")
+        assert st.status == "ok", st
+        last = store.lineage("toy_a", pk)[-1]
+        assert (last["status"], last["data_version"]) == ("ok", dv)  # reused, not recomputed
+        mat = instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey("toy_a"), asset_partitions=[pk]), limit=1
+        ).records[0].asset_materialization
+        assert mat.metadata["value"].value == 1.0 and "reused" in mat.metadata  # previews kept
+        assert mat.tags["dagster/data_version"] == dv
