@@ -63,6 +63,20 @@ def printable(text) -> str:
     return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
+def one_line_error(e: BaseException) -> str:
+    """The file and the reason of an error, on one line (the root cause of a chained error: e.g. a
+    database error raised while writing to a read-only or full disk)."""
+    root = e
+    while root.__cause__ is not None or (root.__context__ is not None and not root.__suppress_context__):
+        root = root.__cause__ or root.__context__
+    for err in (root, e):
+        if isinstance(err, OSError) and err.strerror:
+            where = err.filename or ""
+            return f"{where}: {err.strerror}" if where else err.strerror
+    msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+    return f"{type(e).__name__}: {msg}"
+
+
 def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False,
                run_config: dict | None = None) -> int:
     """Register every video under ``paths`` as partitions of ``source`` and materialize everything."""
@@ -272,9 +286,13 @@ def _print_rows(cols, rows, fmt):
 
 def cmd_check(args) -> int:
     store = _store(args)
-    from ego_assets.defs.checks import evaluate_all
+    from ego_assets.defs.checks import _Quality, evaluate_all
 
-    report = evaluate_all(store, source=args.source)
+    quality = _Quality(store)
+    report = evaluate_all(store, source=args.source, quality=quality)
+    if quality.unwritable:
+        print(f"note: check results not recorded in the quality table ({printable(quality.unwritable)})",
+              file=sys.stderr)
     if not report:
         # an empty store passing a CI gate would hide a pipeline that produced nothing
         print("error: no registered videos to check" + (f" for source {args.source!r}" if args.source else ""),
@@ -323,7 +341,17 @@ def cmd_push(args) -> int:
 
 
 def main(argv=None) -> int:
-    rc = _main(argv)
+    try:
+        rc = _main(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        rc = 130
+    except Exception as e:  # noqa: BLE001 - one line naming the file and the reason, not a traceback
+        if os.environ.get("EGO_ASSETS_DEBUG"):
+            raise
+        print(f"error: {printable(one_line_error(e))} (EGO_ASSETS_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        rc = EXIT_FAILED
     if argv is None:
         # Called as the `ego-assets` command: leave without waiting on native threads (FFmpeg, DuckDB)
         # whose teardown at interpreter exit can abort the process after the work is done.

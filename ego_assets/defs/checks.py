@@ -12,9 +12,28 @@ def all_checks() -> list[CheckDef]:
     return [c for m in ASSET_MODULES for c in getattr(m, "CHECKS", [])]
 
 
-def evaluate_all(store: Store, source: str | None = None) -> list[tuple[str, str, CheckOutcome]]:
+class _Quality:
+    """Writes check results to ``quality``; on a home that cannot be written (a read-only mount, a
+    full disk) the checks are still evaluated and reported, and ``unwritable`` says why."""
+
+    def __init__(self, store: Store):
+        self.store, self.unwritable = store, None
+
+    def write(self, asset: str, pk: str, rows: list[dict]) -> None:
+        if self.unwritable:
+            return
+        try:
+            self.store.write_quality(asset, pk, rows)
+        except OSError as e:
+            self.unwritable = f"{getattr(e, 'filename', None) or self.store.root}: {e.strerror or e}"
+
+
+def evaluate_all(store: Store, source: str | None = None,
+                 quality: _Quality | None = None) -> list[tuple[str, str, CheckOutcome]]:
     """Evaluate every check on every registered video that has the check's asset materialized (or that
-    failed in it); writes the ``quality`` table; returns (partition, asset, outcome) rows."""
+    failed in it); writes the ``quality`` table (best effort, see :class:`_Quality`); returns
+    (partition, asset, outcome) rows."""
+    quality = quality or _Quality(store)
     out = []
     for pk in store.registered():
         if source and store.video_record(pk).get("source") != source:
@@ -33,20 +52,48 @@ def evaluate_all(store: Store, source: str | None = None) -> list[tuple[str, str
                                  f"{c.asset} {last['status']}: {last['error']}")
             else:
                 o = c.evaluate(store, pk)
-            store.write_quality(c.asset, pk, [o.row(c.asset)])
+            quality.write(c.asset, pk, [o.row(c.asset)])
             out.append((pk, c.asset, o))
     if source is None:
-        out.extend(("dataset", "lerobot_dataset", o) for o in dataset_outcomes(store))
+        out.extend(("dataset", "lerobot_dataset", o) for o in dataset_outcomes(store, quality))
     return out
 
 
-def dataset_outcomes(store: Store) -> list[CheckOutcome]:
-    """The dataset's validation (load with LeRobotDataset, decode, lengths, stats), if it exists."""
+def expected_dataset_missing(store: Store) -> str | None:
+    """Why a dataset should exist and does not, or None. It should exist once its step has run (its
+    last attempt failed, or it succeeded and the folder is gone) or once a video went all the way
+    through the per-video assets."""
+    rows = store.lineage("lerobot_dataset", "dataset")
+    last = rows[-1] if rows else None
+    if last is not None and last["status"] != "ok":
+        return f"the dataset step {last['status']}: {last['error']}"
+    if last is not None:
+        return "the dataset step succeeded but its folder has no meta/info.json (deleted or moved?)"
+    # the dataset's per-video input: lerobot_episodes (videos with episodes) where it exists
+    last_asset = next((a for a in ("lerobot_episodes", "captions")
+                       if store.fs.exists(store.join("lineage", a))), "captions")
+    complete = [pk for pk in store.registered()
+                if (r := store.lineage(last_asset, pk)) and r[-1]["status"] == "ok"]
+    if complete:
+        return (f"{len(complete)} video(s) passed {last_asset} but the dataset was never assembled "
+                "(ego-assets run, or the dataset_automation sensor, assembles it)")
+    return None
+
+
+def dataset_outcomes(store: Store, quality: _Quality | None = None) -> list[CheckOutcome]:
+    """The dataset's validation (load with LeRobotDataset, decode, lengths, stats) if it exists; an
+    ERROR ``dataset_exists`` when it should exist and does not."""
     from ego_assets.defs.dataset import WARN_ONLY, dataset_dir
 
+    quality = quality or _Quality(store)
     root = dataset_dir(store)
     if not store.exists(f"{root}/meta/info.json"):
-        return []
+        why = expected_dataset_missing(store)
+        if why is None:
+            return []
+        o = CheckOutcome("dataset_exists", False, "ERROR", None, f"no dataset at {root}: {why}")
+        quality.write("lerobot_dataset", "dataset", [o.row("lerobot_dataset")])
+        return [o]
     from ego_assets.lib import catalog
     from ego_assets.lib.lerobot.validate import validate_dataset
 
@@ -59,5 +106,5 @@ def dataset_outcomes(store: Store) -> list[CheckOutcome]:
         outs = [CheckOutcome(name, bool(ok), "WARN" if name in WARN_ONLY else "ERROR",
                              None if value is None else float(value), str(detail))
                 for name, ok, value, detail in validate_dataset(local, episodes, max_episodes=50)]
-    store.write_quality("lerobot_dataset", "dataset", [o.row("lerobot_dataset") for o in outs])
+    quality.write("lerobot_dataset", "dataset", [o.row("lerobot_dataset") for o in outs])
     return outs
