@@ -40,7 +40,7 @@ def _alive(pid: int) -> bool:
 def run_worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
     """The process that logged the run's start (its worker), if any."""
     records = instance.get_records_for_run(run_id, of_type=DagsterEventType.RUN_START, limit=1).records
-    return records[0].event_log_entry.pid if records else None
+    return records[0].event_log_entry.dagster_event.pid if records else None
 
 
 def dead_worker(instance: DagsterInstance, run: DagsterRun) -> str | None:
