@@ -98,10 +98,11 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
             if not os.path.exists(p):
                 bad_paths.append(f"{printable(p)}: no such file or folder")
                 continue
-            if contains_home(src, store.root):
-                print(f"note: {printable(p)} contains the storage home {printable(store.root)}; the files "
+            home = store.url(store.root)
+            if contains_home(src, home):
+                print(f"note: {printable(p)} contains the storage home {printable(home)}; the files "
                       "ego_assets wrote there are not sources", file=sys.stderr)
-            for uri in list_files(src, exclude=[store.root]):
+            for uri in list_files(src, exclude=[home]):
                 try:
                     found.append(discover_file(src, uri, identities))
                 except OSError as e:
