@@ -219,7 +219,8 @@ class HandsBackend(Backend):
         cue_n = self.weights.network * ev.network(mp_sign)
         cue_i = ev.image(self.weights)
 
-        keep = tracking.suppress_duplicates(fi, det["kp2d"], score, self.track_params.duplicate_rel)
+        keep = tracking.suppress_duplicates(fi, det["kp2d"], score, self.track_params.duplicate_rel,
+                                            evidence=evidence)
         kept = np.flatnonzero(keep)
         tid = np.full(D, -1, np.int64)
         tid[kept] = tracking.assign_tracks(fi[kept], det["kp2d"][kept], evidence[kept], self.track_params)

@@ -89,12 +89,15 @@ def _box_overlap(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def suppress_duplicates(frame_index: np.ndarray, kp2d: np.ndarray, score: np.ndarray,
-                        rel: float = TrackParams.duplicate_rel, max_overlap: float = 0.5) -> np.ndarray:
+                        rel: float = TrackParams.duplicate_rel, max_overlap: float = 0.5,
+                        evidence: np.ndarray | None = None, clear: float = 0.5) -> np.ndarray:
     """Keep-mask dropping the weaker of two detections of one frame that are one hand: keypoint for
-    keypoint closer than ``rel`` hand sizes, or keypoint boxes overlapping by more than
-    ``max_overlap`` of the smaller one (with low detection thresholds the palm detector can find one
-    hand twice with shifted landmarks, seen on the real one-hand clips; such a pair would otherwise be
-    forced to opposite labels, one of them wrong)."""
+    keypoint closer than ``rel`` hand sizes, or, when ``evidence`` (> 0 right) says both are clearly
+    the same hand (same sign, both beyond ``clear``), keypoint boxes overlapping by more than
+    ``max_overlap`` of the smaller one. With low detection thresholds the palm detector can find one
+    hand twice with shifted landmarks (seen on a real one-hand clip); such a pair would otherwise be
+    forced to opposite labels, one of them wrong. Two real hands that overlap (crossing) have
+    opposite evidence and are both kept."""
     keep = np.ones(len(frame_index), bool)
     for f in np.unique(frame_index):
         idx = np.flatnonzero(frame_index == f)
@@ -107,7 +110,10 @@ def suppress_duplicates(frame_index: np.ndarray, kp2d: np.ndarray, score: np.nda
                     continue
                 d = np.linalg.norm(kp2d[i] - kp2d[j], axis=-1).mean()
                 same = d < rel * max(min(hand_size_px(kp2d[i]), hand_size_px(kp2d[j])), 1.0)
-                if same or _box_overlap(kp2d[i], kp2d[j]) > max_overlap:
+                if not same and evidence is not None and evidence[i] * evidence[j] > 0 \
+                        and min(abs(evidence[i]), abs(evidence[j])) > clear:
+                    same = _box_overlap(kp2d[i], kp2d[j]) > max_overlap
+                if same:
                     keep[j if score[i] >= score[j] else i] = False
     return keep
 
@@ -296,9 +302,13 @@ class TrackLabel:
 
 
 def decide_handedness(track_id: np.ndarray, frame_index: np.ndarray, evidence: np.ndarray,
-                      prior_weight: float = 2.0) -> dict[int, TrackLabel]:
+                      prior_weight: float = 2.0, confident: float = 1.0) -> dict[int, TrackLabel]:
     """A left/right label per track from per-detection evidence (> 0 right), with tracks that share
-    a frame labelled differently (see module doc)."""
+    a frame labelled differently (see module doc), except that a track whose own evidence is
+    confident (mean per detection at least ``confident``, i.e. two of the three cues clear) keeps its
+    own label: a single shared frame with a mistracked or spurious detection must not flip a whole
+    track against its evidence (seen on a real one-hand clip, mirrored). Two tracks that then share a
+    label in a frame are resolved row by row downstream (the better-scored row stays)."""
     tid = np.asarray(track_id)
     fi = np.asarray(frame_index)
     ev = np.asarray(evidence, float)
@@ -341,6 +351,11 @@ def decide_handedness(track_id: np.ndarray, frame_index: np.ndarray, evidence: n
                 taken = {label[v] for v in adj[t] if v in label}
                 want = 1 if vote[t] >= 0 else -1
                 label[t] = want if want not in taken else (-want if -want not in taken else want)
+    for t in tracks:
+        t = int(t)
+        e = ev[tid == t]
+        if abs(e.mean()) >= confident and np.sign(e.mean()) != label[t]:
+            label[t] = int(np.sign(e.mean()))
     out = {}
     for t in tracks:
         t = int(t)

@@ -211,3 +211,28 @@ def test_tracks_end_after_max_missing_frames():
     fi = np.array([0, 1, 2, 30, 31])
     ids = tracking.assign_tracks(fi, np.stack([k] * 5), params=tracking.TrackParams(max_missing=10))
     assert ids[0] == ids[1] == ids[2] and ids[3] == ids[4] and ids[0] != ids[3]
+
+
+def test_one_shared_frame_does_not_flip_a_confident_track():
+    # track 0: seven detections clearly left; track 1: four clearly left, sharing frame 6 with track 0
+    # (a mistracked or spurious detection): both stay left, the shared frame is resolved downstream
+    tid = np.array([0] * 7 + [1] * 4)
+    fi = np.array([0, 1, 2, 3, 4, 5, 6, 6, 7, 8, 9])
+    ev = np.array([-2.0] * 7 + [-2.5] * 4)
+    lab = tracking.decide_handedness(tid, fi, ev)
+    assert lab[0].hand == lab[1].hand == "left"
+    # a weak track is still given the other label by the constraint
+    ev2 = np.array([-2.0] * 7 + [-0.3] * 4)
+    lab = tracking.decide_handedness(tid, fi, ev2)
+    assert (lab[0].hand, lab[1].hand) == ("left", "right")
+
+
+def test_overlapping_detections_of_one_hand_are_one_detection_two_hands_are_two():
+    k, _ = hand_at("right", 0.1, 0.08, 0.4)
+    k_shift = k + np.array([12.0, -15.0])  # the same hand found twice, landmarks shifted
+    kl, _ = hand_at("left", 0.1, 0.08, 0.43)  # a left hand over the right one (hands crossing)
+    fi = np.array([0, 0])
+    assert tracking.suppress_duplicates(fi, np.stack([k, k_shift]), np.array([0.9, 0.8]),
+                                        evidence=np.array([2.0, 1.5])).tolist() == [True, False]
+    assert tracking.suppress_duplicates(fi, np.stack([k, kl]), np.array([0.9, 0.8]),
+                                        evidence=np.array([2.0, -1.5])).tolist() == [True, True]
