@@ -54,10 +54,11 @@ test: setup browser postgres
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not ui and not slow"
 
+# Dagster's UI + daemon on 127.0.0.1:PORT (exit 1 with a clear line when the port is taken; Ctrl-C or
+# SIGTERM stops every process within seconds). See ego_assets/ui.py.
+PORT ?= 3000
 ui: setup
-	mkdir -p $(HOME_DIR)/dagster && cp dagster.yaml $(HOME_DIR)/dagster/dagster.yaml
-	EGO_ASSETS_HOME=$(HOME_DIR) DAGSTER_HOME=$(HOME_DIR)/dagster \
-	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	@exec $(BIN)/python -m ego_assets.ui --port $(PORT) --home $(HOME_DIR)
 
 bench: setup
 	for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -1,27 +1,22 @@
-"""The Dagster UI, driven in a real browser as a user would (issue 8, part 1).
+"""The Dagster UI, driven in a real browser as a user would (issues 8 and 18).
 
-`dagster dev` runs on a throwaway home with the project's workspace.yaml and dagster.yaml (what
-`make ui` does); Debian's Chromium, never a downloaded browser, is driven with Playwright by role and
-text (the production bundle has no test ids). The user:
+`make ui`'s launcher (python -m ego_assets.ui: `dagster dev` with the project's workspace.yaml and
+dagster.yaml) runs on a throwaway home; Debian's Chromium, never a downloaded browser, is driven with
+Playwright by role and text (the production bundle has no test ids). The user:
 
-1. adds a new source: a folder of tiny synthetic videos, then the sources file naming it;
-2. opens the asset graph and sees every asset of the definitions, and each with its group in the
-   catalog, while the discovery sensor (running as shipped) registers one partition per video;
-3. sees the new partitions on the asset's Partitions page, and on the Runs page the run that the
-   sensor requested for them, until it has finished; every per-video asset then shows every new
-   partition materialized, and a partition's metadata shows the values probed from its video;
-4. launches from the UI a backfill of the new partitions of the last per-video asset (Materialize >
-   All partitions > Launch backfill: "run that stage again for the new videos", e.g. after switching
-   its backend), watches it succeed on every partition, and sees the checks: every blocking (ERROR)
-   check green; a warning check shows exactly what the pipeline recorded in the `quality` table (the
-   synthetic videos have no hands, so `hand_detection_rate` is rightly flagged).
+1. adds a new source: a folder with three short cuts of the bundled real clip (real hands) and one
+   truncated file, then the sources file naming it; after that, no click starts anything;
+2. opens the asset graph and sees every asset of the definitions, each with its group in the catalog,
+   while the discovery sensor (running as shipped) registers one partition per video and requests one
+   run per video;
+3. watches the runs: three succeed, the truncated file's run fails alone; every per-video asset shows
+   three partitions materialized and one failed; the failed partition and its failed check
+   (`video_decodable`, with the reason) are shown per video; screenshots of both;
+4. sees the dataset assembled by the `dataset_automation` sensor with no click, holding the episodes of
+   the three good videos and none of the bad one.
 
-Why the backfill comes after the sensor's run and covers one asset: the sensor requests a run for
-every partition it registers, so a backfill of the whole job launched meanwhile would compute the same
-partitions a second time, concurrently, two writers per partition (see the report of issue 8), and a
-whole-job backfill afterwards only repeats every step's start-up for nothing: 8 steps, minutes here.
-
-Screenshots go to test-artifacts/ui/ with the server's log, whatever the outcome.
+Screenshots go to test-artifacts/ui/ with the server's log, whatever the outcome; the launcher is
+stopped with SIGTERM and must take every process of the UI with it within seconds.
 """
 
 from __future__ import annotations
@@ -40,11 +35,15 @@ from ego_assets_tests.e2e.ui_helpers import (ARTIFACTS, CHROMIUM, DagsterDev, as
 pytestmark = [pytest.mark.ui, pytest.mark.timeout(900)]
 
 SOURCE = "uitest"
-N_VIDEOS = 3
-N_FRAMES = 12          # 1.2 s at 10 fps, 160x120: the whole pipeline in seconds per step
+N_GOOD = 3
+CUT_S = 3.3            # three cuts of the bundled 9.9 s clip, 320 px wide: real hands, seconds per step
+BAD_NAME = "zz truncated.mp4"
+SAMPLE = os.path.join(os.path.dirname(__file__), "..", "..", "sample_data", "egoloc_pour_water_rgb.mp4")
 SERVER_START_S = 240   # ~10-30 s on an idle machine; minutes on a loaded 2-core box
 DISCOVERY_S = 180      # sensor interval 15 s + daemon latency
-RUN_S = 480            # one run of every per-video step (queue, step processes, MediaPipe load)
+RUN_S = 900            # four one-video runs, two at a time (process start, MediaPipe, every step)
+DATASET_S = 400        # the automation sensor's tick (30 s) + the dataset run
+STOP_S = 20            # SIGTERM to everything gone
 
 
 @pytest.fixture(scope="module")
@@ -63,9 +62,11 @@ def server(tmp_path_factory):
         yield srv
     finally:
         srv.stop()
-        left = srv.group_alive()
-        assert not left, ("processes of the dagster dev group still alive after SIGKILL: "
-                          + srv.describe(left))
+        log = srv.log_tail(10_000)
+        print(f"make ui stopped {srv.stop_seconds:.1f} s after SIGTERM")
+        assert srv.stop_seconds < STOP_S, f"SIGTERM took {srv.stop_seconds:.0f} s to stop the UI"
+        assert not srv.group_alive()
+        assert "will not be used" not in log  # no false warning about dagster.yaml
 
 
 @pytest.fixture(scope="module")
@@ -74,21 +75,25 @@ def new_source(server, tmp_path_factory):
     (replaced in one rename, so the sensor never reads half a file). Returns the partition keys the
     discovery must register, computed with the library the sensor uses."""
     from ego_assets.lib.sources import Source, discover_file, list_files
+    from ego_assets_tests.e2e.ui_helpers import cut_clip
     from ego_assets_tests.helpers import synth
 
     folder = tmp_path_factory.mktemp("videos") / "new camera"
     folder.mkdir()
-    for i in range(N_VIDEOS):
-        synth.make_video(folder / f"take {i}.mp4", n_frames=N_FRAMES, fps=10, size=(160, 120),
-                         seed=60 + i)
+    for i in range(N_GOOD):
+        cut_clip(SAMPLE, folder / f"take {i}.mp4", i * CUT_S, CUT_S)
+    truncated = synth.make_bad_files(tmp_path_factory.mktemp("bad"))["truncated"]
+    shutil.copyfile(truncated, folder / BAD_NAME)
     src = Source(name=SOURCE, uri=str(folder))
-    keys = [discover_file(src, u).partition_key for u in list_files(src)]
-    assert len(set(keys)) == N_VIDEOS
+    found = {discover_file(src, u).partition_key: u for u in list_files(src)}
+    bad = [k for k, u in found.items() if u.endswith(BAD_NAME)]
+    assert len(found) == N_GOOD + 1 and len(bad) == 1
     sources = server.home / "sources.yaml"
     tmp = sources.with_name("sources.yaml.tmp")
     tmp.write_text(f"sources:\n  - name: {SOURCE}\n    uri: {folder}\n    glob: \"*.mp4\"\n")
     os.replace(tmp, sources)
-    return dict(folder=folder, keys=keys, added_at=time.monotonic())
+    return dict(folder=folder, keys=sorted(found), bad=bad[0], good=sorted(k for k in found if k != bad[0]),
+                added_at=time.monotonic())
 
 
 @pytest.fixture(scope="module")
@@ -121,13 +126,6 @@ def _assets_and_groups() -> dict[str, str]:
     g = _defs().resolve_asset_graph()
     return {k.to_user_string(): g.get(k).group_name for k in g.get_all_asset_keys()
             if g.get(k).is_materializable}
-
-
-def _checks(asset: str) -> dict[str, bool]:
-    """The checks of an asset in the definitions: name -> blocking (an ERROR check)."""
-    g = _defs().resolve_asset_graph()
-    return {ck.name: g.get_check_spec(ck).blocking for ck in sorted(g.asset_check_keys)
-            if ck.asset_key.to_user_string() == asset}
 
 
 def _per_video_assets() -> list[str]:
@@ -202,14 +200,23 @@ def test_asset_graph_shows_every_asset_with_its_group(server, new_source, page,
     shot(page, "02_catalog_groups.png")
 
 
-def test_new_source_is_discovered_run_backfilled_and_checked(server, new_source, page,
-                                                             on_failure_screenshot):
+def _instance(server):
+    from dagster import DagsterInstance
+    from dagster._core.instance.ref import InstanceRef
+
+    return DagsterInstance.from_ref(InstanceRef.from_dir(str(server.home / "dagster")))
+
+
+def test_good_videos_reach_the_dataset_and_the_bad_one_fails_alone(server, new_source, page,
+                                                                    on_failure_screenshot):
+    import dagster as dg
     from playwright.sync_api import expect
 
+    from ego_assets.defs.partitions import videos
     from ego_assets.lib import catalog
     from ego_assets.lib.storage import Store
 
-    keys = new_source["keys"]
+    keys, bad, good = new_source["keys"], new_source["bad"], new_source["good"]
     per_video = _per_video_assets()
     store = Store(str(server.home))
     timings: dict[str, float] = {}
@@ -224,137 +231,89 @@ def test_new_source_is_discovered_run_backfilled_and_checked(server, new_source,
     timings["discovered"] = time.monotonic() - new_source["added_at"]
     shot(page, "03_partitions_discovered.png")
 
-    # -- the run the sensor requested: watched on the Runs page until nothing is queued or running
+    # -- one run per video, requested by the sensor: three succeed, the truncated file's fails alone
     _nav(page, "Runs")
 
-    def sensor_run_done():
+    def runs_done():
         return (seen(page.get_by_role("link", name="discover_videos", exact=True))
                 and seen(page.get_by_role("tab", name="Queued (0)"), 3000)
-                and seen(page.get_by_role("tab", name="In progress (0)"), 3000))
+                and seen(page.get_by_role("tab", name="In progress (0)"), 3000)
+                and len(_sensor_runs(server)) == len(keys))
 
-    poll(page, sensor_run_done, RUN_S, "the sensor's run to finish", refresh=page.reload)
-    timings["sensor_run_done"] = time.monotonic() - new_source["added_at"]
-    expect(page.get_by_text("Success", exact=True).first).to_be_visible()
-    expect(page.get_by_text("Failure", exact=True)).to_have_count(0)
-    shot(page, "04_runs.png")
+    poll(page, runs_done, RUN_S, "the sensor's four runs to finish", refresh=page.reload)
+    timings["runs_done"] = time.monotonic() - new_source["added_at"]
+    runs = _sensor_runs(server)
+    assert {r.tags.get("dagster/partition"): r.status.value for r in runs} == {
+        k: "FAILURE" if k == bad else "SUCCESS" for k in keys}
+    expect(page.get_by_text("Failure", exact=True).first).to_be_visible()
+    shot(page, "04_runs_one_per_video.png")
 
-    for asset in per_video:
+    # -- every per-video asset: the good videos materialized, the bad one failed, nothing missing
+    with _instance(server) as inst:
+        for asset in per_video:
+            st = inst.get_status_by_partition(dg.AssetKey(asset), keys, videos)
+            assert {k: st[k].value for k in keys} == {
+                k: "FAILED" if k == bad else "MATERIALIZED" for k in keys}, asset
+    for asset in (per_video[0], per_video[-1]):
         _open_asset(page, asset, "Partitions")
-        for status in (f"Materialized ({N_VIDEOS})", "Failed (0)", "Missing (0)"):
+        for status in (f"Materialized ({N_GOOD})", "Failed (1)", "Missing (0)"):
             expect(page.get_by_text(status, exact=True)).to_be_visible()
 
-    # -- a partition's metadata: the values probed from its video (12 frames of 160x120 at 10 fps)
+    # -- the failed partition, as the UI shows it (screenshot), and the reason in its run
     _open_asset(page, "source_videos", "Partitions")
-    page.get_by_text(keys[0], exact=True).first.click()
-    expect(page.get_by_text("Latest materialization")).to_be_visible()
-    meta = page.get_by_role("table").first
-    expect(meta).to_contain_text("160x120")
-    expect(meta).to_contain_text("take 0.mp4")
-    expect(meta.get_by_role("cell", name=str(N_FRAMES), exact=True).first).to_be_visible()
-    shot(page, "05_partition_metadata.png")
+    page.get_by_text(bad, exact=True).first.click()
+    expect(page.get_by_text("Failed", exact=False).first).to_be_visible()
+    page.wait_for_timeout(1500)
+    shot(page, "05_failed_partition.png")
 
-    # -- a backfill of the new partitions of the last stage, launched from its asset page
-    last = per_video[-1]
-    lineage_before = {(a, k): store.lineage(a, k) for a in per_video for k in keys}
-    _open_asset(page, last, "Partitions")
-    page.get_by_role("button", name=re.compile(r"^(materialization )?Materialize…?$")).click()
-    dialog = page.get_by_role("dialog").filter(has_text="Launch runs to materialize")
-    dialog.get_by_role("button", name="All", exact=True).click()
-    expect(dialog).to_contain_text(f"{N_VIDEOS} partitions")
-    dialog.get_by_role("button", name="Custom", exact=True).click()  # lists the selected keys
-    for k in keys:
-        expect(dialog).to_contain_text(k)  # (truncated on screen; the full key is in the text)
-    shot(page, "06_backfill_dialog.png")
-    dialog.get_by_role("button", name="Launch backfill").click()
-    expect(dialog).to_have_count(0)
-    t_backfill = time.monotonic()
+    # -- its failed check, per video: video_decodable failed on the bad video with the reason, and
+    # passed on each good one (Dagster's check records, and the check's page in the UI)
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 
-    _nav(page, "Runs")
-    page.get_by_role("tab", name="Backfills").click()
-    link = page.get_by_role("link", name=re.compile(r"^run_with_subruns ")).first
-    poll(page, lambda: seen(link), 60, "the backfill on the Backfills tab", refresh=page.reload)
-    link.click()
-    body = page.locator("body")
-    expect(body).to_contain_text(re.compile(r"Partition selection"))
+    with _instance(server) as inst:
+        recs = inst.event_log_storage.get_asset_check_execution_history(
+            dg.AssetCheckKey(dg.AssetKey("source_videos"), "video_decodable"), limit=20)
+        by_pk = {r.partition: r for r in recs}
+    assert set(by_pk) == set(keys)
+    assert by_pk[bad].status == AssetCheckExecutionRecordStatus.FAILED
+    reason = by_pk[bad].event.dagster_event.event_specific_data.metadata["reason"].value
+    assert "truncated" in reason and BAD_NAME in reason, reason
+    assert all(by_pk[k].status == AssetCheckExecutionRecordStatus.SUCCEEDED for k in good)
+    _open_asset(page, "source_videos", "Checks")
+    page.get_by_text("video_decodable", exact=True).first.click()
+    poll(page, lambda: seen(page.get_by_text(re.compile("truncated")), 5000), 60,
+         "the failed check's reason on its page", refresh=None)
+    page.wait_for_timeout(1000)
+    shot(page, "06_check_per_video.png", full_page=True)
 
-    backfill_url = page.url
-
-    def shows(pattern: str) -> bool:
-        return seen(page.get_by_text("Partition selection")) and bool(
-            re.search(pattern, body.inner_text()))
-
-    def partitions_done():  # of the targeted partitions: in progress 0, succeeded N, failed 0
-        return shows(rf"100% completed\s+{N_VIDEOS}\s+0\s+{N_VIDEOS}\s+0")
-
-    poll(page, partitions_done, RUN_S, f"the backfill of {last} to materialize every partition",
-         refresh=page.reload)
-    timings["backfill_run"] = time.monotonic() - t_backfill
-    for k in keys:
-        expect(body).to_contain_text(k)
-
-    # -- the checks: every blocking check green; a warning shows what the pipeline recorded
-    con = catalog.connect(store, in_memory=True)
-    try:
-        recorded = {(a, c): bool(p) for a, c, p in con.execute(
-            "select asset, check_name, bool_and(passed) from quality where partition_key in "
-            f"({', '.join('?' * len(keys))}) group by 1, 2", keys).fetchall()}
-    finally:
-        con.close()
-    for asset in per_video:
-        checks = _checks(asset)
-        if not checks:
-            continue
-        _open_asset(page, asset, "Checks")
-        for name, blocking in checks.items():
-            passed = recorded.get((asset, name))
-            assert passed is not None, f"no quality row for {asset}.{name}"
-            if blocking:
-                assert passed, f"blocking check {asset}.{name} failed on a clean synthetic video"
-            status = "Succeeded" if passed else "Failed"
-            others = [page.get_by_text(o, exact=True) for o in checks if o != name]
-            row = _holding(page, [page.get_by_text(name, exact=True),
-                                  page.get_by_text(status, exact=True)], others)
-            expect(row.first).to_be_visible()
-        shot(page, f"07_checks_{asset}.png")
-
-    _nav(page, "Lineage")
-    page.wait_for_timeout(2000)
-    shot(page, "08_asset_graph_materialized.png")
-
-    # -- the backfill's own status turns to Succeeded at the daemon's next tick (30 s)
-    page.goto(backfill_url)
-    poll(page, lambda: shows(r"Status\s+Succeeded"), 120, "the backfill's status to be Succeeded",
-         refresh=page.reload)
-    timings["backfill_done"] = time.monotonic() - t_backfill
-    shot(page, "09_backfill_succeeded.png")
-
-    # -- what the runs wrote: every video complete; the backfill found it up to date
-    for k in keys:
-        t = store.read_table("frames", k).column("t_s").to_pylist()
-        assert len(t) == N_FRAMES and all(b > a for a, b in zip(t, t[1:]))
-        for a in per_video:
-            rows = store.lineage(a, k)
-            assert rows and rows[-1]["status"] == "ok", (a, k, rows[-1:] or None)
-            assert rows == lineage_before[(a, k)], f"the backfill recomputed {a} for {k}"
-    print("UI flow (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
-
-    # -- the dataset: assembled by the dataset automation sensor (running as shipped) once the runs of
-    # its input videos ended, with no click: shown on its asset page
-    from dagster import AssetKey, DagsterInstance
-    from dagster._core.instance.ref import InstanceRef
-
+    # -- the dataset: assembled by the dataset automation sensor once the runs ended, with no click,
+    # holding the three good videos' episodes
     def dataset_run():
-        with DagsterInstance.from_ref(InstanceRef.from_dir(str(server.home / "dagster"))) as inst:
-            ev = inst.get_latest_materialization_event(AssetKey("lerobot_dataset"))
+        with _instance(server) as inst:
+            ev = inst.get_latest_materialization_event(dg.AssetKey("lerobot_dataset"))
             if ev is None:
                 return None
             run = inst.get_run_by_id(ev.run_id)
-            return run if any("automation" in k or "sensor" in k for k in run.tags) else None
+            return run if run.tags.get("dagster/sensor_name") == "dataset_automation" else None
 
-    poll(page, lambda: dataset_run() is not None, 180, "the dataset automation to assemble the dataset")
-    run = dataset_run()
-    print(f"dataset assembled by run {run.run_id[:8]} (tags: {sorted(run.tags)})")
-    assert run.tags.get("dagster/sensor_name") == "dataset_automation", run.tags
+    poll(page, lambda: dataset_run() is not None, DATASET_S, "the dataset automation to assemble the dataset")
+    timings["in_dataset"] = time.monotonic() - new_source["added_at"]
+    con = catalog.connect(store, in_memory=True)
+    try:
+        in_dataset = sorted(r[0] for r in con.execute(
+            "select distinct partition_key from episodes").fetchall())
+    finally:
+        con.close()
+    assert in_dataset == good
     _open_asset(page, "lerobot_dataset", "Overview")
     expect(page.get_by_role("link", name="dataset_automation").first).to_be_visible()
-    shot(page, "10_dataset_by_automation.png")
+    shot(page, "07_dataset_by_automation.png")
+    print("UI flow (s from adding the source): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items()))
+
+
+def _sensor_runs(server) -> list:
+    import dagster as dg
+
+    with _instance(server) as inst:
+        return [r for r in inst.get_runs(filters=dg.RunsFilter(tags={"dagster/sensor_name": "discover_videos"}))
+                if r.status in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE)]

@@ -41,30 +41,27 @@ def _die_with_parent() -> None:
 
 @dataclass
 class DagsterDev:
-    """`dagster dev -w workspace.yaml` with EGO_ASSETS_HOME=<home>, DAGSTER_HOME=<home>/dagster holding a
-    copy of the project's dagster.yaml (as `make ui` does), in its own process group."""
+    """`make ui`'s launcher (python -m ego_assets.ui: dagster dev with workspace.yaml, EGO_ASSETS_HOME=<home>,
+    DAGSTER_HOME=<home>/dagster holding the project's dagster.yaml), in its own process group."""
 
     home: Path
     port: int
     log_path: Path
     proc: subprocess.Popen | None = None
+    stop_seconds: float | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        dh = self.home / "dagster"
-        dh.mkdir(parents=True, exist_ok=True)
-        shutil.copyfile(REPO / "dagster.yaml", dh / "dagster.yaml")
-        env = dict(os.environ, EGO_ASSETS_HOME=str(self.home), DAGSTER_HOME=str(dh),
-                   DAGSTER_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1")
-        env.pop("EGO_ASSETS_SOURCES", None)  # the default: <home>/sources.yaml
-        dagster = Path(sys.executable).parent / "dagster"
+        env = dict(os.environ, DAGSTER_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1")
+        for var in ("EGO_ASSETS_SOURCES", "DAGSTER_HOME", "EGO_ASSETS_HOME"):
+            env.pop(var, None)  # the defaults: <home>/sources.yaml, <home>/dagster
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "wb")  # a file, not a pipe: nobody reads a pipe while the test runs
         self.proc = subprocess.Popen(
-            [str(dagster), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(self.port)],
+            [sys.executable, "-m", "ego_assets.ui", "--port", str(self.port), "--home", str(self.home)],
             cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True, preexec_fn=_die_with_parent)
         log.close()
@@ -74,7 +71,7 @@ class DagsterDev:
         t0 = time.monotonic()
         while time.monotonic() - t0 < timeout_s:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"dagster dev exited with {self.proc.returncode}:\n{self.log_tail()}")
+                raise RuntimeError(f"make ui exited with {self.proc.returncode}:\n{self.log_tail()}")
             with contextlib.suppress(OSError):
                 with urllib.request.urlopen(self.url + "/server_info", timeout=5) as r:
                     if r.status == 200:
@@ -83,38 +80,41 @@ class DagsterDev:
         raise TimeoutError(f"dagster dev did not answer on {self.url} within {timeout_s:.0f} s:\n"
                            f"{self.log_tail()}")
 
-    def stop(self, grace_s: float = 10.0) -> None:
-        """SIGTERM to the whole process group (webserver, daemon, code servers, run workers), then
-        SIGKILL to whatever is left of it: `dagster dev` can hang on SIGTERM on a loaded machine."""
+    def stop(self, grace_s: float = 30.0) -> None:
+        """SIGTERM to the launcher, as `kill` would: it stops every process of the UI by itself. Its time
+        is kept in ``stop_seconds``; whatever is left after ``grace_s`` is killed (and reported by
+        :meth:`group_alive`)."""
         if self.proc is None:
             return
-        pgid = self.proc.pid  # start_new_session: the group id is the leader's pid
+        t0 = time.monotonic()
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGTERM)
+            self.proc.send_signal(signal.SIGTERM)
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(timeout=grace_s)
-        # SIGKILL until the group is empty: on a loaded machine a member can take a moment to die,
-        # and a run worker may have been forking a step process when the first signal arrived.
-        deadline = time.monotonic() + 20
-        while True:
+        while self.group_alive() and time.monotonic() - t0 < grace_s:
+            time.sleep(0.2)
+        self.stop_seconds = time.monotonic() - t0
+        left = self.group_alive()
+        for pid in left:
             with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout=1)
-            if not self.group_alive() or time.monotonic() > deadline:
-                break
+                os.kill(pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired, ProcessLookupError):
+            if self.proc.poll() is None:
+                self.proc.kill()
+            self.proc.wait(timeout=5)
 
     def group_alive(self) -> list[int]:
-        """Pids still in the server's process group (for the teardown check)."""
-        if self.proc is None:
-            return []
+        """Pids of the UI still alive: every process with this home in its environment (the launcher,
+        dagster dev and its process group, code servers, run workers)."""
+        marker = f"EGO_ASSETS_HOME={self.home}".encode()
         out = []
         for d in Path("/proc").iterdir():
-            if d.name.isdigit():
+            if d.name.isdigit() and int(d.name) != os.getpid():
                 with contextlib.suppress(OSError, IndexError, ValueError):
-                    stat = (d / "stat").read_text()
-                    fields = stat.rsplit(")", 1)[1].split()
-                    if int(fields[2]) == self.proc.pid and fields[0] not in "ZX":
+                    if marker not in (d / "environ").read_bytes().split(b"\0"):
+                        continue
+                    fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+                    if fields[0] not in "ZX":
                         out.append(int(d.name))
         return out
 
@@ -199,3 +199,33 @@ def chromium_page() -> Iterator:
             yield ctx.new_page()
         finally:
             browser.close()
+
+
+def cut_clip(src: str | Path, dst: str | Path, start_s: float, dur_s: float, width: int = 320) -> None:
+    """``dur_s`` seconds of ``src`` from ``start_s``, re-encoded small (H.264, ``width`` px wide): three
+    cuts of the bundled real clip are three short videos with real hands (their own partitions)."""
+    from fractions import Fraction
+
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        rate = vin.average_rate
+        h = int(round(vin.height * width / vin.width / 2)) * 2
+        vo = out.add_stream("libx264", rate=rate)
+        vo.width, vo.height, vo.pix_fmt = width, h, "yuv420p"
+        vo.options = {"preset": "ultrafast", "crf": "26"}
+        n = 0
+        for f in inp.decode(vin):
+            t = float(f.pts * vin.time_base)
+            if t < start_s:
+                continue
+            if t >= start_s + dur_s:
+                break
+            g = f.reformat(width=width, height=h, format="yuv420p")
+            g.pts, g.time_base = n, Fraction(1) / rate
+            n += 1
+            for p in vo.encode(g):
+                out.mux(p)
+        for p in vo.encode():
+            out.mux(p)
