@@ -140,7 +140,7 @@ class HandsBackend(Backend):
                  lift_params: lifting.LiftParams = lifting.LiftParams(),
                  track_params: tracking.TrackParams = tracking.TrackParams(),
                  weights: tracking.EvidenceWeights = tracking.EvidenceWeights(), depth_window: int = 5,
-                 min_track_detections: int = 3):
+                 min_track_detections: int = 3, smooth_shape: bool = True):
         self.max_gap = max_gap
         self.outlier = (outlier_window, outlier_k, outlier_floor_m)
         self.mp_labels_mirrored = mp_labels_mirrored
@@ -151,6 +151,7 @@ class HandsBackend(Backend):
         # track-level confirmation: the detector runs with low thresholds (hands at the border, small or
         # blurred), and a detection becomes a hand only when its track has this many detections
         self.min_track_detections = min_track_detections
+        self.smooth_shape = smooth_shape  # 3-tap smoothing of the hand shape and finger pose alike
 
     def detect(self, proxy_path: str, frames: pa.Table, calib: dict,
                progress: Callable[[int, int], None] | None = None) -> dict:
@@ -256,9 +257,12 @@ class HandsBackend(Backend):
             idx, J = idx[inl], J[inl]
             if self.depth_window:
                 J = cleanup.smooth_depth(J, fi[idx], self.depth_window)
-            fill = dict(kp2d=det["kp2d"][idx], joints_cam=J, score=score[idx])
+            fill = dict(joints_cam=J)
             if own_pose:
                 fill["finger_pose"] = np.asarray(det["finger_pose"], float).reshape(D, 15, 3)[idx]
+            if self.smooth_shape:
+                fill = cleanup.smooth_shape(fill, fi[idx])
+            fill.update(kp2d=det["kp2d"][idx], score=score[idx])
             f2, arr, interp = cleanup.fill_gaps(fi[idx], fill, self.max_gap)
             m = len(f2)
             rows["frame_index"].append(f2)

@@ -150,3 +150,31 @@ def smooth_depth(joints_cam: np.ndarray, frame_index: np.ndarray | None = None, 
         sm = uniform_filter1d(median_filter(lz, size=w, mode="mirror"), 3, mode="mirror")
         out[seg] *= np.exp(sm - lz)[:, None, None]
     return out
+
+
+def smooth_shape(arrays: dict[str, np.ndarray], frame_index: np.ndarray, weights=(0.25, 0.5, 0.25)
+                 ) -> dict[str, np.ndarray]:
+    """A 3-tap temporal smoothing of a track's hand *shape*, applied alike to the joints and to a
+    backend's own finger pose, so that ``finger_pose`` is exactly as smooth as the joints it goes
+    with. ``arrays``: ``joints_cam`` (N, 21, 3), smoothed relative to the palm centre (the palm
+    centre itself, and so the hand's position and depth, is left as it is), and optionally
+    ``finger_pose`` (N, 15, 3) axis-angle, smoothed as vectors (the 3 neighbours differ by a few
+    degrees at 10 fps, where that equals the rotation average). A sample is smoothed only when both
+    neighbours are the adjacent frames; the landmarker's per-frame jitter of the fingers (a few mm)
+    is halved, a finger motion lasting 3 frames or more keeps its extent."""
+    fi = np.asarray(frame_index)
+    n = len(fi)
+    out = {k: np.asarray(v, float).copy() for k, v in arrays.items()}
+    if n < 3:
+        return out
+    a, b, c = weights
+    mid = np.flatnonzero((fi[2:] - fi[1:-1] == 1) & (fi[1:-1] - fi[:-2] == 1)) + 1
+    if "joints_cam" in arrays:
+        J = np.asarray(arrays["joints_cam"], float)
+        centre = J[:, [0, 5, 9, 13, 17]].mean(1, keepdims=True)
+        rel = J - centre
+        out["joints_cam"][mid] = centre[mid] + a * rel[mid - 1] + b * rel[mid] + c * rel[mid + 1]
+    if "finger_pose" in arrays:
+        P = np.asarray(arrays["finger_pose"], float)
+        out["finger_pose"][mid] = a * P[mid - 1] + b * P[mid] + c * P[mid + 1]
+    return out

@@ -78,3 +78,30 @@ def test_depth_jumps_are_corrected_keeping_the_projection():
     # corrected frames land within 2 cm of their neighbours' depth; good frames are untouched
     assert np.abs(palm_z[jumps] - np.interp(jumps, np.flatnonzero(~bad), palm_z[~bad])).max() < 0.02
     np.testing.assert_array_equal(out[~bad], J[~bad])
+
+
+def test_shape_smoothing_halves_jitter_and_keeps_motion_and_position():
+    from ego_assets.lib.hands.skeleton import finger_pose, template_hand
+
+    rng = np.random.default_rng(3)
+    n = 40
+    flex = np.linspace(0, 60, n)  # fingers closing steadily
+    truth = np.stack([template_hand("right", f) + [0.1 * i / n, 0.0, 0.4] for i, f in enumerate(flex)])
+    noisy = truth + rng.normal(0, 0.003, truth.shape)
+    fi = np.arange(n)
+    fi[25:] += 5  # a gap: the samples at its edges are not smoothed across it
+    out = cleanup.smooth_shape({"joints_cam": noisy, "finger_pose": finger_pose(noisy, "right")}, fi)
+    J = out["joints_cam"]
+    palm = [0, 5, 9, 13, 17]
+    np.testing.assert_allclose(J[:, palm].mean(1), noisy[:, palm].mean(1), atol=1e-12)  # position kept
+    np.testing.assert_array_equal(J[[0, 24, 25, n - 1]], noisy[[0, 24, 25, n - 1]])
+    err_before = np.linalg.norm(noisy - truth, axis=-1)[1:-1].mean()
+    err_after = np.linalg.norm(J - truth, axis=-1)[1:-1].mean()
+    assert err_after < 0.8 * err_before
+    # noiseless steady motion passes unchanged (no lag)
+    clean = cleanup.smooth_shape({"joints_cam": truth}, np.arange(n))["joints_cam"]
+    assert np.abs(clean - truth).max() < 5e-4
+    # the finger pose is smoothed like the joints: it stays close to the pose of the smoothed joints
+    fp_joints = finger_pose(J, "right")
+    assert np.abs(out["finger_pose"] - fp_joints)[1:24].mean() < 0.25 * np.abs(
+        finger_pose(noisy, "right") - fp_joints)[1:24].mean()
