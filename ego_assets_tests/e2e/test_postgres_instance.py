@@ -152,10 +152,13 @@ def test_partitioned_materialization_on_postgres(postgres, tmp_path, monkeypatch
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
         instance.add_dynamic_partitions(videos.name, keys)
         runs = []
-        status = materialize_videos(defs, instance, store, keys, on_run=lambda b, r: runs.append(r))
+        # a synthetic video shows no hands, so it has no dataset episodes: up to its captions
+        graph = defs.resolve_asset_graph()
+        assets = [a for a in per_video_assets(defs) if graph.get(dg.AssetKey(a)).group_name != "episodes"]
+        status = materialize_videos(defs, instance, store, keys, on_run=lambda b, r: runs.append(r),
+                                    assets=assets)
         assert [s.status for s in status.values()] == ["ok"], status
         assert len(runs) == 1 and runs[0].success
-        assets = per_video_assets(defs)
         for a in assets:
             assert set(instance.get_materialized_partitions(dg.AssetKey(a))) == set(keys), a
         # the pool size is instance state in the same database (what `dagster instance concurrency
