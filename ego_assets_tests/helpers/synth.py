@@ -135,3 +135,81 @@ def make_encoded_video(path: str | Path, codec: str, fmt: str, n_frames: int = 3
                 c.mux(p)
         for p in st.encode(None):
             c.mux(p)
+
+
+def read_frames(path: str | Path, start: int = 0, stop: int | None = None) -> list[np.ndarray]:
+    """RGB frames ``start:stop`` of a video (decode order = presentation order for the clips we use)."""
+    import av
+
+    out = []
+    with av.open(str(path)) as c:
+        for i, fr in enumerate(c.decode(video=0)):
+            if stop is not None and i >= stop:
+                break
+            if i >= start:
+                out.append(fr.to_ndarray(format="rgb24"))
+    return out
+
+
+def write_frames(path: str | Path, frames: list[np.ndarray], fps: float = 30.0, times: list[float] | None = None,
+                 rotation: int = 0, fmt: str = "mp4", codec: str = "libx264", pix_fmt: str = "yuv420p") -> None:
+    """Encode ``frames`` (HxWx3 uint8, all one size) with presentation ``times`` (default i / fps); a
+    ``rotation`` (clockwise degrees) goes into the MP4 display matrix, as phones record portrait video."""
+    import av
+
+    h, w = frames[0].shape[:2]
+    times = [i / fps for i in range(len(frames))] if times is None else times
+    with av.open(str(path), "w", format=fmt) as c:
+        st = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
+        st.width, st.height, st.pix_fmt = w, h, pix_fmt
+        st.time_base = Fraction(1, 1000)
+        st.codec_context.time_base = Fraction(1, 1000)
+        if codec == "libx264":
+            st.options = {"preset": "ultrafast", "bf": "0"}
+        for img, t in zip(frames, times):
+            fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            fr.pts = int(round(t * 1000))
+            fr.time_base = Fraction(1, 1000)
+            for p in st.encode(fr):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+    if rotation:
+        set_rotation(path, rotation)
+
+
+def fisheye_view(img: np.ndarray, size: int, hfov_deg: float) -> np.ndarray:
+    """A square equidistant-fisheye image (``r = f theta``) of horizontal FoV ``hfov_deg`` looking through
+    the pinhole image ``img`` (assumed 90 deg horizontal FoV); outside it, black. What a wide head-mounted
+    camera records, made from an ordinary frame."""
+    import cv2
+
+    h, w = img.shape[:2]
+    f_fish = (size / 2.0) / np.radians(hfov_deg / 2.0)
+    f_pin = (w / 2.0) / np.tan(np.radians(45.0))
+    v, u = np.mgrid[0:size, 0:size].astype(np.float64)
+    x, y = u - (size - 1) / 2.0, v - (size - 1) / 2.0
+    r = np.hypot(x, y)
+    theta = r / f_fish
+    ok = theta < np.radians(85)
+    rp = np.where(ok, f_pin * np.tan(np.minimum(theta, np.radians(85))), 0.0)
+    scale = np.where(r > 0, rp / np.maximum(r, 1e-9), 0.0)
+    mx = (x * scale + (w - 1) / 2.0).astype(np.float32)
+    my = (y * scale + (h - 1) / 2.0).astype(np.float32)
+    mx[~ok] = -1
+    return cv2.remap(img, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+
+
+def write_size_change(path: str | Path, first: list[np.ndarray], second: list[np.ndarray], fps: int = 30) -> None:
+    """An MPEG-TS video whose frame size changes mid-stream (two encodings of different sizes back to back,
+    as a concatenated capture is)."""
+    import tempfile
+
+    data = b""
+    with tempfile.TemporaryDirectory() as d:
+        for i, part in enumerate((first, second)):
+            p = Path(d) / f"{i}.ts"
+            write_frames(p, part, fps=fps, times=[(i * len(first) + k) / fps for k in range(len(part))],
+                         fmt="mpegts")
+            data += p.read_bytes()
+    Path(path).write_bytes(data)
