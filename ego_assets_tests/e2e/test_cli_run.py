@@ -43,12 +43,21 @@ def runs(tmp_path_factory):
     return dict(home=home, good=good, mixed=mixed, bad=bad, r_good=r_good, r_mixed=r_mixed, ego=ego)
 
 
+# The synthetic texture has no hands, so no episode: since the dataset's per-video step (issue 12) such a
+# video's partition fails there, with that reason, after every other asset succeeded.
+NO_EPISODE = "lerobot_episodes: check has_episodes failed: no episode"
+
+
+def _through_every_asset(line: str) -> bool:
+    return line.startswith("ok") or (line.startswith("FAILED") and NO_EPISODE in line)
+
+
 def test_good_folder_runs_ok(runs):
     r = runs["r_good"]
-    assert r.returncode == 0, r.stdout + r.stderr
     lines = [ln for ln in r.stdout.splitlines() if ln.strip()]
     # two distinct videos: the copy with the same content is the same partition
-    assert len(lines) == 2 and all(ln.startswith("ok") for ln in lines)
+    assert len(lines) == 2 and all(_through_every_asset(ln) for ln in lines), r.stdout + r.stderr[-3000:]
+    assert r.returncode == (0 if all(ln.startswith("ok") for ln in lines) else 1)
     assert any("same content again.mp4" in ln and "vidéo de test 1.mp4" in ln for ln in lines)
 
 
@@ -62,7 +71,7 @@ def test_mixed_folder_fails_bad_videos_only(runs):
     for name, reason in reasons.items():
         line = next(ln for ln in r.stdout.splitlines() if name in ln)
         assert line.startswith("FAILED") and reason in line and str(runs["mixed"] / name) in line
-    ok = [ln for ln in r.stdout.splitlines() if ln.startswith("ok")]
+    ok = [ln for ln in r.stdout.splitlines() if _through_every_asset(ln)]
     assert len(ok) == 1 and "escape.mp4" in ok[0]
 
 
@@ -98,7 +107,9 @@ def test_catalog_counts_frames(runs):
 
 def test_check_passes_on_good_and_fails_on_bad_and_corrupted(runs):
     r = runs["ego"]("check", "--source", "good")
-    assert r.returncode == 0, r.stdout
+    errors = [ln for ln in r.stdout.splitlines() if ln.startswith("ERROR")]
+    assert all("lerobot_episodes.has_episodes" in ln for ln in errors), r.stdout  # no hands: see above
+    assert r.returncode == (1 if errors else 0), r.stdout
     r = runs["ego"]("check", "--source", "mixed")
     assert r.returncode == 1 and "video_decodable" in r.stdout and "empty file" in r.stdout
     # corrupt one good partition: drop half of its frames table
