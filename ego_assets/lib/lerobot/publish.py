@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ego_assets.lib.lerobot.features import ACTION_SPACE_DOC
+from ego_assets.lib.lerobot.features import ACTION_SPACE_DOC, CAMERA_COLUMNS, CAMERA_PREFIX, VIDEO_KEY
 
 # licence identifiers the Hub accepts in card metadata (a subset; anything else becomes "other")
 HUB_LICENSES = {"apache-2.0", "mit", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0",
@@ -86,6 +86,16 @@ def card_text(root: str | Path, repo_id: str, description: str | None = None) ->
         lines.append(f"- `{k}`: {ft['dtype']} {list(ft['shape'])}{n}")
     lines += ["", "`pad.action`/`mask.action` are named outside the `action` prefix on purpose: LeRobot's policy "
               "factory treats every `action*` key as a policy output and writes its own `action_is_pad`.", ""]
+    img = info["features"].get(VIDEO_KEY, {}).get("shape")
+    if img:
+        lines += ["### Images and camera per episode", "",
+                  f"Every episode's frames are {img[1]}x{img[0]}, whatever the source: made upright (rotation "
+                  "metadata), undistorted (fisheye/radtan sources) and letterboxed (scaled to fit, centred, black "
+                  "bars). Each row of `meta/episodes` carries its camera: "
+                  + ", ".join(f"`{CAMERA_PREFIX}{c}`" for c in CAMERA_COLUMNS)
+                  + ": intrinsics in dataset pixels, the horizontal field of view of the whole frame "
+                  "(`2 atan(W / 2 fx)`), the distortion model removed (`none` for a pinhole source), whether the "
+                  "camera moved, and the source's displayed frame size.", ""]
     backends = sorted({b for s in srcs.values() for b in s["backends"]})
     lines += ["### How it was made", "",
               "Frames sampled at the dataset rate into a proxy video; camera intrinsics (undistortion for "
