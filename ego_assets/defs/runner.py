@@ -12,8 +12,10 @@ last computed one's metadata and previews.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -170,7 +172,39 @@ def _range_done(context, outcomes: dict[str, _Outcome], spec_names: set[str]) ->
     return dg.MaterializeResult(check_results=[_check_result(r) for r in results.values()])
 
 
+@contextlib.contextmanager
+def partition_lock(store: Store, asset: str, pk: str, context=None):
+    """One writer per asset partition on a local home: a second run of the same video (another
+    ``ego-assets run``, a UI run) waits here, then finds the partition up to date instead of computing
+    it again. On object stores the instance's run queue keeps one run per video (dagster.yaml)."""
+    if not store.is_local:
+        yield
+        return
+    import fcntl
+
+    path = os.path.join(store.root, ".locks", asset, f"{pk}.lock")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "a") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if context is not None:
+                context.log.info(f"{pk}: {asset} is being written by another run; waiting for it")
+            fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 def _run_one(context, store: Store, asset: str, body, pk: str, prefix: str, *, code_version: str,
+             upstream: list[str], params, checks, force: bool) -> _Outcome:
+    with partition_lock(store, asset, pk, context):
+        return _attempt(context, store, asset, body, pk, prefix, code_version=code_version,
+                        upstream=upstream, params=params, checks=checks, force=force)
+
+
+def _attempt(context, store: Store, asset: str, body, pk: str, prefix: str, *, code_version: str,
              upstream: list[str], params, checks, force: bool) -> _Outcome:
     started = _now()
     up: dict = {}

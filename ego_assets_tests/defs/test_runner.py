@@ -1,6 +1,12 @@
 """The per-video step (defs/runner.py) on small assets: a blocking check stops its own video only and is
 recorded by Dagster per partition; a stale failure of another configuration never speaks for a video."""
 
+import json
+import os
+import subprocess
+import sys
+import time
+
 import dagster as dg
 
 from ego_assets.defs.execute import materialize_videos
@@ -25,6 +31,7 @@ CHECKS = [
 
 class ToyConfig(dg.Config):
     mode: str = "default"
+    sleep_s: float = 0.0
 
 
 def _defs(home):
@@ -36,6 +43,9 @@ def _defs(home):
         def body(pk):
             if config.mode == "unreachable":
                 raise ConnectionError("http://vlm:8000 unreachable")
+            with open(os.path.join(store.root, "toy_a_calls.txt"), "a") as f:
+                f.write(f"{os.getpid()} {pk}\n")
+            time.sleep(config.sleep_s)
             with store.write_partition("toy_a", pk) as w:
                 open(w.path("value.txt"), "w").write(str(_value(store, pk)))
             return PartitionOutput(metadata={"value": _value(store, pk)})
@@ -124,3 +134,33 @@ def test_a_stale_failure_of_another_configuration_does_not_drop_a_good_video(tmp
         ).records[0].asset_materialization
         assert mat.metadata["value"].value == 1.0 and "reused" in mat.metadata  # previews kept
         assert mat.tags["dagster/data_version"] == dv
+
+
+def run_toy(home: str, pk: str, sleep_s: float) -> None:
+    """One `ego-assets run`-like process: its own Dagster instance, the shared storage home."""
+    store = Store(home)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(videos.name, [pk])
+        st = materialize_videos(_defs(home), instance, store, [pk],
+                                run_config={"ops": {"toy_a": {"config": {"sleep_s": sleep_s}}}})
+    print(json.dumps({k: v.status for k, v in st.items()}))
+
+
+def test_two_concurrent_runs_of_a_video_compute_it_once(tmp_path):
+    """Issue 16.7: two runs of the same video at once (two CLIs, or the CLI and the UI): the second
+    waits for the first's write of each asset, then finds it up to date; both end ok, nothing is
+    computed twice and nothing trips over the other's staging files."""
+    home = str(tmp_path / "home")
+    code = f"from ego_assets_tests.defs.test_runner import run_toy; run_toy({home!r}, 'cam-one', 3.0)"
+    procs = [subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+             for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (out, err) in zip(procs, outs):
+        assert p.returncode == 0, err[-2000:]
+        assert json.loads(out.strip().splitlines()[-1]) == {"cam-one": "ok"}
+    calls = open(os.path.join(home, "toy_a_calls.txt")).read().splitlines()
+    assert len(calls) == 1, calls  # computed once; the other run reused it
+    rows = Store(home).lineage("toy_a", "cam-one")
+    assert [r["status"] for r in rows] == ["ok", "ok"]
+    assert rows[0]["data_version"] == rows[1]["data_version"]
