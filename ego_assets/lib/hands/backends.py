@@ -140,7 +140,7 @@ class HandsBackend(Backend):
                  lift_params: lifting.LiftParams = lifting.LiftParams(),
                  track_params: tracking.TrackParams = tracking.TrackParams(),
                  weights: tracking.EvidenceWeights = tracking.EvidenceWeights(), depth_window: int = 5,
-                 min_track_detections: int = 3, smooth_shape: bool = True):
+                 min_track_detections: int = 3, smooth_shape: bool = True, track_skeleton: bool = True):
         self.max_gap = max_gap
         self.outlier = (outlier_window, outlier_k, outlier_floor_m)
         self.mp_labels_mirrored = mp_labels_mirrored
@@ -152,6 +152,7 @@ class HandsBackend(Backend):
         # blurred), and a detection becomes a hand only when its track has this many detections
         self.min_track_detections = min_track_detections
         self.smooth_shape = smooth_shape  # 3-tap smoothing of the hand shape and finger pose alike
+        self.track_skeleton = track_skeleton  # one set of bone lengths per track (its medians)
 
     def detect(self, proxy_path: str, frames: pa.Table, calib: dict,
                progress: Callable[[int, int], None] | None = None) -> dict:
@@ -257,6 +258,13 @@ class HandsBackend(Backend):
             idx, J = idx[inl], J[inl]
             if self.depth_window:
                 J = cleanup.smooth_depth(J, fi[idx], self.depth_window)
+            if self.track_skeleton and len(J) >= 5:
+                # one skeleton per track (its median bones, at the track's size already), every joint
+                # on its keypoint's ray; the wrist keeps its (smoothed) depth
+                bones = np.median(skeleton.bone_lengths(J), axis=0)
+                lifted = all(str(f).split(":")[0] in lifting.LIFTED_FITS for f in fit[idx])
+                J = (lifting.fit_to_rays(J, det["kp2d"][idx], det["K"], bones) if lifted and det["K"] is not None
+                     else skeleton.with_bone_lengths(J, bones))
             fill = dict(joints_cam=J)
             if own_pose:
                 fill["finger_pose"] = np.asarray(det["finger_pose"], float).reshape(D, 15, 3)[idx]

@@ -184,6 +184,20 @@ def view_score(kp2d: np.ndarray) -> np.ndarray:
     return s[0] if single else s
 
 
+def with_bone_lengths(joints: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """Joints (N, 21, 3) re-chained with the given bone lengths (20, BONES order): each bone keeps its
+    direction, the wrist stays where it is, children move with their parents. One person's bones do
+    not change length, the landmarker's do from frame to frame (its depth guesses foreshorten them),
+    so a track gets one skeleton: its median bone lengths."""
+    j, single = _stack(joints)
+    L = np.asarray(lengths, float)
+    out = j.copy()
+    for k, (a, c) in enumerate(BONES):  # BONES is ordered parent before child along each chain
+        d = _unit(j[:, c] - j[:, a])
+        out[:, c] = out[:, a] + L[..., k, None] * d
+    return out[0] if single else out
+
+
 def bone_lengths(joints: np.ndarray) -> np.ndarray:
     """Lengths (N, 20) of the tree bones, in BONES order."""
     j, single = _stack(joints)
