@@ -12,9 +12,12 @@ Tables come without ``partition_key``; the wiring passes them through ``schemas.
 model) only writes :meth:`HandsBackend.detect`.
 
 The ``mediapipe`` backend: MediaPipe Tasks ``HandLandmarker`` in VIDEO mode (it tracks hands from
-frame to frame and runs the palm detector only when it lost one), two hands, then per detection the
-metric lifting of :mod:`.lifting`, identities and left/right of :mod:`.tracking`, outlier rejection
-and gap filling of :mod:`.cleanup`, and the wrist frame and finger pose of :mod:`.skeleton`.
+frame to frame and runs the palm detector only when it lost one), two hands, detection thresholds
+0.3 with track-level confirmation, then per detection the metric lifting of :mod:`.lifting` at the
+hand-size prior, identities and left/right from three independent cues of :mod:`.tracking` (their
+agreement recorded per detection, track and video), and per track: depth outliers, outlier
+rejection, depth smoothing and gap filling of :mod:`.cleanup`, one finger skeleton fitted onto the
+keypoints' rays, the shape smoothing, and the wrist frame and finger pose of :mod:`.skeleton`.
 
 ``score`` of a row is MediaPipe's handedness probability (the only per-hand confidence the Tasks API
 reports) times a fit factor (1 for ``pnp``, 0.8 for ``pnp:size_prior``, 0.5 for ``prior:*``); an
@@ -329,6 +332,8 @@ class HandsBackend(Backend):
             mp_label_final_agreement=float((mp_right[keep & has_mp] == final[keep & has_mp]).mean())
             if (keep & has_mp).any() else float("nan"),
             hand_size_m={str(t): round(v, 4) for t, v in sizes.items()},
+            # the landmarker's own guess of the hand size (not used for depth; see lifting)
+            network_hand_size_m=float(np.median(lifting.hand_scale(det["world"]))),
             handedness_conf_mean=float(np.mean(cat["handedness_conf"])) if len(sel) else float("nan"),
             **{f"fit_{k}": v / D for k, v in fits.items()},
             reproj_px_median=float(np.median(det["reproj_px"][np.isfinite(det["reproj_px"])]))

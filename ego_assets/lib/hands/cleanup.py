@@ -7,7 +7,9 @@ jumps away from its neighbours (a wrong detection); then gaps of at most ``max_g
 (dropped outliers
 or missed detections) are filled by linear interpolation and flagged, and longer gaps stay empty:
 a hand not seen has no row (DESIGN §2), but a one-frame dropout inside a motion should not cut an
-action segment in two.
+action segment in two. :func:`smooth_depth` smooths a track's depth (scaling about the camera centre,
+so the 2D evidence is kept) and :func:`smooth_shape` its finger shape and a backend's finger pose
+alike.
 """
 
 from __future__ import annotations

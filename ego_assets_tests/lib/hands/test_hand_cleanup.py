@@ -105,3 +105,21 @@ def test_shape_smoothing_halves_jitter_and_keeps_motion_and_position():
     fp_joints = finger_pose(J, "right")
     assert np.abs(out["finger_pose"] - fp_joints)[1:24].mean() < 0.25 * np.abs(
         finger_pose(noisy, "right") - fp_joints)[1:24].mean()
+
+
+def test_depth_smoothing_keeps_the_projection_and_the_motion():
+    from ego_assets.lib.hands.skeleton import template_hand
+
+    rng = np.random.default_rng(5)
+    n = 40
+    z = np.linspace(0.55, 0.35, n)  # the hand approaching steadily
+    truth = np.stack([template_hand("right", 20) + [0.02, 0.05, zi] for zi in z])
+    noisy = truth * (1 + rng.normal(0, 0.03, n))[:, None, None]  # 3 % depth noise about the camera
+    out = cleanup.smooth_depth(noisy, np.arange(n))
+    proj = lambda J: J[..., :2] / J[..., 2:]  # noqa: E731
+    np.testing.assert_allclose(proj(out), proj(noisy), atol=1e-12)
+    palm = [0, 5, 9, 13, 17]
+    err = lambda J: np.abs(J[:, palm, 2].mean(1) - truth[:, palm, 2].mean(1))  # noqa: E731
+    assert err(out).mean() < 0.6 * err(noisy).mean()
+    clean = cleanup.smooth_depth(truth, np.arange(n))  # steady motion is not delayed
+    assert np.abs(clean - truth)[2:-2].max() < 1e-3
