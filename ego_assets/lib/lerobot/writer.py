@@ -530,7 +530,9 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
             t_by_fi = np.full(n_src, np.nan)
             t_by_fi[_np(frames, "frame_index", np.int64)] = _np(frames, "t_s", np.float64)
             hands = _hand_arrays(hand_world, n_src)
-            R_all, t_all, pose_note = _camera_arrays(camera_poses, n_src)
+            # no episode: no reason to need the poses (a video without hands may have none that is finite)
+            R_all, t_all, pose_note = (_camera_arrays(camera_poses, n_src) if plans
+                                       else (None, None, "not read: no episode"))
             sa = []
             for p in plans:
                 c = p.chosen
