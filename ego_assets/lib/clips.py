@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -123,7 +124,8 @@ def remux_clips(src: str, index: PacketIndex, windows: list[tuple[float, float]]
     except VideoError:
         raise
     except (av.error.FFmpegError, ValueError, OSError) as e:
-        raise VideoError(src, f"cannot cut clips: {getattr(e, 'strerror', None) or e}") from None
+        where = getattr(e, "filename", None) or (os.path.dirname(out_paths[0]) if out_paths else "?")
+        raise VideoError(src, f"cannot cut clips into {where}: {getattr(e, 'strerror', None) or e}") from None
     return rows
 
 

@@ -119,7 +119,10 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
                     progress(n_decoded, n_source)
             encoder.close()
         except av.error.FFmpegError as e:
+            writing = encoder.error is e
             encoder.close(abort=True)
+            if writing:  # the proxy could not be written (a full disk): name that file, not the source
+                raise VideoError(proxy_path, f"cannot write the proxy of {src}: {e.strerror or e}") from None
             raise VideoError(src, f"decoding failed after {n_decoded} frames: {e.strerror or e}") from None
         except BaseException:
             encoder.close(abort=True)

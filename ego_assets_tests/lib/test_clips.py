@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -85,3 +87,13 @@ def test_clip_errors_name_the_file(tmp_path):
     row, idx = probe_video(str(src))
     with pytest.raises(ValueError, match=str(src)):
         clips.remux_clips(str(src), idx, [(0.0, 1.0)], [str(tmp_path / "no such dir" / "c.mp4")])
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) to fill the disk")
+def test_a_full_disk_while_cutting_clips_names_the_files(tmp_path):
+    src = tmp_path / "v.mp4"
+    synth.make_video(src, n_frames=20, fps=20)
+    row, idx = probe_video(str(src))
+    with pytest.raises(ValueError) as e:
+        clips.remux_clips(str(src), idx, [(0.0, row["duration_s"])], ["/dev/full"])
+    assert str(src) in str(e.value) and "/dev/full" in str(e.value) and "No space left" in str(e.value)

@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 
@@ -76,3 +78,17 @@ def test_proxy_size_never_upscales():
     assert frames.proxy_size(320, 240, 0, 640) == (320, 240)
     assert frames.proxy_size(1920, 1080, 0, 640) == (640, 360)
     assert frames.proxy_size(1920, 1080, 90, 640) == (360, 640)
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux) to fill the disk")
+def test_a_full_disk_names_the_proxy_not_a_decoding_failure(tmp_path):
+    """Issue 16 item 8: a full disk while writing must say so and name the file written, not blame the
+    source's decoding. /dev/full answers every write with ENOSPC."""
+    from ego_assets.lib.probe import VideoError
+
+    src = tmp_path / "v.mp4"
+    synth.make_video(src, n_frames=40, fps=20)
+    with pytest.raises(VideoError) as e:
+        frames.sample_frames(str(src), "/dev/full", 160, 120, 0)
+    assert e.value.path == "/dev/full" and "No space left on device" in str(e.value)
+    assert str(src) in str(e.value) and "decoding" not in str(e.value)
