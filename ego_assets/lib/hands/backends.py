@@ -229,9 +229,12 @@ class HandsBackend(Backend):
         kept = np.flatnonzero(keep)
         tid = np.full(D, -1, np.int64)
         tid[kept] = tracking.assign_tracks(fi[kept], det["kp2d"][kept], evidence[kept], self.track_params)
-        # unconfirmed tracks (too few detections: a spurious low-threshold detection) are dropped
+        # unconfirmed tracks (too few detections, and cues that do not clearly say which hand: a
+        # spurious low-threshold detection) are dropped; a short track whose cues agree on a hand
+        # (mean evidence >= 1: two of the three cues) is kept (the first or last frame of a clip)
         ids, counts = np.unique(tid[kept], return_counts=True)
-        short = ids[counts < self.min_track_detections]
+        mean_ev = np.array([abs(evidence[kept][tid[kept] == t].mean()) for t in ids])
+        short = ids[(counts < self.min_track_detections) & (mean_ev < 1.0)]
         if len(short) and len(short) < len(ids):
             drop = np.isin(tid, short)
             tid[drop] = -1
