@@ -35,8 +35,11 @@ third, and a track's vote is the sum over its detections.
 A track that is seen with another in a frame must get the other label (one person has one left
 hand); per connected group of co-occurring tracks the labelling that maximises the agreement with
 the votes under that constraint is chosen (exactly, a group of tracks being 2-colourable; greedily
-otherwise). ``handedness_conf`` is the share of the track's evidence weight that agrees with its
-label, shrunk for short tracks.
+otherwise), except that a track whose own evidence is confident keeps its label (a single shared
+frame with a spurious or mistracked detection must not flip it). ``handedness_conf`` is the share of
+the track's evidence weight that agrees with its label, shrunk for short tracks. Two detections of
+one frame that are one hand (keypoints nearly identical, or boxes overlapping with evidence for the
+same hand) are merged first, so that they are not forced apart.
 
 Agreement is recorded, never assumed: per track, :func:`cue_agreement` gives the share of its
 detections on which the network and the image cues point to the same hand, and the vote of each;
