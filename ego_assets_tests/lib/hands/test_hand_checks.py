@@ -107,3 +107,26 @@ def test_draw_skeletons():
     assert draw_skeletons(img, t.to_pylist()).sum() == out.sum()
     with pytest.raises(ValueError, match="HxWx3"):
         draw_skeletons(np.zeros((10, 10)), [])
+
+
+def test_handedness_cues_check_thresholds_and_inputs():
+
+
+    def det(tids, net, img):
+        return pa.table({"track_id": pa.array(tids, pa.int32()), "cue_network": pa.array(net, pa.float32()),
+                         "cue_image": pa.array(img, pa.float32())})
+
+    # two tracks of 10 detections: the first agrees throughout, the second disagrees throughout
+    tids = [0] * 10 + [1] * 10
+    img = [1.5] * 10 + [-1.5] * 10
+    ok, v, detail = checks.check_handedness_cues_agree(det(tids, [0.9] * 10 + [0.9] * 10, img))
+    assert not ok and v == 0.5 and "contested tracks 1" in detail  # 50 % of detections contested
+    # a short disagreement inside a long agreeing track: not contested, agreement 90 % -> pass
+    ok, v, _ = checks.check_handedness_cues_agree(det([0] * 20, [0.9] * 18 + [-0.9] * 2, [1.5] * 20))
+    assert ok and v == pytest.approx(0.9)
+    # unclear cues are not counted; duplicates (track -1) are ignored
+    ok, v, _ = checks.check_handedness_cues_agree(det([0] * 5 + [-1] * 5, [0.1] * 5 + [-0.9] * 5, [1.5] * 10))
+    assert ok and np.isnan(v)
+    assert checks.check_handedness_cues_agree(det([], [], []))[0]
+    ok, _, detail = checks.check_handedness_cues_agree(pa.table({"track_id": pa.array([0], pa.int32())}))
+    assert not ok and "cue_image" in detail
