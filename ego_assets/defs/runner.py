@@ -145,7 +145,8 @@ def run_partitions(
             context.log_event(dg.AssetMaterialization(
                 asset_key=context.asset_key, partition=pk, metadata=_clean(o.metadata),
                 tags=_version_tags(context, code_version, upstream, pk, o.data_version)))
-    lines = "\n".join(f"- {store.video_uri(pk)}: {msg}" for pk, msg in failures.items())
+    lines = "\n".join(f"- {msg}" if _names_file(store, pk, msg) else f"- {store.video_uri(pk)}: {msg}"
+                      for pk, msg in failures.items())
     raise dg.Failure(
         description=f"{asset} failed for {len(failures)} of {len(keys)} video(s):\n{lines}",
         metadata={"failed": dg.MetadataValue.json(failures),
@@ -268,6 +269,13 @@ def _attempt(context, store: Store, asset: str, body, pk: str, prefix: str, *, c
                    for c in checks]
         store.write_quality(asset, pk, [r.row(asset) for r in results])
         return _Outcome("failed", {}, None, results, msg)
+
+
+def _names_file(store: Store, pk: str, msg: str) -> bool:
+    try:
+        return store.video_record(pk)["name"] in msg
+    except Exception:  # noqa: BLE001 - no record: say which video it is
+        return False
 
 
 def prev_fmt(prefix: str, pk: str) -> str:

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 
 import dagster as dg
 import pytest
@@ -168,6 +169,19 @@ def test_a_bad_video_fails_alone_and_dagster_holds_each_videos_truth(tmp_path, m
             assert {m for m in before.metadata} <= set(latest.metadata)
             assert store.lineage("frames", k)[-1]["data_version"] == dvs[k]
         assert [a for a in per_video_assets(defs)][:3] == ["source_videos", "clips", "frames"]
+        # the writers never opened the catalog file; its step defines the views of what they wrote
+        from ego_assets.lib import catalog
+
+        assert not os.path.exists(catalog.catalog_path(store))
+        r = defs.resolve_job_def("dataset_job").execute_in_process(
+            instance=instance, asset_selection=[dg.AssetKey("catalog_views")])
+        assert r.success
+        con = catalog.connect(store)
+        try:
+            n = con.execute("select count(distinct partition_key) from frames").fetchone()[0]
+        finally:
+            con.close()
+        assert n == len(good)
 
 
 def test_dataset_automation_waits_for_the_videos_then_rebuilds_once(tmp_path, monkeypatch):
@@ -192,17 +206,19 @@ def test_dataset_automation_waits_for_the_videos_then_rebuilds_once(tmp_path, mo
 
     def requested(cursor):
         r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
-        return r.total_requested, r.cursor
+        return (r.get_num_requested(ds), r.get_num_requested(dg.AssetKey("catalog_views"))), r.cursor
 
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(videos.name, ["cam-a", "cam-b"])
         n, cur = requested(None)
-        assert n == 0  # nothing upstream yet
+        assert n == (0, 0)  # nothing upstream yet
         land(["cam-a", "cam-b"])
         n, cur = requested(cur)
-        assert n == 1  # the dataset, once
+        assert n == (1, 0)  # the dataset, once
         n, cur = requested(cur)
-        assert n == 0  # handled: not requested again
+        assert n == (0, 1)  # handled: not requested again; the catalog's views after it
+        n, cur = requested(cur)
+        assert n == (0, 0)
         land(["cam-b"])
         n, cur = requested(cur)
-        assert n == 1  # a re-materialized video leads to one rebuild
+        assert n == (1, 0)  # a re-materialized video leads to one rebuild
