@@ -68,6 +68,23 @@ def run_ours(parts, work: Path, vcodec: str) -> tuple[float, Path, int, int]:
     return time.perf_counter() - t, root, res.n_episodes, res.n_frames
 
 
+def run_append(parts, work: Path) -> list[tuple[str, float]]:
+    """Appending the last source video to a dataset of the others (staged by ``run_ours``): assembled in
+    place, and as ``lerobot_dataset`` does it, into a new version (files hard-linked) published by one
+    rename once it validates (validation excluded here: it is the same in both)."""
+    from ego_assets.lib.lerobot.writer import assemble, assemble_versioned, load_staged
+
+    *base, extra = [load_staged(work / "staged" / p.key) for p in parts]
+    out = []
+    for name, fn in (("in place", assemble), ("new version + rename", assemble_versioned)):
+        root = work / f"append_{len(out)}"
+        fn(root, base, val_fraction=0.0)
+        t = time.perf_counter()
+        fn(root, [extra], val_fraction=0.0)
+        out.append((name, time.perf_counter() - t))
+    return out
+
+
 def run_lerobot(parts, work: Path, vcodec: str, streaming: bool, name: str) -> tuple[float, Path, int, int]:
     """The same episodes through LeRobotDataset.create -> add_frame -> save_episode -> finalize."""
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -170,6 +187,10 @@ def main() -> None:
             lt, dt, bad = load_time(root)
             print(f"{name:32} {n_ep:8d} {n_fr:7d} {sec:8.2f} {n_ep / sec:7.2f} {n_fr / sec:9.1f} "
                   f"{base / sec:15.1f}x {lt:7.2f} {dt:9.2f} {bad:10d}")
+        if a.partitions >= 2:
+            app = run_append(parts, work)
+            print(f"\nappend 1 source video to a dataset of {a.partitions - 1}: " + ", ".join(
+                f"{name} {sec:.2f} s" for name, sec in app) + f" ({app[1][1] / app[0][1]:.2f}x)")
         sizes = {name: sum(f.stat().st_size for f in root.rglob("*.mp4")) / 1e6 for name, _, root, _, _ in runs}
         print("\nvideo MB: " + ", ".join(f"{k}: {v:.2f}" for k, v in sizes.items()))
         if a.keep:
