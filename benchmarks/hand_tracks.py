@@ -14,6 +14,9 @@ re-encoded like the frames stage does (10 fps, long side 640 px, H.264):
 * ``0 hands``: the top band of the first seconds (desk, keyboard, glass, mug) scaled to 640x480.
 
 The number of hands actually detected per frame is printed, so each row says what it measured.
+The baseline runs at MediaPipe's default thresholds and without the backend's tile pass (which runs on
+frames without a hand, every third one of a run of them): the ``0 hands`` row's e2e/landm. ratio is
+mostly that tile pass.
 """
 
 from __future__ import annotations

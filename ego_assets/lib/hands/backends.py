@@ -367,7 +367,7 @@ class MediaPipeHands(HandsBackend):
     def __init__(self, model_path: str | None = None, num_hands: int = 2,
                  min_detection_confidence: float = 0.3, min_presence_confidence: float = 0.3,
                  min_tracking_confidence: float = 0.5, border_pad: float = 0.0, tile_pass: str = "empty",
-                 **kwargs):
+                 tile_every: int = 3, **kwargs):
         """``model_path``: a bundle (default: the verified ``model_variant`` bundle, see
         :func:`~ego_assets.lib.hands.model.resolve_model`); other keywords go to :class:`HandsBackend`.
 
@@ -386,7 +386,9 @@ class MediaPipeHands(HandsBackend):
         width), where hands are ~1.7x larger for the detector; tile detections that repeat one
         already found are dropped. Measured on real clips shrunk to 40 % in the frame: a one-hand
         clip 0 -> ~0.9 hands/frame; cost ~50 ms per tiled frame (two tiles), nothing on frames
-        where the video pass found its hands. ``"off"`` disables it.
+        where the video pass found its hands. On a run of frames without hands only every
+        ``tile_every``-th frame is tiled until the tiles find a hand (then every frame), which keeps
+        a scene without hands at ~1/``tile_every`` of that cost. ``"off"`` disables it.
         The model is resolved once here; a landmarker is created per video (~0.1 s), since VIDEO mode
         needs timestamps increasing within one video only."""
         super().__init__(**kwargs)
@@ -397,6 +399,7 @@ class MediaPipeHands(HandsBackend):
         if tile_pass not in ("empty", "missing", "off"):
             raise ValueError(f"tile_pass={tile_pass!r}: expected 'empty', 'missing' or 'off'")
         self.tile_pass = tile_pass
+        self.tile_every = int(tile_every)
 
     def model_stats(self) -> dict:
         return model_info(self.model_path)
@@ -429,7 +432,7 @@ class MediaPipeHands(HandsBackend):
         size = None
         count = 0
         lm = self._landmarker()
-        tiles_lm, n_tiled = None, 0
+        tiles_lm, n_tiled, tile_hit, last_tiled = None, 0, False, -(10 ** 9)
         try:
             t_dec = time.perf_counter()
             for i, _, img in iter_frames(proxy_path):
@@ -454,11 +457,16 @@ class MediaPipeHands(HandsBackend):
                 found = [(hd, np.array([[p.x * pw - 0.5 - pad, p.y * ph - 0.5] for p in lms]),
                           np.array([[p.x, p.y, p.z] for p in wlms]))
                          for hd, lms, wlms in zip(res.handedness, res.hand_landmarks, res.hand_world_landmarks)]
-                if self.tile_pass == "empty" and not found or self.tile_pass == "missing" and \
-                        len(found) < self.num_hands:
+                want = self.tile_pass == "empty" and not found or self.tile_pass == "missing" and \
+                    len(found) < self.num_hands
+                # on a run of frames without hands, tile every `tile_every`-th frame until tiles find one
+                # (then every frame): a scene without hands costs a third, a small hand is kept
+                if want and (tile_hit or i - last_tiled >= self.tile_every):
                     if tiles_lm is None:
                         tiles_lm = self._landmarker(image_mode=True)
-                    found += _tile_detections(tiles_lm, img[: size[1], pad: pad + size[0]], found)
+                    more = _tile_detections(tiles_lm, img[: size[1], pad: pad + size[0]], found)
+                    found += more
+                    tile_hit, last_tiled = bool(more), i
                     n_tiled += 1
                 t1 = time.perf_counter()
                 timing["landmarker_s"] += t1 - t0
