@@ -276,7 +276,7 @@ def _print_rows(cols, rows, fmt):
         w.writerow(cols)
         w.writerows(rows)
     else:
-        cells = [[str(c) for c in cols]] + [["" if v is None else str(v) for v in r] for r in rows]
+        cells = [[printable(c) for c in cols]] + [["" if v is None else printable(v) for v in r] for r in rows]
         widths = [min(60, max(len(row[i]) for row in cells)) for i in range(len(cols))]
         for j, row in enumerate(cells):
             print("  ".join(v[:60].ljust(w) for v, w in zip(row, widths)))
@@ -308,7 +308,7 @@ def cmd_check(args) -> int:
         else:
             n_warn += 1
         val = "" if o.value is None else f" (value {o.value:g})"
-        print(f"{o.severity:<5}  {pk}  {asset}.{o.check_name}{val}: {o.detail}")
+        print(f"{o.severity:<5}  {pk}  {asset}.{o.check_name}{val}: {printable(o.detail)}")
     n = len(report)
     n_videos = len({r[0] for r in report if r[1] != "lerobot_dataset"})
     ds = " and the dataset" if any(r[1] == "lerobot_dataset" for r in report) else ""

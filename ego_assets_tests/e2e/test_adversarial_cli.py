@@ -162,3 +162,12 @@ def test_an_unexpected_error_is_one_line_naming_the_file(tmp_path, capsys, monke
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path / 'h' / 'quality' / 'x'}: No space left on device "
                    "(EGO_ASSETS_DEBUG=1 shows the traceback)"]
+
+
+def test_catalog_and_check_output_keep_one_row_per_line(adv):
+    r = _ego("catalog", "select name from videos order by name", "--home", str(adv["home"]), cwd=adv["src"])
+    lines = r.stdout.splitlines()
+    assert r.returncode == 0 and lines[-1] == "(3 rows)" and len(lines) == 2 + 3 + 1, r.stdout
+    assert "vp8\\nclip.webm" in r.stdout
+    r = _ego("check", "--home", str(adv["home"]), cwd=adv["src"])
+    assert all(ln.startswith(("ERROR", "WARN")) or "check result(s)" in ln for ln in r.stdout.splitlines())
