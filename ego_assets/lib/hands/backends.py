@@ -265,8 +265,8 @@ class HandsBackend(Backend):
             if self.depth_window:
                 J = cleanup.smooth_depth(J, fi[idx], self.depth_window)
             if self.track_skeleton and len(J) >= 5:
-                # one skeleton per track (its median bones, at the track's size already), every joint
-                # on its keypoint's ray; the wrist keeps its (smoothed) depth
+                # one skeleton per track (its median bones, at the track's size already), every
+                # finger joint on its keypoint's ray; the palm stays as lifted (and depth-smoothed)
                 bones = np.median(skeleton.bone_lengths(J), axis=0)
                 lifted = all(str(f).split(":")[0] in lifting.LIFTED_FITS for f in fit[idx])
                 J = (lifting.fit_to_rays(J, det["kp2d"][idx], det["K"], bones) if lifted and det["K"] is not None
