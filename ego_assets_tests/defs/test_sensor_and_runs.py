@@ -1,7 +1,6 @@
 """Discovery sensor (new sources, cursor, bounded ticks, no duplicates) and batched range runs."""
 
 import hashlib
-import json
 import os
 
 import dagster as dg

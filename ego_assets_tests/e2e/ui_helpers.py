@@ -7,7 +7,6 @@ import contextlib
 import ctypes
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
