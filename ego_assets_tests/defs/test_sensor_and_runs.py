@@ -1,4 +1,4 @@
-"""Discovery sensor (new sources, cursor, bounded ticks, no duplicates) and batched range runs."""
+"""Discovery sensor (new sources, cursor, bounded ticks, no duplicates), one run per video, the dataset automation."""
 
 import hashlib
 import os
