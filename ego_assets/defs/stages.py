@@ -18,7 +18,7 @@ def proxy(store, pk: str) -> str:
     return store.local_path("frames", pk, "proxy.mp4")
 
 
-# Backends already created in this process, by stage, backend code version and options: a process that
+# Backends already created in this process, by stage, configured backend class and options: a process that
 # runs many one-video runs (the CLI, an in-process run worker) loads each model once.
 _LOADED: dict[tuple, backends.Backend] = {}
 
@@ -31,7 +31,7 @@ class LazyBackend:
         self.stage, self.kwargs = stage, kwargs
 
     def __call__(self) -> backends.Backend:
-        key = (self.stage, backends.backend_class(self.stage).code_version(),
+        key = (self.stage, backends.backend_class(self.stage),  # the configured class itself
                tuple(sorted((k, repr(v)) for k, v in self.kwargs.items())))
         if key not in _LOADED:
             _LOADED[key] = backends.create(self.stage, **self.kwargs)
