@@ -62,7 +62,8 @@ def dataset_dir(store) -> str:
 
 
 def dataset_format():
-    """The configured format every episode shares (EGO_ASSETS_DATASET_IMAGE_SIZE, _FPS, _ACTION_SPACE)."""
+    """The configured format every episode shares (EGO_ASSETS_DATASET_IMAGE_SIZE, _FPS, _ACTION_SPACE). It is
+    part of lerobot_episodes' code version: changing it marks every video's episodes stale in the UI."""
     from ego_assets.lib.lerobot.features import dataset_format as fmt
 
     return fmt()
@@ -147,7 +148,7 @@ CHECKS = EPISODE_CHECKS
 
 @dg.asset(
     name=EPISODES_ASSET, partitions_def=videos, backfill_policy=backfill_policy, group_name=EPISODES_GROUP,
-    code_version=EPISODES_CODE_VERSION, deps=INPUTS,
+    code_version=f"{EPISODES_CODE_VERSION}+{dataset_format().label()}", deps=INPUTS,
     kinds={"lerobot", "parquet"}, op_tags=op_tags(None), pool=pool(None),
     check_specs=check_specs(EPISODES_ASSET, EPISODE_CHECKS),
     description="The video's valid, captioned segments as LeRobot episodes in the dataset's format: frames "

@@ -233,3 +233,22 @@ def test_kill_during_a_versioned_assembly_leaves_the_published_dataset_whole(sta
     left = sorted(d.name for d in versions_dir(root).iterdir() if d.is_dir())
     assert len(left) == 2 and ver.name in left
     assert os.path.islink(root) and published_version(root) == ver
+
+
+def test_a_format_change_is_a_rebuild_and_a_restaged_video_is_a_misfit_until_then(mixed, tmp_path):
+    """What lerobot_dataset decides from the published state and each staged manifest: the same format
+    extends the dataset; another image size (or fps, action space) rebuilds it, saying why; a video staged
+    under the old format is left out, with that reason, until its lerobot_episodes reruns."""
+    from ego_assets.defs.dataset import _rebuild_reason, misfit
+    from ego_assets.lib.lerobot.writer import STATE_PATH
+
+    assemble_versioned(tmp_path / "ds", [s for _, s in mixed.values()], val_fraction=0.0)
+    state = json.loads((tmp_path / "ds" / STATE_PATH).read_text())
+    same, small = DatasetFormat((64, 48)), DatasetFormat((32, 24))
+    assert _rebuild_reason(state, same) is None
+    assert _rebuild_reason(state, small) == "format changed from 64x48@10fps/hands_102 to 32x24@10fps/hands_102"
+    assert _rebuild_reason({**state, "format": 1}, same) == "its state format 1 is not this code's 2"
+    manifest = next(iter(mixed.values()))[1].manifest
+    assert misfit(manifest, same) is None
+    assert misfit(manifest, small) == "staged as 64x48@10fps/hands_102, the dataset is 32x24@10fps/hands_102"
+    assert misfit(manifest, DatasetFormat((64, 48), action_space="eef_7")).endswith("64x48@10fps/eef_7")
