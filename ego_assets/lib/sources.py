@@ -205,15 +205,22 @@ def discover_file(src: Source, uri: str, identities: dict | None = None) -> Disc
                       license=src.license, sha256=sha)
 
 
+HASH_BUDGET_S = 30.0  # a sensor tick stops hashing new files after this long (Dagster's tick timeout is 60 s)
+
+
 def discover(sources: list[Source], seen: dict[str, str], known_keys: set[str], limit: int,
-             exclude: tuple[str, ...] | list[str] = ()):
+             exclude: tuple[str, ...] | list[str] = (), budget_s: float | None = HASH_BUDGET_S):
     """New videos of every source, at most ``limit`` per call (the rest come next time).
 
     ``seen`` maps a file URI to its "source:size:mtime|hints" stamp from earlier calls, so unchanged
     files are not hashed again; it is returned updated. A registered video whose source's camera hints
     changed is returned again with ``hints_changed`` (its record is updated and what depends on the
-    hints reruns). Files under ``exclude`` (the storage home) are never sources.
-    Returns (discoveries, seen, errors by source)."""
+    hints reruns). Files under ``exclude`` (the storage home) are never sources. Identity is the full
+    SHA-256, so a new file is read whole: after ``budget_s`` seconds of hashing the call returns what
+    it has, and the files not yet seen come next time. Returns (discoveries, seen, errors by source)."""
+    import time
+
+    t0 = time.monotonic()
     new: list[Discovered] = []
     errors: dict[str, str] = {}
     seen = dict(seen)
@@ -238,6 +245,8 @@ def discover(sources: list[Source], seen: dict[str, str], known_keys: set[str], 
             prev = seen.get(uri)
             if prev == stamp:
                 continue
+            if budget_s is not None and time.monotonic() - t0 > budget_s:
+                return new, seen, errors  # the rest next call (their stamps are not recorded)
             d = discover_file(src, uri)
             seen[uri] = stamp
             if d.partition_key in keys:

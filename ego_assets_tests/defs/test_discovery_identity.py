@@ -82,3 +82,14 @@ def test_sensor_updates_hints_and_requests_a_rerun_and_skips_the_home(tmp_path, 
         r, cur = _tick(instance, home, cur)
         assert isinstance(r, dg.SkipReason)
         assert all("|" in v for v in json.loads(cur)["seen"].values())
+
+
+def test_hashing_stops_at_the_budget_and_resumes_next_call(tmp_path):
+    for i in range(3):
+        synth.make_video(tmp_path / f"v{i}.mp4", n_frames=6, seed=40 + i)
+    src = Source(name="b", uri=str(tmp_path))
+    new, seen, _ = discover([src], {}, set(), 10, budget_s=0.0)
+    assert len(new) == 1 and len(seen) == 1  # the first file, then the budget was spent
+    keys = {d.partition_key for d in new}
+    more, seen, _ = discover([src], seen, keys, 10, budget_s=None)
+    assert len(more) == 2 and len(seen) == 3 and not keys & {d.partition_key for d in more}
