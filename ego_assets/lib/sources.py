@@ -220,7 +220,7 @@ def discover(sources: list[Source], seen: dict[str, str], known_keys: set[str], 
     it has, and the files not yet seen come next time. Returns (discoveries, seen, errors by source)."""
     import time
 
-    t0 = time.monotonic()
+    t0, hashed = time.monotonic(), 0  # at least one file per call: each call makes progress
     new: list[Discovered] = []
     errors: dict[str, str] = {}
     seen = dict(seen)
@@ -245,9 +245,10 @@ def discover(sources: list[Source], seen: dict[str, str], known_keys: set[str], 
             prev = seen.get(uri)
             if prev == stamp:
                 continue
-            if budget_s is not None and time.monotonic() - t0 > budget_s:
+            if budget_s is not None and hashed and time.monotonic() - t0 > budget_s:
                 return new, seen, errors  # the rest next call (their stamps are not recorded)
             d = discover_file(src, uri)
+            hashed += 1
             seen[uri] = stamp
             if d.partition_key in keys:
                 if prev is not None and prev.split("|")[0] == file_part:
