@@ -164,3 +164,33 @@ def test_two_concurrent_runs_of_a_video_compute_it_once(tmp_path):
     rows = Store(home).lineage("toy_a", "cam-one")
     assert [r["status"] for r in rows] == ["ok", "ok"]
     assert rows[0]["data_version"] == rows[1]["data_version"]
+
+
+def test_a_run_launched_over_a_range_still_reports_each_video(tmp_path):
+    """A run over several videos (launched by hand with range tags): each partition gets its own check
+    results and, when one video fails, each good one its own materialization and data version; the
+    step fails naming the bad video and its reason."""
+    store = Store(str(tmp_path / "home"))
+    defs = _defs(tmp_path / "home")
+    keys = ["cam-one", "cam-bad", "cam-two"]
+    job = defs.resolve_job_def("per_video_job")
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(videos.name, keys)
+        r = job.execute_in_process(instance=instance, raise_on_error=False, asset_selection=[dg.AssetKey("toy_a")],
+                                   tags={"dagster/asset_partition_range_start": keys[0],
+                                         "dagster/asset_partition_range_end": keys[-1]})
+        assert not r.success
+        (failure,) = [e for e in r.all_events if e.event_type_value == "STEP_FAILURE"]
+        assert failure.step_failure_data.user_failure_data.metadata["failed"].value == {
+            "cam-bad": "check small_enough failed: value 7 (limit 5)"}
+        for k in keys:
+            (res,) = _check_records(instance, "small_enough", k)
+            assert res.passed == (k != "cam-bad") and res.metadata["value"].value == _value(store, k)
+        for k in ("cam-one", "cam-two"):
+            mat = instance.fetch_materializations(
+                dg.AssetRecordsFilter(asset_key=dg.AssetKey("toy_a"), asset_partitions=[k]), limit=1
+            ).records[0].asset_materialization
+            assert mat.tags["dagster/data_version"] == store.lineage("toy_a", k)[-1]["data_version"]
+        st = instance.get_status_by_partition(dg.AssetKey("toy_a"), keys, videos)
+        assert {k: v.value for k, v in st.items()} == {"cam-one": "MATERIALIZED", "cam-bad": "FAILED",
+                                                       "cam-two": "MATERIALIZED"}
