@@ -283,15 +283,12 @@ def prev_fmt(prefix: str, pk: str) -> str:
 
 
 def last_real_metadata(context, pk: str) -> dict:
-    """The metadata of the partition's latest materialization that did work (not a reuse), so that a
-    no-op rerun keeps the previews on the latest event."""
+    """The metadata of the partition's latest materialization (a reuse carries the computed one's
+    forward), so that a no-op rerun keeps the previews on the latest event."""
     records = context.instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[pk]), limit=20).records
-    for rec in records:
-        mat = rec.asset_materialization
-        if mat is not None and "reused" not in mat.metadata:
-            return dict(mat.metadata)
-    return {}
+        dg.AssetRecordsFilter(asset_key=context.asset_key, asset_partitions=[pk]), limit=1).records
+    mat = records[0].asset_materialization if records else None
+    return {k: v for k, v in mat.metadata.items() if k != "reused"} if mat is not None else {}
 
 
 def _version_tags(context, code_version: str, upstream: list[str], pk: str, dv: str) -> dict:
