@@ -33,6 +33,7 @@ EPISODES_GROUP = "episodes"  # per video: in the per-video job (which takes ever
 DATASET_NAME = "ego_assets"
 EPISODES_ASSET = "lerobot_episodes"
 EPISODES_CODE_VERSION = "2"
+DATASET_CODE_VERSION = "2"
 INPUTS = ["frames", "calibrations", "camera_poses", "segments", "captions"]
 WARN_ONLY = {"stats_nondegenerate"}  # a dimension no episode moves (e.g. an absent hand) is reported
 STAGED = "staged"
@@ -224,7 +225,8 @@ def ready_partitions(store) -> tuple[list[str], dict[str, str], dict[str, str]]:
 
 
 @dg.asset(
-    group_name=GROUP, code_version="2", deps=[EPISODES_ASSET, "captions", "segments", "camera_poses", "frames"],
+    group_name=GROUP, code_version=DATASET_CODE_VERSION,
+    deps=[EPISODES_ASSET, "captions", "segments", "camera_poses", "frames"],
     kinds={"lerobot", "parquet"}, op_tags=op_tags(None, Resources(cpu=2, memory_gib=8)), pool=pool(None),
     automation_condition=DATASET_CONDITION,
     check_specs=[
@@ -250,7 +252,7 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
     except Exception as e:  # noqa: BLE001 - recorded where the CLI's hint looks, then the step fails
         reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
-                                 code_version="2", data_version=None, upstream=None, params=None,
+                                 code_version=DATASET_CODE_VERSION, data_version=None, upstream=None, params=None,
                                  status="failed", error=reason, started_at=started, finished_at=_now()))
         raise dg.Failure(description=f"lerobot_dataset: {reason}", allow_retries=False) from e
 
@@ -342,7 +344,7 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
     if err and store.is_local:
         err += " (not published: the previous version of the dataset stays)"
     store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
-                             code_version="2", data_version=res.version,
+                             code_version=DATASET_CODE_VERSION, data_version=res.version,
                              upstream=json.dumps({pk: versions[pk] for pk in members}, sort_keys=True),
                              params=json.dumps(params, sort_keys=True),
                              status="blocked" if errors else "ok", error=err,
@@ -424,10 +426,12 @@ def dataset_outcome(result) -> tuple[bool, str]:
     failed = [e for e in result.get_asset_check_evaluations()
               if not e.passed and e.severity == AssetCheckSeverity.ERROR]
     if failed:
-        return False, ("check " + "; ".join(
-            f"{e.check_name} failed ({'; '.join(str(v.value) for v in e.metadata.values() if 'FAILED' in str(v.value))})"
-            for e in failed) + "; see `ego-assets catalog \"select check_name, detail from quality where "
-            "asset='lerobot_dataset' and not passed\"`")
+        def why(e) -> str:
+            return "; ".join(str(v.value) for v in e.metadata.values() if "FAILED" in str(v.value))
+
+        return False, ("check " + "; ".join(f"{e.check_name} failed ({why(e)})" for e in failed)
+                       + "; see `ego-assets catalog \"select check_name, detail from quality where "
+                       "asset='lerobot_dataset' and not passed\"`")
     if not result.success or not mats:
         why = "the step failed"
         for ev in result.all_events:

@@ -674,7 +674,8 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
                 "features": features, "video": {**video.as_dict(),
                                                 "file": STAGED_VIDEO if (tmp / STAGED_VIDEO).exists() else None,
                                                 "frames": offset},
-                "image_transform": transform, "camera": _camera_cols(camera), "camera_poses": pose_note, "n_episodes": len(ep_rows),
+                "image_transform": transform, "camera": _camera_cols(camera), "camera_poses": pose_note,
+                "n_episodes": len(ep_rows),
                 "n_frames": offset, "skipped": skipped, "provenance": provenance,
             }
             digest.update(json.dumps(manifest, sort_keys=True, default=str).encode())
