@@ -4,7 +4,8 @@ instance, started so that it fails clearly and stops promptly.
 - The port is checked first: when it is taken, one line says so and the exit status is 1 (dagster dev
   would log "Serving ... on :PORT", fail to bind and leave its daemon running).
 - dagster dev runs in its own process group with DAGSTER_HOME (holding the project's dagster.yaml) as
-  its working folder, so it does not warn that a dagster.yaml "will not be used".
+  its working folder, so it does not warn that a dagster.yaml "will not be used"; relative paths in
+  EGO_ASSETS_* settings are made absolute first and the starting folder stays on PYTHONPATH.
 - Ctrl-C or SIGTERM: the whole group (webserver, daemon, code server, run workers) gets SIGINT, and
   whatever still runs after a grace period is killed; it is over within seconds. A run cut short this
   way is marked failed by run monitoring when the UI next starts.
@@ -45,6 +46,14 @@ def prepare_home(home: str) -> Path:
     return dh
 
 
+def absolute_paths(environ) -> dict[str, str]:
+    """EGO_ASSETS_* settings that name an existing file or folder relative to where `make ui` was
+    started, made absolute (the code server's working folder is DAGSTER_HOME)."""
+    return {k: os.path.abspath(v) for k, v in environ.items()
+            if k.startswith("EGO_ASSETS_") and v and "://" not in v and not os.path.isabs(v)
+            and os.path.exists(v)}
+
+
 def stop_group(proc: subprocess.Popen, grace_s: float = GRACE_S) -> int:
     """SIGINT to the process group (dagster dev shuts its services down on it), then SIGKILL."""
     try:
@@ -75,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     home = str(Path(args.home).resolve()) if "://" not in args.home else args.home
     dh = prepare_home(home)
-    env = {**os.environ, "EGO_ASSETS_HOME": home, "DAGSTER_HOME": str(dh)}
+    env = {**os.environ, **absolute_paths(os.environ), "EGO_ASSETS_HOME": home, "DAGSTER_HOME": str(dh)}
+    # the code runs from DAGSTER_HOME: modules beside the project (EGO_ASSETS_PLUGINS) stay importable
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)
     cmd = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),
            "-h", args.host, "-p", str(args.port)]
     print(f"Dagster UI: http://{args.host}:{args.port}  (home {home}; Ctrl-C stops it)", flush=True)
