@@ -960,7 +960,8 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
     into the world frame by a Sim(3) fit on the overlap. Metric scale comes from ``scene_depth``
     (frame_index, depth_m: median metric scene depth, e.g. from the DepthPro calibration backend) if
     given, else from the hands (metric ``joints_cam`` against their triangulated depth while a hand
-    rests), else the scale is 'relative' (median scene depth ~ 1). A camera the calibration classified
+    rests; for head motion too small to triangulate, a still hand's metric positions against the
+    camera's translation), else the scale is 'relative' (median scene depth ~ 1). A camera the calibration classified
     as static gets identity poses."""
     import cv2
 
@@ -1040,6 +1041,11 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
         metres_per_unit, scale_detail = stitch.scale_from_hands(world, hand_tracks, pos_of, K)
         if metres_per_unit is not None:
             scale_source = "hands"
+        else:  # too little parallax for a triangulation (a seated person's small head motion)
+            metres_per_unit, still_detail = stitch.scale_from_still_hands(world, hand_tracks, pos_of)
+            scale_detail = dict(triangulated=scale_detail, still_hands=still_detail)
+            if metres_per_unit is not None:
+                scale_source = "still_hands"
     c = world.centres * (metres_per_unit or 1.0)
     table = pose_table(fi, t_s, world.R_wc, c, world.tracked,
                        "metric" if metres_per_unit is not None else "relative", world.is_keyframe,

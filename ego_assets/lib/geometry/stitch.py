@@ -337,3 +337,93 @@ def scale_from_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int, int]
     r = np.array(ratios)
     return float(np.median(r)), dict(n_windows=len(r), n_tried=n_tried,
                                      iqr_rel=float(np.subtract(*np.percentile(r, [75, 25])) / np.median(r)))
+
+
+PALM_JOINTS = (0, 1, 5, 9, 13, 17)  # wrist, thumb base and knuckles: the palm, nearly rigid
+
+
+def _still_point_fit(y: np.ndarray, c: np.ndarray, ray: np.ndarray, depth_weight: float
+                     ) -> tuple[float | None, float, float]:
+    """Weighted least squares of ``y_t + s c_t = X`` for (X, s): residual along each frame's viewing
+    ray (``ray``, unit, world frame) weighs ``depth_weight``, across it 1 (a lifted hand's depth is far
+    noisier than its image position). Returns s (None when the fit is singular or s <= 0), the rms
+    residual across the rays (metres), and the head's translation the fit implies (s times the rms
+    spread of the centres, metres)."""
+    n = len(y)
+    W = np.eye(3)[None] - (1.0 - depth_weight) * np.einsum("ni,nj->nij", ray, ray)
+    # unknowns (X, s): residual r_t = X - s c_t - y_t
+    A = np.zeros((n, 3, 4))
+    A[:, :, :3] = np.eye(3)
+    A[:, :, 3] = -c
+    N = np.einsum("nki,nkl,nlj->ij", A, W, A)
+    b = np.einsum("nki,nkl,nl->i", A, W, y)
+    try:
+        x = np.linalg.solve(N, b)
+    except np.linalg.LinAlgError:
+        return None, np.inf, 0.0
+    s = float(x[3])
+    if not np.isfinite(s) or s <= 0:
+        return None, np.inf, 0.0
+    r = x[:3] - s * c - y
+    r_across = r - np.einsum("ni,ni->n", r, ray)[:, None] * ray
+    motion = s * float(np.sqrt(((c - c.mean(0)) ** 2).sum(1).mean()))
+    return s, float(np.sqrt((r_across ** 2).sum(1).mean())), motion
+
+
+def scale_from_still_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int, int],
+                           window: int = 15, max_residual_m: float = 0.006, min_motion_m: float = 0.008,
+                           depth_weight: float = 0.1, max_depth_m: float = 1.2,
+                           min_windows: int = 2) -> tuple[float | None, dict]:
+    """Metres per world unit from a hand held still while the head translates, for small head motion.
+
+    A still hand's palm centre is one world point X, so with its metric camera-frame position
+    ``p_t`` (``joints_cam``) and the odometry's pose, ``R_wc,t p_t + s c_t = X`` for every frame t of
+    the window, with ``s`` the metres per world unit: linear in (X, s), solved by least squares with
+    the component along each viewing ray down-weighted (:func:`_still_point_fit`). Unlike
+    :func:`scale_from_hands` this needs no parallax for a triangulation within a second: the hand's
+    depth comes from the hand stage on every frame, so a head translating by a couple of centimetres
+    over a pause of the hand is enough. A window counts when the head moved (``s * rms(c~)`` at least
+    ``min_motion_m``), the fitted still point explains the hand's apparent motion (residual at most
+    ``max_residual_m`` and at most half that motion: a hand moving in the world does not fit a single
+    point), and ``s > 0``. The scale inherits the hand stage's depth error (its size prior)."""
+    for name in ("frame_index", "hand", "joints_cam"):
+        if name not in hand_tracks.column_names:
+            return None, dict(reason=f"hand_tracks has no {name!r} column")
+    if not world.tracked.any():
+        return None, dict(reason="no tracked pose")
+    from ego_assets.lib.geometry.odometry import _fixed_list
+
+    fi = hand_tracks.column("frame_index").to_numpy()
+    hands = np.array(hand_tracks.column("hand").to_pylist(), object)
+    jc = _fixed_list(hand_tracks.column("joints_cam"), 63).reshape(-1, 21, 3)
+    palm = jc[:, list(PALM_JOINTS)].mean(1)
+    scales, n_tried, n_moved = [], 0, 0
+    for h in sorted(set(hands.tolist())):
+        rows = np.flatnonzero(hands == h)
+        pos = np.array([pos_of.get(int(f), -1) for f in fi[rows]])
+        ok = pos >= 0
+        rows, pos = rows[ok], pos[ok]
+        ok = world.tracked[pos] & np.isfinite(palm[rows]).all(1) & (palm[rows, 2] > 0) \
+            & (palm[rows, 2] < max_depth_m)
+        rows, pos = rows[ok], pos[ok]
+        order = np.argsort(pos)
+        rows, pos = rows[order], pos[order]
+        for s0 in range(0, max(0, len(rows) - window + 1), max(1, window // 3)):
+            r, p = rows[s0:s0 + window], pos[s0:s0 + window]
+            if p[-1] - p[0] > 1.5 * window:  # the hand or the pose was missing too long
+                continue
+            n_tried += 1
+            y = np.einsum("nij,nj->ni", world.R_wc[p], palm[r])
+            ray = y / np.linalg.norm(y, axis=1, keepdims=True)
+            s, resid, motion = _still_point_fit(y, world.centres[p], ray, depth_weight)
+            if s is None or motion < min_motion_m:
+                continue
+            n_moved += 1
+            if resid > max_residual_m or resid > 0.5 * motion:
+                continue
+            scales.append(s)
+    if len(scales) < min_windows:
+        return None, dict(n_windows=len(scales), n_tried=n_tried, n_head_moved=n_moved)
+    s = np.array(scales)
+    return float(np.median(s)), dict(n_windows=len(s), n_tried=n_tried, n_head_moved=n_moved,
+                                     iqr_rel=float(np.subtract(*np.percentile(s, [75, 25])) / np.median(s)))

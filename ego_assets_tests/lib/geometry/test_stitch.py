@@ -104,3 +104,66 @@ def test_clip_without_overlap_is_anchored_not_aligned():
     assert st.info[1]["method"] == "anchored"
     w = st.result()
     np.testing.assert_allclose(w.centres[15], c_gt[14])  # continuity assumption, reported as such
+
+
+# -- metric scale from a still hand under small head motion (issue 13.5) -------------------------------
+
+UNITS_PER_M = 2.7  # the odometry's world unit is an arbitrary fraction of a metre
+
+
+def _seated(head_scale: float, depth_bias: float = 0.0, moving_hands: bool = False, n: int = 120, seed: int = 0):
+    """A seated person: the rendered scene's head path with its translation shrunk (``head_scale``
+    0.3: ~6 cm extent, ~2 cm per second), the default hands (moving between pauses on the table, or
+    never pausing), their metric camera-frame joints with 1 px image noise, 1 % depth jitter and a
+    ``depth_bias`` (the size prior's error); the odometry's world = the exact poses in world units."""
+    from ego_assets.lib.geometry import render
+
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) / 10.0
+    T_room = render.head_path(t, "head")
+    T_room[:, :3, 3] *= head_scale
+    T = np.einsum("ij,njk->nik", np.linalg.inv(T_room[0]), T_room)
+    K = render.intrinsics(640, 360, 90)
+    hands = render.default_hands()
+    if moving_hands:
+        for hp in hands:
+            hp.pause_s = 0.0
+    rows = []
+    for i in range(n):
+        R, c = T_room[i, :3, :3], T_room[i, :3, 3]
+        for hp in hands:
+            Jc = (hp.joints(t[i]) - c) @ R
+            uv = Jc[:, :2] / Jc[:, 2:] * K[0, 0] + K[:2, 2] + rng.normal(0, 1.0, (21, 2))
+            z = Jc[:, 2:] * (1 + depth_bias) * (1 + rng.normal(0, 0.01))
+            rows.append(dict(frame_index=i, t_s=t[i], hand=hp.hand, kp2d=uv,
+                             joints_cam=np.concatenate([(uv - K[:2, 2]) / K[0, 0] * z, z], 1)))
+    world = stitch.World(T[:, :3, :3].copy(), T[:, :3, 3] * UNITS_PER_M, np.ones(n, bool), np.zeros(n, bool),
+                         np.zeros(n, np.int32), np.ones(n), {})
+    return world, render.hand_tracks_table(rows), {i: i for i in range(n)}, K
+
+
+def test_still_hands_give_the_metric_scale_of_a_small_head_motion():
+    truth = 1 / UNITS_PER_M
+    world, ht, pos_of, K = _seated(0.3)
+    extent = np.ptp(world.centres / UNITS_PER_M, axis=0)
+    assert 0.03 < extent.max() < 0.08  # a few centimetres of head translation
+    # the triangulation cue needs more parallax than this within a second: it gives up
+    assert stitch.scale_from_hands(world, ht, pos_of, K)[0] is None
+    s, info = stitch.scale_from_still_hands(world, ht, pos_of)
+    assert s is not None and info["n_windows"] >= 4, info
+    assert abs(s / truth - 1) < 0.08, (s / truth, info)
+    # the scale carries the hand stage's depth error, and nothing more
+    s_b, info_b = stitch.scale_from_still_hands(world, *_seated(0.3, depth_bias=0.08)[1:3])
+    assert abs(s_b / truth - 1.08) < 0.08, (s_b / truth, info_b)
+    # larger head motion: as exact as the triangulation
+    s_l, _ = stitch.scale_from_still_hands(*_seated(1.0)[:3])
+    assert abs(s_l / truth - 1) < 0.03
+
+
+def test_still_hands_give_no_scale_without_a_still_hand_or_head_motion():
+    # hands never pause: no window fits one world point
+    s, info = stitch.scale_from_still_hands(*_seated(0.3, moving_hands=True)[:3])
+    assert s is None and info["n_windows"] < 2, info
+    # the head hardly translates (~1 cm): nothing to measure against, so no scale rather than a guess
+    s, info = stitch.scale_from_still_hands(*_seated(0.05)[:3])
+    assert s is None, info
