@@ -77,7 +77,8 @@ def intrinsics(width: int = 640, height: int = 360, hfov_deg: float = 90.0) -> n
 def head_path(t: np.ndarray, kind: str = "head") -> np.ndarray:
     """Camera-to-room poses (N, 4, 4) at times ``t``: ``head`` = yaw/pitch/roll sweeps about a neck
     pivot (10 cm below, 8 cm behind the eye) plus torso sway; ``static`` = a fixed camera looking down
-    at the table; ``fast`` = larger, quicker sweeps (up to ~90 deg/s)."""
+    at the table; ``fast`` = larger, quicker sweeps (up to ~90 deg/s); ``seated`` = ``head`` with 0.3 x
+    its translation (a seated person: a few centimetres)."""
     t = np.asarray(t, float)
     if kind == "static":
         R = Rotation.from_euler("x", -30, degrees=True).as_matrix()
@@ -95,6 +96,8 @@ def head_path(t: np.ndarray, kind: str = "head") -> np.ndarray:
                       0.05 * np.sin(2 * np.pi * t / 6.5 + 0.7)], -1)
     eye_from_pivot = np.array([0.0, -0.10, 0.08])
     centre = torso - eye_from_pivot + R @ eye_from_pivot
+    if kind == "seated":  # the same sweeps, a seated person's small translation (~6 cm extent)
+        centre = 0.3 * centre
     T = np.tile(np.eye(4), (len(t), 1, 1))
     T[:, :3, :3] = R
     T[:, :3, 3] = centre
