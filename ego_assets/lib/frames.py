@@ -24,6 +24,10 @@ class FrameParams:
     crf: int = 23
     preset: str = "ultrafast"  # the proxy is an intermediate: speed over bytes (see benchmarks/frames.py)
     gop_s: float = 1.0  # a proxy keyframe every second, for cheap seeking by later stages
+    # Frames no other frame refers to (most B-frames) are not decoded when the source has at least this
+    # many frames per sampling period: a sampled tick then takes the first reference frame at or after
+    # it. If a whole period passes with no decoded frame, the file is decoded again in full.
+    skip_nonref_min_ratio: float = 3.0
 
     def __post_init__(self):
         if self.rate_hz <= 0 or self.long_side < 16:
@@ -46,6 +50,10 @@ def _rotate(img: np.ndarray, rotation_deg: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k=-(rotation_deg // 90)))
 
 
+class _MissedTick(Exception):
+    """Skipping non-reference frames left a sampling period without a frame: decode in full."""
+
+
 def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_deg: int,
                   p: FrameParams = FrameParams(),
                   progress: Callable[[int, int], None] | None = None,
@@ -54,7 +62,19 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
     ``proxy_path`` (H.264) and measure blur (variance of the Laplacian), brightness (mean luma in
     [0, 1]) and motion (mean absolute luma change from the previous sampled frame, in [0, 1]).
 
+    A source with several frames per tick is decoded without its non-reference frames (FFmpeg's
+    ``skip_frame = NONREF``: nothing refers to them, so the others decode the same), about half the
+    decoding of a B-frame stream; each tick then takes the first reference frame at or after it. When
+    that leaves a whole period without a frame, the file is decoded again with every frame.
+
     Returns (columns of the ``frames`` table, stats)."""
+    try:
+        return _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source, skip_nonref=True)
+    except _MissedTick:
+        return _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source, skip_nonref=False)
+
+
+def _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source, skip_nonref: bool):
     import av
     import cv2
 
@@ -72,6 +92,10 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
     with open_av(src) as inp, open_av(proxy_path, "w", format="mp4") as out:
         ins = inp.streams.video[0]
         ins.thread_type = "AUTO"
+        fps = float(ins.average_rate or ins.guessed_rate or 0)
+        skipping = skip_nonref and fps >= p.skip_nonref_min_ratio * p.rate_hz
+        if skipping:
+            ins.codec_context.skip_frame = "NONREF"
         tb = ins.time_base
         st = out.add_stream("libx264", rate=Fraction(p.rate_hz).limit_denominator(1000))
         st.width, st.height, st.pix_fmt = pw, ph, "yuv420p"
@@ -89,11 +113,16 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
                 if frame.pts is None:
                     continue
                 if t0 is None:
+                    if skipping and ins.start_time is not None and frame.pts != ins.start_time:
+                        raise _MissedTick()  # the first frame may have been a skipped one: t_s from it
                     t0 = frame.pts
                 t = float((frame.pts - t0) * tb)
                 if t < next_tick * period - 1e-6 or t <= last_t:
                     continue
-                next_tick = int(np.floor(t / period + 1e-6)) + 1
+                tick = int(np.floor(t / period + 1e-6))
+                if skipping and tick > next_tick:  # a period without a decoded frame
+                    raise _MissedTick()
+                next_tick = tick + 1
                 last_t = t
                 small = frame.reformat(width=rw, height=rh, format="yuv420p", interpolation="AREA")
                 if rotation_deg:
@@ -133,7 +162,7 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
         raise VideoError(src, "no frame could be decoded")
     wall = time.perf_counter() - t_start
     stats = dict(n_sampled=len(cols["t_s"]), n_decoded=n_decoded, proxy_width=pw, proxy_height=ph,
-                 seconds=wall, decode_fps=n_decoded / wall if wall > 0 else 0.0)
+                 seconds=wall, decode_fps=n_decoded / wall if wall > 0 else 0.0, skipped_nonref=skipping)
     return cols, stats
 
 

@@ -92,3 +92,69 @@ def test_a_full_disk_names_the_proxy_not_a_decoding_failure(tmp_path):
         frames.sample_frames(str(src), "/dev/full", 160, 120, 0)
     assert e.value.path == "/dev/full" and "No space left on device" in str(e.value)
     assert str(src) in str(e.value) and "decoding" not in str(e.value)
+
+
+def _bframe_video(path, n_frames: int, fps: int, size=(320, 180), pyramid: bool = True) -> None:
+    """An H.264 stream with B-frames (x264 `veryfast`: up to 3 in a row, the middle one a reference),
+    as cameras and most encoders write it; the synth helper writes none. ``pyramid=False``: always three
+    B-frames in a row, none of them a reference."""
+    import av
+
+    tex = synth.texture(size[1], size[0], 0)
+    with av.open(str(path), "w", format="mp4") as c:
+        st = c.add_stream("libx264", rate=fps)
+        st.width, st.height, st.pix_fmt = size[0], size[1], "yuv420p"
+        st.options = {"preset": "veryfast", "bf": "3"}
+        if not pyramid:
+            st.options = {**st.options, "x264-params": "b-pyramid=none:b-adapt=0"}
+        for i in range(n_frames):
+            img = synth.frame_at(i, size[1], size[0], tex)
+            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+
+
+def _all_times(path) -> list[float]:
+    return [t for _, t, _ in iter_frames(str(path), fmt="gray")]
+
+
+def test_nonreference_frames_are_not_decoded_and_every_tick_is_sampled(tmp_path):
+    src = tmp_path / "b.mp4"
+    _bframe_video(src, n_frames=90, fps=30)
+    times = np.array(_all_times(src))
+    row, _, cols, stats, proxy = _sample(tmp_path, src, rate_hz=10, long_side=160)
+    assert stats["skipped_nonref"] and stats["n_decoded"] < 0.8 * 90  # B-frames were not decoded
+    # still one frame per 0.1 s tick, each a real frame time at most two source frames after its tick
+    assert len(cols["t_s"]) == frames.expected_count(row["duration_s"], row["n_frames"], 10) == 30
+    t = np.array(cols["t_s"])
+    ticks = np.arange(30) * 0.1
+    assert np.all(t >= ticks - 1e-6) and np.all(t - ticks <= 2 / 30 + 1e-3)
+    assert np.all(np.isin(np.round(t, 3), np.round(times - times[0], 3)))
+    assert frames.count_frames(str(proxy)) == 30
+    # the measures of a sampled frame are those of that frame: same blur as the full decode's
+    full = frames.sample_frames(str(src), str(tmp_path / "full.mp4"), row["width"], row["height"], 0,
+                                frames.FrameParams(rate_hz=10, long_side=160, skip_nonref_min_ratio=1e9))[0]
+    same = [i for i in range(30) if abs(full["t_s"][i] - t[i]) < 1e-6]
+    assert len(same) >= 10
+    assert np.allclose(np.array(full["blur"])[same], np.array(cols["blur"])[same], rtol=1e-6)
+
+
+def test_a_tick_left_without_a_frame_decodes_everything(tmp_path):
+    # runs of three non-reference B-frames at 30 fps cover whole 0.1 s periods: the sampler then
+    # decodes every frame and takes exactly what the full decode takes
+    src = tmp_path / "b.mp4"
+    _bframe_video(src, n_frames=90, fps=30, pyramid=False)
+    row, _, cols, stats, _ = _sample(tmp_path, src, rate_hz=10, long_side=160)
+    full = frames.sample_frames(str(src), str(tmp_path / "full.mp4"), row["width"], row["height"], 0,
+                                frames.FrameParams(rate_hz=10, long_side=160, skip_nonref_min_ratio=1e9))[0]
+    assert not stats["skipped_nonref"] and stats["n_decoded"] == 90
+    assert cols["t_s"] == full["t_s"] and len(cols["t_s"]) == 30
+    assert np.allclose(np.diff(cols["t_s"]), 0.1, atol=2e-3)
+
+
+def test_few_frames_per_tick_decode_every_frame(tmp_path):
+    src = tmp_path / "b.mp4"
+    _bframe_video(src, n_frames=24, fps=12)  # 1.2 frames per 0.1 s: nothing may be skipped
+    _, _, cols, stats, _ = _sample(tmp_path, src, rate_hz=10, long_side=160)
+    assert not stats["skipped_nonref"] and stats["n_decoded"] == 24
