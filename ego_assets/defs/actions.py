@@ -41,6 +41,12 @@ def _na_share(store, pk):
     return check_na_share(store.read_table("captions", pk))
 
 
+def _world_is_metric(store, pk):
+    from ego_assets.lib.motion.checks import check_world_is_metric
+
+    return check_world_is_metric(store.read_table("hand_world", pk))
+
+
 def _params(store, pk) -> dict:
     from ego_assets.lib.quality import _params as lineage_params
     from ego_assets.lib.motion.segment import SegmentParams
@@ -53,6 +59,8 @@ SEGMENT_CHECKS = [
              "No segment shorter than the configured minimum.", _min_length),
     CheckDef("segments_no_overlap", "segments", ERROR,
              "Segments of the same hand never overlap.", _no_overlap),
+    CheckDef("hand_world_metric", "segments", WARN,
+             "The world frame of hand_world is metric (camera poses with a metric scale).", _world_is_metric),
 ]
 CAPTION_CHECKS = [
     CheckDef("captions_cover_segments", "captions", ERROR,
@@ -78,7 +86,7 @@ class CaptionsConfig(dg.Config):
 
 
 @dg.asset(
-    partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP, code_version="1",
+    partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP, code_version="2",
     deps=["hand_tracks", "camera_poses", "frames"], kinds={"scipy", "parquet"},
     op_tags=op_tags(None), pool=pool(None),
     check_specs=check_specs("segments", SEGMENT_CHECKS),
@@ -88,7 +96,7 @@ class CaptionsConfig(dg.Config):
 )
 def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, ego: EgoStorage):
     from ego_assets.lib.motion.segment import SegmentParams, segment_by_wrist_speed
-    from ego_assets.lib.motion.world import MotionParams, build_hand_world
+    from ego_assets.lib.motion.world import MotionParams, build_hand_world, pose_scale
 
     store = ego.store()
     params = SegmentParams(min_length=config.min_length, max_length=config.max_length,
@@ -100,9 +108,9 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, ego: Ego
 
         frames = store.read_table("frames", pk)
         stats: dict = {}
-        hw = build_hand_world(store.read_table("hand_tracks", pk), store.read_table("camera_poses", pk),
-                              frames, MotionParams(), progress=progress_logger(context, "segments", pk),
-                              stats=stats)
+        poses = store.read_table("camera_poses", pk)
+        hw = build_hand_world(store.read_table("hand_tracks", pk), poses, frames, MotionParams(),
+                              progress=progress_logger(context, "segments", pk), stats=stats)
         hw, segs = segment_by_wrist_speed(hw, frames, params)
         plot = speed_curve(hw, segs)
         with store.write_partition("segments", pk) as w:
@@ -111,7 +119,8 @@ def segments(context: dg.AssetExecutionContext, config: SegmentsConfig, ego: Ego
             with open(w.path("wrist_speed.png"), "wb") as f:
                 f.write(plot)
         valid = segs.column("valid").to_pylist() if segs.num_rows else []
-        meta = dict(hand_world_rows=hw.num_rows, segments=segs.num_rows, valid_segments=sum(bool(v) for v in valid),
+        meta = dict(hand_world_rows=hw.num_rows, world_scale=str(pose_scale(poses)), segments=segs.num_rows,
+                    valid_segments=sum(bool(v) for v in valid),
                     speed_curve=dg.MetadataValue.md(md_image(plot, "wrist speed and cut points")))
         meta.update({k: v for k, v in stats.items() if isinstance(v, (int, float, str, bool))})
         return PartitionOutput(tables=["hand_world", "segments"], metadata=meta)

@@ -88,6 +88,9 @@ HAND_WORLD = pa.schema([
     ("wrist_pos_world", vec(3, f64)), ("wrist_rotvec_world", vec(3, f64)), ("finger_pose", vec(45)),
     ("speed_mps", f64), ("segment_id", i32),
     ("observed", b),
+    # the camera_poses scale the world frame was built with: 'metric', or 'relative' (camera path of
+    # unknown scale: world positions and speeds then mix metric hands with it)
+    ("world_scale", s),
 ])
 
 SEGMENTS = pa.schema([

@@ -49,3 +49,20 @@ def check_no_overlap(segments: pa.Table) -> tuple[bool, float, str]:
         shown = ", ".join(f"{h}: {a} & {b}" for h, a, b in bad[:5])
         return False, float(len(bad)), f"{len(bad)} overlapping pair(s): {shown}"
     return True, 0.0, f"{segments.num_rows} segments, no overlap within a hand"
+
+
+def check_world_is_metric(hand_world: pa.Table) -> tuple[bool, float, str]:
+    """The world frame of ``hand_world`` is metric (``world_scale`` = 'metric'). value = 1 when metric,
+    else 0. With 'relative' camera poses the world positions, speeds and segment path lengths mix
+    metric hands with a camera path of unknown scale; the dataset's state and rotation actions do not
+    depend on it, its translation actions do (they carry the camera's translation between steps)."""
+    if hand_world.num_rows == 0:
+        return True, 1.0, "no hand rows"
+    if "world_scale" not in hand_world.column_names:
+        return False, 0.0, "hand_world has no world_scale column (built before it existed): rerun segments"
+    values = sorted({str(v) for v in hand_world.column("world_scale").to_pylist()})
+    if values == ["metric"]:
+        return True, 1.0, "world frame metric"
+    return False, 0.0, (f"world frame {'/'.join(values)}: the camera poses have no metric scale (no depth "
+                        "backend, no still hand seen while the head moved); world positions, speeds and "
+                        "translation actions are in units of unknown scale")

@@ -173,6 +173,17 @@ def tracked_poses(camera_poses: pa.Table) -> dict[int, tuple[np.ndarray, np.ndar
     return {int(f): (q[i] / qn[i], t[i]) for i, f in enumerate(fi)}
 
 
+def pose_scale(camera_poses: pa.Table) -> str | None:
+    """The scale of a video's camera poses ('metric' or 'relative'; one per video), None when the
+    table does not say. A world built on a 'relative' path is not metric: see ``hand_world.world_scale``."""
+    if "scale" not in camera_poses.column_names or camera_poses.num_rows == 0:
+        return None
+    values = {v for v in camera_poses.column("scale").to_pylist() if v is not None}
+    if len(values) > 1:
+        raise MotionInputError(f"camera_poses: one scale per video expected, got {sorted(values)}")
+    return values.pop() if values else None
+
+
 def build_hand_world(hand_tracks: pa.Table, camera_poses: pa.Table, frames: pa.Table,
                      params: MotionParams = MotionParams(),
                      progress: Callable[[int, int], None] | None = None,
@@ -183,11 +194,13 @@ def build_hand_world(hand_tracks: pa.Table, camera_poses: pa.Table, frames: pa.T
     False for rows the tracker filled in (``interpolated``). ``segment_id`` is null (set by
     :func:`ego_assets.lib.motion.segment.segment_by_wrist_speed`); ``speed_mps`` is null only for a
     single-frame run, where no speed exists. ``t_s`` is taken from ``frames`` (the one clock of the
-    partition). If ``stats`` is a dict, counts are written into it (rows in/out, outlier frames...)."""
+    partition). ``world_scale`` repeats the poses' scale: with 'relative' poses the world positions
+    and speeds mix metric hands with a camera path of unknown scale. If ``stats`` is a dict, counts are written into it (rows in/out, outlier frames...)."""
     require(hand_tracks, "hand_tracks", ["frame_index", "hand", "joints_cam", "wrist_rotvec_cam",
                                          "finger_pose"])
     require(frames, "frames", ["frame_index", "t_s"])
     poses = tracked_poses(camera_poses)
+    world_scale = pose_scale(camera_poses)
     f_idx = scalar(frames, "frame_index", np.int64)
     f_t = scalar(frames, "t_s")
     if len(np.unique(f_idx)) != len(f_idx):
@@ -298,6 +311,7 @@ def build_hand_world(hand_tracks: pa.Table, camera_poses: pa.Table, frames: pa.T
         "speed_mps": pa.array(speed, pa.float64(), mask=~np.isfinite(speed)),
         "segment_id": pa.nulls(n, pa.int32()),
         "observed": pa.array(cat["observed"].astype(bool), pa.bool_()),
+        "world_scale": pa.array([world_scale] * n, pa.string()),
     }, schema=schema)
     if stats is not None:
         stats.update(st, rows_out=n)

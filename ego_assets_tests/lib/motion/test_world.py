@@ -188,3 +188,66 @@ def test_bad_inputs_name_the_problem():
     # an empty input gives an empty table of the right columns
     empty = build_hand_world(sc.hand_tracks.slice(0, 0), sc.camera_poses, sc.frames)
     assert empty.num_rows == 0 and "joints_world" in empty.column_names
+
+
+def test_world_scale_follows_the_camera_poses_and_is_checked():
+    from ego_assets.lib.motion.checks import check_world_is_metric
+
+    seq = _static()
+    sc = synthetic_tables([seq], moving_camera=True)
+    hw = build_hand_world(sc.hand_tracks, sc.camera_poses, sc.frames)
+    assert set(hw["world_scale"].to_pylist()) == {"metric"}
+    assert schemas.conform("hand_world", hw, "p").column("world_scale").null_count == 0
+    assert check_world_is_metric(hw)[:2] == (True, 1.0)
+    n = sc.camera_poses.num_rows
+    rel = sc.camera_poses.set_column(sc.camera_poses.schema.get_field_index("scale"), "scale",
+                                     pa.array(["relative"] * n))
+    hw_rel = build_hand_world(sc.hand_tracks, rel, sc.frames)
+    assert set(hw_rel["world_scale"].to_pylist()) == {"relative"}
+    ok, value, detail = check_world_is_metric(hw_rel)
+    assert not ok and value == 0.0 and "relative" in detail
+    mixed = sc.camera_poses.set_column(sc.camera_poses.schema.get_field_index("scale"), "scale",
+                                       pa.array(["metric"] * (n - 1) + ["relative"]))
+    with pytest.raises(MotionInputError, match="one scale per video"):
+        build_hand_world(sc.hand_tracks, mixed, sc.frames)
+
+
+def test_which_dataset_features_depend_on_the_world_scale():
+    """issue 13.5: the dataset's state (hand in the step's camera frame), rotation actions and finger
+    actions are the same whatever the scale of the camera path; the translation action (the hand's world
+    displacement to the next step, expressed in this step's camera frame) carries the camera's
+    translation, so it is metric only when the poses are."""
+    from ego_assets.lib.lerobot.actions import HandTrack, compute_state_action
+
+    seq = reach_grasp_sequence(np.random.default_rng(5), n_cycles=1)
+    sc = synthetic_tables([seq], moving_camera=True)
+
+    def state_action(unit: float):
+        poses = sc.camera_poses
+        for k in ("tx", "ty", "tz"):
+            poses = poses.set_column(poses.schema.get_field_index(k), k,
+                                     pa.array(poses[k].to_numpy() * unit))
+        hw = _rows(build_hand_world(sc.hand_tracks, poses, sc.frames), "right")
+        n = hw.num_rows
+        q = np.column_stack([poses[k].to_numpy() for k in ("qx", "qy", "qz", "qw")])[:n]
+        t = np.column_stack([poses[k].to_numpy() for k in ("tx", "ty", "tz")])[:n]
+        right = HandTrack(np.ones(n, bool), np.array(hw["wrist_pos_world"].to_pylist()),
+                          np.array(hw["wrist_rotvec_world"].to_pylist()), np.array(hw["finger_pose"].to_pylist()),
+                          np.array(hw["joints_world"].to_pylist()).reshape(n, 21, 3))
+        left = HandTrack(np.zeros(n, bool), np.zeros((n, 3)), np.zeros((n, 3)), np.zeros((n, 45)),
+                         np.zeros((n, 21, 3)))
+        return compute_state_action("hands_102", dict(left=left, right=right),
+                                    Rotation.from_quat(q).as_matrix(), t, "right"), q, t
+
+    assert np.ptp(sc.camera_poses["tx"].to_numpy()) > 0.02  # the head translates
+    (a, q, t), (b, _, _) = state_action(1.0), state_action(0.4)  # metric; the same path, unknown scale
+    r = slice(51, 102)  # the right hand
+    # state: position and rotation in the camera frame (smoothing in the world frame aside: < 3 mm)
+    assert np.abs(a.state[:, r][:, :3] - b.state[:, r][:, :3]).max() < 0.003
+    np.testing.assert_allclose(a.state[:, r][:, 3:], b.state[:, r][:, 3:], atol=1e-3)
+    # rotation and finger actions: identical
+    np.testing.assert_allclose(a.action[:-1, r][:, 3:], b.action[:-1, r][:, 3:], atol=1e-3)
+    # translation actions: off by the part of the camera's translation between steps the scale missed
+    missed = Rotation.from_quat(q[:-1]).inv().apply(np.diff(t, axis=0)) * (1 - 0.4)
+    assert np.abs(missed).max() > 0.003
+    np.testing.assert_allclose(a.action[:-1, r][:, :3] - b.action[:-1, r][:, :3], missed, atol=1e-3)
