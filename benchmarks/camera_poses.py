@@ -6,11 +6,12 @@ head-like camera paths, skin-coloured hands with their own texture and exact han
     .venv/bin/python benchmarks/camera_poses.py --long-s 120 --seconds 40   # bigger
 
 Per sequence: median rotation error (deg), ATE after Sim(3) alignment (% of the path length), scale
-error where the result is metric, tracked fraction, frames/s, and the ratio of our frames/s to a
+error where the result is metric (the estimate regressed on the exact path), tracked fraction, frames/s, and the ratio of our frames/s to a
 baseline run in the same process (the bare feature-tracking loop: decode, KLT, re-detection).
 Frames/s are given per core: OpenCV is limited to one thread and the figure divides frames by the
 process's CPU time (wall-clock time on a shared machine says more about the neighbours).
-Targets: rotation < 1 deg, ATE < 2 %, the static camera found static, >= 30 frames/s per core.
+Targets: rotation < 1 deg, ATE < 2 %, the static camera found static, >= 30 frames/s per core; a
+seated head (a few cm of translation) metric from a still hand within 10 %.
 """
 
 from __future__ import annotations
@@ -73,7 +74,7 @@ def run(name, path, seq, *, hands=True, depth=False, clips=None, motion="moving"
     n = len(seq.t_s)
     row = dict(seq=name, frames=n, rot=e["rot_err_deg_median"], rot_max=e.get("rot_err_deg_max", np.nan),
                ate=e["ate_pct"], path=e.get("path_length", np.nan),
-               scale_err=100 * abs(e["scale"] - 1) if metric else np.nan,
+               scale_err=100 * abs(e["scale_est_on_truth"] - 1) if metric else np.nan,
                scale_src=res.stats["scale_source"], tracked=e["tracked_fraction"],
                fps_cpu=n / cpu, fps_wall=n / wall, stats=res.stats, poses=res.poses)
     rows.append(row)
@@ -116,6 +117,7 @@ def main(argv=None) -> int:
     static_p, static = make("static", n_frames=60, kind="static")
     black_p, black = make("blackout", n_frames=max(80, int(0.6 * n)), kind="head", blackout=(40, 47), t0=3.0)
     long_p, long = make("long", n_frames=int(args.long_s * fps), kind="head", t0=7.0)
+    seated_p, seated = make("seated", n_frames=n, kind="seated")
     print(f"rendered in {time.perf_counter() - t0:.0f} s", flush=True)
 
     # warm the imports (scipy.optimize, ...) outside the timings
@@ -128,6 +130,9 @@ def main(argv=None) -> int:
     run("blackout 0.7 s", black_p, black, rows=rows)
     run(f"long {args.long_s:g} s, 20 s clips", long_p, long, clips=clips_for(long), rows=rows)
     st = run("static, classified moving", static_p, static, rows=rows)
+    # a seated person (issue 13.5): a few cm of head translation, scale from a still hand
+    run("seated (small head motion)", seated_p, seated, rows=rows)
+    run("seated, no hands", seated_p, seated, hands=False, rows=rows)
     base_cpu, base_wall = baseline_tracking(head_p)
 
     # static vs moving classification (the calibration stage's part)
@@ -165,18 +170,22 @@ def main(argv=None) -> int:
     for name, (m, m0) in cls.items():
         print(f"  {name:8s} -> {m.label:7s} {m.value:7.3f} px/frame with hand masks; "
               f"{m0.label:7s} {m0.value:7.3f} without")
-    lr = rows[-2]["stats"]["stitch"]
+    lr = next(r for r in rows if r["seq"].startswith("long"))["stats"]["stitch"]
     print("\nstitching of the long sequence: " + "; ".join(
         f"clip {i['clip']}: {i.get('method')} s={i.get('scale', 1.0):.3f} rot-res={i.get('rot_residual_deg', 0):.3f}°"
         for i in lr))
-    b = rows[4]["stats"]
+    b = next(r for r in rows if r["seq"].startswith("blackout"))["stats"]
     print(f"blackout: relocalised {b['n_relocalised']}, new segments {b['n_new_segments']}, "
           f"lost frames {b['frames_lost']}")
-    ok_targets = (all(r["rot"] < 1.0 for r in rows[:-1] if "not masked" not in r["seq"])
-                  and all(r["ate"] < 2.0 for r in rows[:-1] if "not masked" not in r["seq"])
+    timed = [r for r in rows if not r["seq"].startswith(("static", "seated")) and "not masked" not in r["seq"]]
+    seated_row = next(r for r in rows if r["seq"].startswith("seated ("))
+    print(f"seated: head path extent {100 * np.ptp(seated.T_wc[:, :3, 3], axis=0).max():.1f} cm, scale from "
+          f"{seated_row['scale_src']}, scale error {seated_row['scale_err']:.1f} % (target < 10 %)")
+    ok_targets = (all(r["rot"] < 1.0 for r in timed) and all(r["ate"] < 2.0 for r in timed)
+                  and seated_row["scale_err"] < 10.0
                   and cls["static"][0].label == "static" and cls["head"][0].label == "moving"
                   and rows[0]["fps_cpu"] >= 30)
-    print(f"\ntargets (rot < 1°, ATE < 2 %, static found, >= 30 fps/core on 'head'): "
+    print(f"\ntargets (rot < 1°, ATE < 2 %, static found, >= 30 fps/core on 'head', seated scale < 10 %): "
           f"{'met' if ok_targets else 'NOT met'}; total {time.perf_counter() - t0:.0f} s")
     return 0
 

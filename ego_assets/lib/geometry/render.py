@@ -396,7 +396,8 @@ def trajectory_errors(T_wc_gt: np.ndarray, poses: pa.Table) -> dict:
     """Errors of an estimated ``camera_poses`` table against ground-truth camera-to-world poses: the
     estimate is aligned by a similarity (rotation mean, then Umeyama scale/translation) on the tracked
     frames; rotation error per frame (deg), ATE RMSE as a percentage of the ground-truth path length,
-    and the alignment scale (1 for a correct metric estimate)."""
+    and the alignment scale (1 for a correct metric estimate; ``scale_est_on_truth`` is the unbiased
+    one on short, small paths)."""
     from ego_assets.lib.geometry.stitch import fit_sim3
 
     tr = poses.column("tracked").to_numpy(zero_copy_only=False).astype(bool)
@@ -413,6 +414,12 @@ def trajectory_errors(T_wc_gt: np.ndarray, poses: pa.Table) -> dict:
     c_al = sim.s * c[tr] @ sim.R.T + sim.t
     path = float(np.linalg.norm(np.diff(T_wc_gt[:, :3, 3], axis=0), axis=1).sum())
     ate = float(np.sqrt((np.linalg.norm(c_al - c_gt, axis=1) ** 2).mean()))
+    # the scale with the noise where it is (in the estimate): the estimate regressed on the truth;
+    # the alignment's scale shrinks toward zero on a short path whose noise is comparable to its size
+    x, y = c[tr] @ sim.R.T, c_gt - c_gt.mean(0)
+    x = x - x.mean(0)
+    xy = float((x * y).sum())
     return out | dict(rot_err_deg_median=float(np.degrees(np.median(err))),
+                      scale_est_on_truth=float((y * y).sum() / xy) if xy > 0 else np.nan,
                       rot_err_deg_max=float(np.degrees(err.max())), ate=ate, path_length=path,
                       ate_pct=100 * ate / path if path > 0 else np.nan, scale=float(sim.s))
