@@ -397,6 +397,9 @@ def scale_from_still_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int
     hands = np.array(hand_tracks.column("hand").to_pylist(), object)
     jc = _fixed_list(hand_tracks.column("joints_cam"), 63).reshape(-1, 21, 3)
     palm = jc[:, list(PALM_JOINTS)].mean(1)
+    if "interpolated" in hand_tracks.column_names:  # a filled-in gap is no measurement
+        filled = np.array([bool(v) for v in hand_tracks.column("interpolated").to_pylist()])
+        palm[filled] = np.nan
     scales, n_tried, n_moved = [], 0, 0
     for h in sorted(set(hands.tolist())):
         rows = np.flatnonzero(hands == h)

@@ -167,3 +167,13 @@ def test_still_hands_give_no_scale_without_a_still_hand_or_head_motion():
     # the head hardly translates (~1 cm): nothing to measure against, so no scale rather than a guess
     s, info = stitch.scale_from_still_hands(*_seated(0.05)[:3])
     assert s is None, info
+
+
+def test_still_hands_ignore_filled_in_rows():
+    import pyarrow as pa
+
+    world, ht, pos_of, _ = _seated(0.3)
+    assert stitch.scale_from_still_hands(world, ht, pos_of)[0] is not None
+    filled = ht.append_column("interpolated", pa.array(np.ones(ht.num_rows, bool)))
+    s, info = stitch.scale_from_still_hands(world, filled, pos_of)
+    assert s is None and info["n_tried"] == 0, info
