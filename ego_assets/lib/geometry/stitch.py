@@ -373,7 +373,7 @@ def _still_point_fit(y: np.ndarray, c: np.ndarray, ray: np.ndarray, depth_weight
 def scale_from_still_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int, int],
                            window: int = 15, max_residual_m: float = 0.006, min_motion_m: float = 0.008,
                            depth_weight: float = 0.1, max_depth_m: float = 1.2,
-                           min_windows: int = 2) -> tuple[float | None, dict]:
+                           min_windows: int = 2, max_iqr_rel: float = 0.3) -> tuple[float | None, dict]:
     """Metres per world unit from a hand held still while the head translates, for small head motion.
 
     A still hand's palm centre is one world point X, so with its metric camera-frame position
@@ -385,7 +385,9 @@ def scale_from_still_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int
     over a pause of the hand is enough. A window counts when the head moved (``s * rms(c~)`` at least
     ``min_motion_m``), the fitted still point explains the hand's apparent motion (residual at most
     ``max_residual_m`` and at most half that motion: a hand moving in the world does not fit a single
-    point), and ``s > 0``. The scale inherits the hand stage's depth error (its size prior)."""
+    point), and ``s > 0``; the median of at least ``min_windows`` windows whose interquartile range
+    is at most ``max_iqr_rel`` of it is the scale. It inherits the hand stage's depth error (its size
+    prior)."""
     for name in ("frame_index", "hand", "joints_cam"):
         if name not in hand_tracks.column_names:
             return None, dict(reason=f"hand_tracks has no {name!r} column")
@@ -428,5 +430,8 @@ def scale_from_still_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int
     if len(scales) < min_windows:
         return None, dict(n_windows=len(scales), n_tried=n_tried, n_head_moved=n_moved)
     s = np.array(scales)
-    return float(np.median(s)), dict(n_windows=len(s), n_tried=n_tried, n_head_moved=n_moved,
-                                     iqr_rel=float(np.subtract(*np.percentile(s, [75, 25])) / np.median(s)))
+    detail = dict(n_windows=len(s), n_tried=n_tried, n_head_moved=n_moved,
+                  iqr_rel=float(np.subtract(*np.percentile(s, [75, 25])) / np.median(s)))
+    if detail["iqr_rel"] > max_iqr_rel:  # windows that disagree: hands that only seemed still
+        return None, detail | dict(reason=f"windows disagree (IQR {detail['iqr_rel']:.2f} of the median)")
+    return float(np.median(s)), detail

@@ -167,6 +167,9 @@ def test_still_hands_give_no_scale_without_a_still_hand_or_head_motion():
     # the head hardly translates (~1 cm): nothing to measure against, so no scale rather than a guess
     s, info = stitch.scale_from_still_hands(*_seated(0.05)[:3])
     assert s is None, info
+    # windows that disagree more than allowed give no scale (their spread here is ~10 %)
+    s, info = stitch.scale_from_still_hands(*_seated(0.3)[:3], max_iqr_rel=0.02)
+    assert s is None and "disagree" in info["reason"] and 0.02 < info["iqr_rel"] < 0.3, info
 
 
 def test_still_hands_ignore_filled_in_rows():
