@@ -125,19 +125,6 @@ def test_bad_inputs_are_named(head):
         odometry.estimate(p, back, None, _calib(seq), None)
 
 
-def _scale_of_estimate(seq, poses) -> float:
-    """Metres per unit of an estimate, regressing the estimate on the exact path (the estimate carries
-    the noise; the other direction, trajectory_errors' alignment, shrinks the scale of a short noisy
-    path toward zero)."""
-    tr = poses.column("tracked").to_numpy(zero_copy_only=False).astype(bool)
-    c = np.column_stack([poses.column(k).to_numpy(zero_copy_only=False) for k in ("tx", "ty", "tz")])[tr]
-    q = np.column_stack([poses.column(k).to_numpy(zero_copy_only=False) for k in ("qx", "qy", "qz", "qw")])[tr]
-    R = Rotation.from_matrix(seq.T_wc[tr, :3, :3]) * Rotation.from_quat(q).inv()
-    x = R.mean().apply(c)
-    x, y = x - x.mean(0), seq.T_wc[tr, :3, 3] - seq.T_wc[tr, :3, 3].mean(0)
-    return float((y * y).sum() / (x * y).sum())
-
-
 def test_a_seated_head_gets_a_metric_scale_from_a_still_hand(tmp_path):
     # issue 13.5: a seated person's head translates a few cm; the triangulation of a resting hand has
     # too little parallax, the still-hand cue still makes the poses metric
@@ -149,7 +136,8 @@ def test_a_seated_head_gets_a_metric_scale_from_a_still_hand(tmp_path):
     assert res.stats["scale_source"] == "still_hands", res.stats["scale_detail"]
     assert set(res.poses.column("scale").to_pylist()) == {"metric"}
     assert res.stats["scale_detail"]["triangulated"]["n_windows"] == 0
-    assert abs(_scale_of_estimate(seq, res.poses) - 1) < 0.05, res.stats["scale_detail"]
+    e = render.trajectory_errors(seq.T_wc, res.poses)
+    assert abs(e["scale_est_on_truth"] - 1) < 0.05, (e, res.stats["scale_detail"])
     # without hands the same video is honestly relative
     res2 = odometry.estimate(p, seq.frames_table(), None, _calib(seq), None)
     assert set(res2.poses.column("scale").to_pylist()) == {"relative"}
