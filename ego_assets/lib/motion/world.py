@@ -195,7 +195,8 @@ def build_hand_world(hand_tracks: pa.Table, camera_poses: pa.Table, frames: pa.T
     :func:`ego_assets.lib.motion.segment.segment_by_wrist_speed`); ``speed_mps`` is null only for a
     single-frame run, where no speed exists. ``t_s`` is taken from ``frames`` (the one clock of the
     partition). ``world_scale`` repeats the poses' scale: with 'relative' poses the world positions
-    and speeds mix metric hands with a camera path of unknown scale. If ``stats`` is a dict, counts are written into it (rows in/out, outlier frames...)."""
+    and speeds mix metric hands with a camera path of unknown scale. If ``stats`` is a dict, counts
+    are written into it (rows in/out, outlier frames...)."""
     require(hand_tracks, "hand_tracks", ["frame_index", "hand", "joints_cam", "wrist_rotvec_cam",
                                          "finger_pose"])
     require(frames, "frames", ["frame_index", "t_s"])
