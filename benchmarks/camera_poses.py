@@ -7,7 +7,8 @@ head-like camera paths, skin-coloured hands with their own texture and exact han
 
 Per sequence: median rotation error (deg), ATE after Sim(3) alignment (% of the path length), scale
 error where the result is metric (the estimate regressed on the exact path), tracked fraction, frames/s,
-and the ratio of our frames/s to a baseline run in the same process (the bare feature-tracking loop: decode, KLT, re-detection).
+and the ratio of our frames/s to a baseline run in the same process (the bare feature-tracking loop:
+decode, KLT, re-detection).
 Frames/s are given per core: OpenCV is limited to one thread and the figure divides frames by the
 process's CPU time (wall-clock time on a shared machine says more about the neighbours).
 Targets: rotation < 1 deg, ATE < 2 %, the static camera found static, >= 30 frames/s per core; a
