@@ -116,7 +116,8 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
         print("error: no video files found under " + ", ".join(printable(p) for p in paths), file=sys.stderr)
         return EXIT_USAGE
     _quiet_dagster()
-    from ego_assets.defs.execute import materialize_dataset, materialize_videos, use_local_instance
+    from ego_assets.defs.execute import (dataset_up_to_date, default_workers, materialize_dataset,
+                                         materialize_videos, use_local_instance)
     from ego_assets.defs.partitions import videos
     from ego_assets.definitions import defs
 
@@ -142,8 +143,15 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
     progress.set_hook(_Bar())
     t0 = time.perf_counter()
     try:
-        status = materialize_videos(defs, instance, store, keys, run_config=run_config)
-        ds = materialize_dataset(defs, instance) if any(s.status == "ok" for s in status.values()) else None
+        # with the default configuration, a video already up to date gets no run (hinted ones rerun)
+        status = materialize_videos(defs, instance, store, keys, run_config=run_config,
+                                    workers=default_workers(len(keys)),
+                                    skip_up_to_date=False if run_config else rehinted)
+        ds = None
+        if all(s.up_to_date for s in status.values()) and dataset_up_to_date(store):
+            print("dataset: up to date", file=sys.stderr)
+        elif any(s.status == "ok" for s in status.values()):
+            ds = materialize_dataset(defs, instance)
     finally:
         progress.set_hook(None)
     n_bad = 0

@@ -4,6 +4,7 @@ recorded it (DESIGN §7, §8, §10)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -41,6 +42,7 @@ class VideoStatus:
     asset: str | None = None
     error: str | None = None
     run_id: str | None = None
+    up_to_date: bool = False  # found up to date before a run was launched: no run
 
 
 def per_video_assets(defs: dg.Definitions) -> list[str]:
@@ -78,25 +80,183 @@ def run_status(instance: dg.DagsterInstance, run_id: str, pk: str) -> VideoStatu
     return VideoStatus(pk, "failed", None, f"run {run_id[:8]} {status}", run_id)
 
 
+def default_workers(n_videos: int) -> int:
+    """How many videos run at once: ``EGO_ASSETS_WORKERS``, else one per core (each worker process
+    holds its own models: about 0.5-1 GiB with the default backends, see benchmarks/throughput.py)."""
+    env = os.environ.get("EGO_ASSETS_WORKERS", "").strip()
+    n = int(env) if env else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                              else os.cpu_count() or 1)
+    return max(1, min(n, n_videos))
+
+
 def materialize_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store: Store,
                        keys: list[str], run_config: dict | None = None, on_run=None,
-                       assets: list[str] | None = None) -> dict[str, VideoStatus]:
-    """Run every per-video asset for ``keys``: one in-process run per video, as the sensor and a UI
-    backfill launch them (models load once per process, see ego_assets.defs.stages). A video that
-    fails stops there; the others are complete. Runs of this machine left STARTED by a killed process
-    are marked failed first. ``assets``: a subset of the per-video assets (default: all)."""
+                       assets: list[str] | None = None, workers: int = 1,
+                       skip_up_to_date: bool | list[str] = False) -> dict[str, VideoStatus]:
+    """Run every per-video asset for ``keys``: one run per video, as the sensor and a UI backfill
+    launch them. A video that fails stops there; the others are complete. Runs of this machine left
+    STARTED by a killed process are marked failed first. ``assets``: a subset of the per-video assets
+    (default: all).
+
+    ``workers`` > 1 (the CLI: one per core) runs that many videos at once, each in-process run in one of
+    ``workers`` long-lived processes that load the project's definitions and each model once (a run
+    worker per video would load them per video); the run queue's rule holds: never two runs of one
+    video at once (each key is given to one worker). It needs the project's own definitions (the
+    workers import them); other definitions run in this process, one video after the other.
+    ``on_run(keys, result)`` is called after each run in this process (``result`` is the in-process
+    result), or with the run's :class:`VideoStatus` when it ran in a worker.
+
+    ``skip_up_to_date`` (the CLI, with the default configuration): a video whose every asset is up to
+    date (:func:`up_to_date_videos`) gets no run at all; its status is ``ok`` with ``up_to_date``. A
+    list: every video but those (e.g. whose camera hints just changed)."""
     fail_dead_runs(instance)
-    job = defs.resolve_job_def("per_video_job")
+    from ego_assets import definitions
+
+    status: dict[str, VideoStatus] = {}
+    if skip_up_to_date is not False and not assets:
+        must_run = set(skip_up_to_date) if isinstance(skip_up_to_date, list) else set()
+        for pk, run_id in up_to_date_videos(defs, instance, store,
+                                            [k for k in keys if k not in must_run]).items():
+            status[pk] = VideoStatus(pk, "ok", run_id=run_id, up_to_date=True)
+    todo = [k for k in keys if k not in status]
+    if not todo:
+        return status
+    status.update(_materialize(defs, instance, todo, run_config, assets, workers, on_run))
+    return {pk: status[pk] for pk in keys}
+
+
+def _materialize(defs, instance, keys, run_config, assets, workers, on_run) -> dict[str, VideoStatus]:
+    from ego_assets import definitions
+
+    workers = max(1, min(workers, len(keys)))
+    if workers > 1 and defs is definitions.defs and os.environ.get("DAGSTER_HOME"):
+        return _materialize_in_workers(keys, run_config, assets, workers, on_run)
     status: dict[str, VideoStatus] = {}
     for pk in keys:
-        result = job.execute_in_process(instance=instance, partition_key=pk,
-                                        asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
-                                        tags={HOST_TAG: socket.gethostname()},
-                                        run_config=_with_quiet_logs(run_config), raise_on_error=False)
+        result = _execute_one(defs, instance, pk, run_config, assets)
         status[pk] = run_status(instance, result.run_id, pk)
         if on_run:
             on_run([pk], result)
     return status
+
+
+def up_to_date_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store: Store,
+                      keys: list[str]) -> dict[str, str]:
+    """{video: run id of its latest run} of the videos a run would only skip: every per-video asset
+    up to date by the steps' own rule (``runner.reusable``: latest attempt ok with this code version,
+    on its upstream's latest data versions, committed), and every latest attempt made by a run
+    without op configuration (so with the default parameters, as the CLI runs)."""
+    from ego_assets.defs.runner import declaration, video_up_to_date
+
+    graph = defs.resolve_asset_graph()
+    decls = [declaration(graph.get(dg.AssetKey.from_user_string(a)).assets_def, dg.AssetKey.from_user_string(a))
+             for a in per_video_assets(defs)]
+    default_run: dict[str, bool] = {}
+
+    def by_default(run_id: str) -> bool:
+        if run_id not in default_run:
+            run = instance.get_run_by_id(run_id)
+            default_run[run_id] = run is not None and not (run.run_config or {}).get("ops")
+        return default_run[run_id]
+
+    out = {}
+    for pk in keys:
+        if not video_up_to_date(store, decls, pk):
+            continue
+        runs = [store.lineage(a, pk)[-1]["run_id"] for a, _, _ in decls]
+        if all(by_default(r) for r in set(runs)):
+            out[pk] = runs[-1]
+    return out
+
+
+def _execute_one(defs, instance, pk: str, run_config, assets):
+    job = defs.resolve_job_def("per_video_job")
+    return job.execute_in_process(instance=instance, partition_key=pk,
+                                  asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
+                                  tags={HOST_TAG: socket.gethostname()},
+                                  run_config=_with_quiet_logs(run_config), raise_on_error=False)
+
+
+def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> dict[str, VideoStatus]:
+    """The videos' one-video runs spread over ``workers`` spawned processes (spawn: no inherited
+    SQLite connections or threads), the next video to whichever worker is free. Progress reports
+    of the workers come back through a queue to this process's hook (the CLI's bar)."""
+    import multiprocessing as mp
+    import threading
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from ego_assets.lib import progress
+
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+
+    def relay():
+        while (item := q.get()) is not None:
+            progress.report(*item)
+
+    relay_thread = threading.Thread(target=relay, name="progress-relay", daemon=True)
+    relay_thread.start()
+    status: dict[str, VideoStatus] = {}
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                                 initargs=(q,)) as pool:
+            futures = {pool.submit(_worker_run, pk, run_config, assets): pk for pk in keys}
+            for fut in as_completed(futures):
+                pk = futures[fut]
+                try:
+                    status[pk] = fut.result()
+                except Exception as e:  # noqa: BLE001 - a worker died (killed, out of memory)
+                    status[pk] = VideoStatus(pk, "failed", None, f"run worker failed: {type(e).__name__}: {e}")
+                if on_run:
+                    on_run([pk], status[pk])
+    finally:
+        q.put(None)
+        relay_thread.join(timeout=5)
+    return {pk: status[pk] for pk in keys}
+
+
+def _worker_init(q) -> None:
+    import logging
+    import warnings
+
+    from ego_assets.lib import progress
+
+    warnings.filterwarnings("ignore")
+    for name in ("dagster", "dagster.builtin"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    progress.set_hook(lambda *item: q.put(item))
+
+
+_worker_instance: dg.DagsterInstance | None = None
+
+
+def _worker_run(pk: str, run_config, assets) -> VideoStatus:
+    from ego_assets.definitions import defs
+
+    global _worker_instance
+    if _worker_instance is None:
+        _worker_instance = dg.DagsterInstance.get()  # DAGSTER_HOME came with the environment
+    instance = _worker_instance
+    result = _execute_one(defs, instance, pk, run_config, assets)
+    return run_status(instance, result.run_id, pk)
+
+
+def dataset_up_to_date(store: Store) -> bool:
+    """Whether the published dataset already holds exactly the videos that passed ``lerobot_episodes``
+    at their current data versions, with this dataset code version and format: its step would
+    assemble the same dataset again."""
+    from ego_assets.defs import dataset
+
+    rows = store.lineage("lerobot_dataset", "dataset")
+    last = rows[-1] if rows else None
+    if last is None or last["status"] != "ok" or last["code_version"] != dataset.DATASET_CODE_VERSION:
+        return False
+    ready, versions, _ = dataset.ready_partitions(store)
+    params = json.loads(last["params"] or "{}")
+    fmt = dataset.dataset_format().as_dict()
+    return (json.loads(last["upstream"] or "{}") == {pk: versions[pk] for pk in ready}
+            and {k: params.get(k) for k in fmt} == json.loads(json.dumps(fmt))
+            and store.exists(dataset.dataset_dir(store)))
 
 
 def materialize_dataset(defs: dg.Definitions, instance: dg.DagsterInstance, run_config=None):

@@ -74,13 +74,43 @@ def _data_version(store: Store, asset: str, pk: str, code_version: str, params: 
 def declared(context: dg.AssetExecutionContext) -> tuple[str, str, list[str]]:
     """The asset's name, code version and upstream assets as its decorator declares them: the one
     place they are written (the UI's lineage and staleness and the body's inputs cannot disagree)."""
-    key = context.asset_key
-    ad = context.assets_def
+    return declaration(context.assets_def, context.asset_key)
+
+
+def declaration(ad: dg.AssetsDefinition, key: dg.AssetKey) -> tuple[str, str, list[str]]:
     code_version = ad.code_versions_by_key.get(key)
     if not code_version:
         raise ValueError(f"asset {key.to_user_string()} declares no code_version")
     upstream = sorted(k.to_user_string() for k in ad.asset_deps.get(key, ()))
     return key.to_user_string(), code_version, upstream
+
+
+def reusable(store: Store, asset: str, pk: str, prev: dict | None, code_version: str, up: dict,
+             params=None) -> bool:
+    """Whether the attempt ``prev`` (a lineage row) still holds for this asset of this video: it
+    succeeded with this code version on these upstream data versions (and these parameters, unless
+    ``params`` is None) and its partition is committed. The one rule of a skipped step and of a
+    video found up to date before its run (``defs.execute``)."""
+    return (prev is not None and prev["status"] == "ok"
+            and prev["code_version"] == code_version
+            and json.loads(prev["upstream"] or "{}") == up
+            and (params is None or json.loads(prev["params"] or "{}") == json.loads(json.dumps(params)))
+            and store.committed(asset, pk))
+
+
+def video_up_to_date(store: Store, declarations: list[tuple[str, str, list[str]]], pk: str) -> bool:
+    """Whether every asset (``declarations`` in dependency order) of video ``pk`` is up to date by
+    :func:`reusable` on its latest attempt, parameters aside (the caller runs with the default
+    configuration): a run of it would skip every step."""
+    for asset, code_version, upstream in declarations:
+        try:
+            up = upstream_versions(store, upstream, pk)
+        except UpstreamNotReady:
+            return False
+        rows = store.lineage(asset, pk)
+        if not reusable(store, asset, pk, rows[-1] if rows else None, code_version, up):
+            return False
+    return True
 
 
 @dataclass
@@ -214,11 +244,7 @@ def _attempt(context, store: Store, asset: str, body, pk: str, prefix: str, *, c
         p_pk = params(pk) if callable(params) else params
         up = upstream_versions(store, upstream, pk)
         prev = latest_ok(store, asset, pk)
-        if (not force and prev is not None and prev["status"] == "ok"
-                and prev["code_version"] == code_version
-                and json.loads(prev["upstream"] or "{}") == up
-                and json.loads(prev["params"] or "{}") == json.loads(json.dumps(p_pk))
-                and store.committed(asset, pk)):
+        if not force and reusable(store, asset, pk, prev, code_version, up, p_pk):
             dv = prev["data_version"]
             context.log.info(f"{prev_fmt(prefix, pk)}: up to date (data version {dv}), skipped")
             # this attempt, with the current configuration, is the video's latest: a failure of an

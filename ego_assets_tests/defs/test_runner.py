@@ -194,3 +194,38 @@ def test_a_run_launched_over_a_range_still_reports_each_video(tmp_path):
         st = instance.get_status_by_partition(dg.AssetKey("toy_a"), keys, videos)
         assert {k: v.value for k, v in st.items()} == {"cam-one": "MATERIALIZED", "cam-bad": "FAILED",
                                                        "cam-two": "MATERIALIZED"}
+
+
+def test_videos_up_to_date_get_no_run_and_anything_else_does(tmp_path):
+    """The CLI's pre-check (skip_up_to_date): a video whose every asset a run would skip gets no run;
+    a missing partition, a run with op configuration, or a video named to rerun (changed hints) do."""
+    home = tmp_path / "home"
+    store = Store(str(home))
+    defs = _defs(home)
+    keys = ["cam-one", "cam-two"]
+    calls = lambda: open(os.path.join(home, "toy_a_calls.txt")).read().splitlines()  # noqa: E731
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(videos.name, keys)
+        first = materialize_videos(defs, instance, store, keys, skip_up_to_date=True)
+        assert [s.up_to_date for s in first.values()] == [False, False] and len(calls()) == 2
+        n_runs = len(instance.get_runs())
+        again = materialize_videos(defs, instance, store, keys, skip_up_to_date=True)
+        assert {k: (s.status, s.up_to_date) for k, s in again.items()} == {k: ("ok", True) for k in keys}
+        assert again["cam-one"].run_id == first["cam-one"].run_id  # the run that made it
+        assert len(instance.get_runs()) == n_runs and len(calls()) == 2  # no run, nothing computed
+        # a video named to rerun gets its run (its steps skip: nothing computed again)
+        named = materialize_videos(defs, instance, store, keys, skip_up_to_date=["cam-two"])
+        assert (named["cam-one"].up_to_date, named["cam-two"].up_to_date) == (True, False)
+        assert len(instance.get_runs()) == n_runs + 1 and len(calls()) == 2
+        # a partition removed from storage: its video runs and toy_b is written again
+        store.delete_partition("toy_b", "cam-one")
+        st = materialize_videos(defs, instance, store, ["cam-one"], skip_up_to_date=True)["cam-one"]
+        assert (st.status, st.up_to_date) == ("ok", False) and store.committed("toy_b", "cam-one")
+        # last made with op configuration (another mode): the default must run to be sure
+        cfg = {"ops": {"toy_a": {"config": {"mode": "other"}}}}
+        materialize_videos(defs, instance, store, ["cam-two"], run_config=cfg)
+        assert len(calls()) == 3
+        st = materialize_videos(defs, instance, store, ["cam-two"], skip_up_to_date=True)["cam-two"]
+        assert not st.up_to_date and len(calls()) == 4  # params differ: recomputed with the default
+        st = materialize_videos(defs, instance, store, ["cam-two"], skip_up_to_date=True)["cam-two"]
+        assert st.up_to_date and len(calls()) == 4

@@ -1,0 +1,247 @@
+"""Benchmark: throughput of a backfill (`ego-assets run`, every asset and the dataset) on real footage.
+
+Makes (once, cached in a temp folder) N different clips of real egocentric footage from ../shared/data:
+each real clip upscaled to 1920x1080 (scaled to cover, centre-cropped), looped forth and back to
+--seconds and started at a different offset per clip (so that every clip is a different video), H.264
+(x264 `veryfast`, B-frames, like a camera's) at 30 fps. Then, in one process, times
+
+  bare decode   PyAV decode of every frame of every clip (threaded), one after the other: the floor
+  backfill      `ego-assets run DIR` into a fresh home (one run per video; workers = cores unless
+                --workers / EGO_ASSETS_WORKERS say otherwise)
+  no-op rerun   the same command again (everything up to date)
+
+and prints wall, realtime factor (seconds of video per second of wall), core-seconds per asset (the
+steps' own wall times from the lineage table), cores used (CPU seconds of the whole process tree / wall),
+the share of the cores' time outside asset bodies (orchestration: run start-up, Dagster events, the
+dataset's own step excluded from the bodies), peak memory (sum of the RSS of the process tree, sampled
+every 0.2 s) and the ratio of the backfill's wall to the bare decode.
+
+    python benchmarks/throughput.py [--videos 16] [--seconds 15] [--workers N] [--keep]
+
+The machine's load average is printed: figures on a shared machine are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
+
+
+# the modules the steps import, compiled once before anything is timed
+WARM = ("import ego_assets.definitions, ego_assets.cli, pandas, scipy.optimize, scipy.signal, cv2, mediapipe, "
+        "lerobot.datasets.lerobot_dataset")
+
+
+def make_clip(src: Path, dst: Path, seconds: float, offset_s: float, fps: int = 30) -> None:
+    """``src`` upscaled to cover 1920x1080 and centre-cropped, looped forth and back from ``offset_s``
+    for ``seconds`` at ``fps``."""
+    import av
+    import cv2
+
+    frames = []
+    with av.open(str(src)) as c:
+        for f in c.decode(video=0):
+            frames.append(f.to_ndarray(format="rgb24"))
+    h0, w0 = frames[0].shape[:2]
+    scale = max(1920 / w0, 1080 / h0)
+    cycle = frames + frames[-2:0:-1]  # forth and back: no jump at the loop
+    n = int(round(seconds * fps))
+    start = int(round(offset_s * fps))
+    tmp = dst.with_suffix(".part.mp4")
+    with av.open(str(tmp), "w", format="mp4") as c:
+        st = c.add_stream("libx264", rate=fps)
+        st.width, st.height, st.pix_fmt = 1920, 1080, "yuv420p"
+        st.options = {"preset": "veryfast", "crf": "23"}
+        for i in range(n):
+            img = cycle[(start + i) % len(cycle)]
+            big = cv2.resize(img, (int(round(w0 * scale)), int(round(h0 * scale))), interpolation=cv2.INTER_LINEAR)
+            y, x = (big.shape[0] - 1080) // 2, (big.shape[1] - 1920) // 2
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(big[y:y + 1080, x:x + 1920]), format="rgb24")
+            for p in st.encode(frame):
+                c.mux(p)
+        for p in st.encode(None):
+            c.mux(p)
+    tmp.rename(dst)
+
+
+def make_clips(n: int, seconds: float) -> tuple[Path, list[Path]]:
+    folder = Path(tempfile.gettempdir()) / "ego_assets_bench" / f"throughput_{seconds:g}s"
+    folder.mkdir(parents=True, exist_ok=True)
+    reals = sorted(DATA.glob("*.mp4"))
+    if not reals:
+        sys.exit(f"no real clips under {DATA}")
+    out = []
+    for i in range(n):
+        real = reals[i % len(reals)]
+        dst = folder / f"{i:02d}_{real.stem}.mp4"
+        if not dst.exists():
+            print(f"making {dst.name} ...", file=sys.stderr, flush=True)
+            make_clip(real, dst, seconds, offset_s=0.37 * (i // len(reals)))
+        out.append(dst)
+    return folder, out
+
+
+def bare_decode(paths: list[Path]) -> tuple[float, float]:
+    """(wall, seconds of video) of decoding every frame of every file, one after the other."""
+    import av
+
+    t = time.perf_counter()
+    dur = 0.0
+    for p in paths:
+        with av.open(str(p)) as c:
+            s = c.streams.video[0]
+            s.thread_type = "AUTO"
+            for _ in c.decode(s):
+                pass
+            dur += float(c.duration or 0) / 1e6
+    return time.perf_counter() - t, dur
+
+
+class TreeSampler:
+    """Peak summed RSS of a process and its descendants, sampled every ``every_s``."""
+
+    def __init__(self, pid: int, every_s: float = 0.2):
+        import psutil
+
+        self.proc, self.every, self.peak = psutil.Process(pid), every_s, 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        import psutil
+
+        while not self.stop.is_set():
+            try:
+                procs = [self.proc, *self.proc.children(recursive=True)]
+                rss = 0
+                for p in procs:
+                    try:
+                        rss += p.memory_info().rss
+                    except psutil.Error:
+                        pass
+                self.peak = max(self.peak, rss)
+            except psutil.Error:
+                return
+            self.stop.wait(self.every)
+
+    def close(self) -> int:
+        self.stop.set()
+        self.thread.join()
+        return self.peak
+
+
+def run_cli(folder: Path, home: Path, env: dict) -> dict:
+    """`ego-assets run folder` in a child process: wall, CPU seconds of its whole tree, peak RSS."""
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "ego_assets.cli", "run", str(folder), "--source", "bench",
+                             "--home", str(home)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    sampler = TreeSampler(proc.pid)
+    out, err = proc.communicate()
+    wall = time.perf_counter() - t
+    peak = sampler.close()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    ok = sum(1 for line in out.splitlines() if line.startswith("ok "))
+    if proc.returncode != 0:
+        print(err[-3000:], file=sys.stderr)
+    return dict(wall=wall, cpu=cpu, peak=peak, ok=ok, rc=proc.returncode)
+
+
+def asset_seconds(home: Path) -> dict[str, float]:
+    """Seconds per asset (sum over videos) of the computed (not reused) attempts, from the lineage."""
+    import pyarrow.parquet as pq
+
+    out: dict[str, float] = {}
+    for f in glob.glob(str(home / "lineage" / "*" / "*" / "*.parquet")):
+        t = pq.read_table(f).to_pylist()
+        for r in t:
+            if r["status"] not in ("ok", "blocked") or r.get("started_at") is None:
+                continue
+            s = (r["finished_at"] - r["started_at"]).total_seconds()
+            out[r["asset"]] = out.get(r["asset"], 0.0) + s
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--videos", type=int, default=16)
+    ap.add_argument("--seconds", type=float, default=15.0)
+    ap.add_argument("--workers", type=int, default=0, help="videos at once (default: EGO_ASSETS_WORKERS or cores)")
+    ap.add_argument("--keep", action="store_true", help="keep the home (printed)")
+    a = ap.parse_args()
+
+    folder, clips = make_clips(a.videos, a.seconds)
+    clip_dir = Path(tempfile.mkdtemp(prefix="ego_tp_src_"))
+    for c in clips:  # exactly the N clips of this run
+        os.symlink(c, clip_dir / c.name)
+    home = Path(tempfile.mkdtemp(prefix="ego_tp_home_"))
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    if a.workers:
+        env["EGO_ASSETS_WORKERS"] = str(a.workers)
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):
+        # an installed environment has its bytecode; this shell forbids writing it into the venv, so the
+        # children keep theirs in a cache of their own (else every process compiles pandas, torch, ...)
+        env["PYTHONPYCACHEPREFIX"] = str(Path(tempfile.gettempdir()) / "ego_assets_bench" / "pycache")
+    subprocess.run([sys.executable, "-c", WARM], env=env, cwd=ROOT, check=True)
+    workers = int(env.get("EGO_ASSETS_WORKERS") or len(os.sched_getaffinity(0)))
+    workers = min(workers, a.videos)
+    load0 = os.getloadavg()
+
+    dec_wall, video_s = bare_decode(clips)
+    first = run_cli(clip_dir, home, env)
+    per_asset = asset_seconds(home)
+    rerun = run_cli(clip_dir, home, env)
+    load1 = os.getloadavg()
+
+    bodies = sum(v for k, v in per_asset.items() if k != "lerobot_dataset")
+    core_time = first["wall"] * workers
+    rows = [
+        ("videos x seconds (1080p30)", f"{a.videos} x {a.seconds:g} s = {video_s:.0f} s of video"),
+        ("workers (videos at once)", f"{workers}"),
+        ("bare PyAV decode, wall", f"{dec_wall:.1f} s ({video_s / dec_wall:.2f}x realtime)"),
+        ("backfill, wall", f"{first['wall']:.1f} s ({first['ok']}/{a.videos} ok, exit {first['rc']})"),
+        ("backfill, realtime factor", f"{video_s / first['wall']:.2f}x"),
+        ("backfill / bare decode", f"{first['wall'] / dec_wall:.2f}"),
+        ("cores used (CPU s / wall)", f"{first['cpu'] / first['wall']:.2f} of {len(os.sched_getaffinity(0))}"),
+        ("orchestration (cores' time outside per-video asset bodies)",
+         f"{100 * max(0.0, core_time - bodies) / core_time:.0f} %"),
+        ("peak memory (process tree RSS)", f"{first['peak'] / 2**30:.2f} GiB"),
+        ("no-op rerun, wall", f"{rerun['wall']:.1f} s ({rerun['ok']}/{a.videos} ok)"),
+        ("load average before / after", f"{load0[0]:.2f} / {load1[0]:.2f}"),
+    ]
+    w = max(len(r[0]) for r in rows)
+    print(f"\n{'measure':<{w}}  value")
+    for k, v in rows:
+        print(f"{k:<{w}}  {v}")
+    print(f"\n{'asset':<18} {'core-s':>8} {'share':>6}")
+    total = sum(per_asset.values()) or 1.0
+    for k, v in sorted(per_asset.items(), key=lambda kv: -kv[1]):
+        print(f"{k:<18} {v:8.1f} {100 * v / total:5.0f}%")
+    if a.keep:
+        print(f"home: {home}")
+    else:
+        shutil.rmtree(home, ignore_errors=True)
+    shutil.rmtree(clip_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
