@@ -149,7 +149,7 @@ def run_cli(folder: Path, home: Path, env: dict) -> dict:
     import resource
 
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
+    t, t_unix = time.perf_counter(), time.time()
     proc = subprocess.Popen([sys.executable, "-m", "ego_assets.cli", "run", str(folder), "--source", "bench",
                              "--home", str(home)], env=env, cwd=ROOT, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
@@ -162,22 +162,37 @@ def run_cli(folder: Path, home: Path, env: dict) -> dict:
     ok = sum(1 for line in out.splitlines() if line.startswith("ok "))
     if proc.returncode != 0:
         print(err[-3000:], file=sys.stderr)
-    return dict(wall=wall, cpu=cpu, peak=peak, ok=ok, rc=proc.returncode)
+    return dict(wall=wall, cpu=cpu, peak=peak, ok=ok, rc=proc.returncode, t_start=t_unix, t_end=t_unix + wall)
 
 
-def asset_seconds(home: Path) -> dict[str, float]:
-    """Seconds per asset (sum over videos) of the computed (not reused) attempts, from the lineage."""
+def lineage_rows(home: Path) -> list[dict]:
     import pyarrow.parquet as pq
 
-    out: dict[str, float] = {}
+    rows = []
     for f in glob.glob(str(home / "lineage" / "*" / "*" / "*.parquet")):
-        t = pq.read_table(f).to_pylist()
-        for r in t:
-            if r["status"] not in ("ok", "blocked") or r.get("started_at") is None:
-                continue
-            s = (r["finished_at"] - r["started_at"]).total_seconds()
-            out[r["asset"]] = out.get(r["asset"], 0.0) + s
+        rows.extend(pq.ParquetFile(f).read().to_pylist())
+    return rows
+
+
+def asset_seconds(rows: list[dict]) -> dict[str, float]:
+    """Seconds per asset (sum over videos) of the attempts, from the lineage (a step's own wall)."""
+    out: dict[str, float] = {}
+    for r in rows:
+        if r["status"] not in ("ok", "blocked") or r.get("started_at") is None:
+            continue
+        out[r["asset"]] = out.get(r["asset"], 0.0) + (r["finished_at"] - r["started_at"]).total_seconds()
     return out
+
+
+def phases(rows: list[dict], run: dict) -> dict[str, float]:
+    """Start-up (command start to the first step), the videos (first step to the last video step's
+    end) and the dataset and the rest (to the command's end), in seconds of wall."""
+    vids = [r for r in rows if r["asset"] != "lerobot_dataset" and r.get("started_at") is not None]
+    if not vids:
+        return {}
+    first = min(r["started_at"].timestamp() for r in vids)
+    last = max(r["finished_at"].timestamp() for r in vids)
+    return {"start-up": first - run["t_start"], "videos": last - first, "dataset and the rest": run["t_end"] - last}
 
 
 def main() -> None:
@@ -208,7 +223,9 @@ def main() -> None:
 
     dec_wall, video_s = bare_decode(clips)
     first = run_cli(clip_dir, home, env)
-    per_asset = asset_seconds(home)
+    rows = lineage_rows(home)
+    per_asset = asset_seconds(rows)
+    phase = phases(rows, first)
     rerun = run_cli(clip_dir, home, env)
     load1 = os.getloadavg()
 
@@ -224,6 +241,8 @@ def main() -> None:
         ("cores used (CPU s / wall)", f"{first['cpu'] / first['wall']:.2f} of {len(os.sched_getaffinity(0))}"),
         ("orchestration (cores' time outside per-video asset bodies)",
          f"{100 * max(0.0, core_time - bodies) / core_time:.0f} %"),
+        ("phases: start-up / videos / dataset and the rest",
+         " / ".join(f"{v:.1f} s" for v in phase.values())),
         ("peak memory (process tree RSS)", f"{first['peak'] / 2**30:.2f} GiB"),
         ("no-op rerun, wall", f"{rerun['wall']:.1f} s ({rerun['ok']}/{a.videos} ok)"),
         ("load average before / after", f"{load0[0]:.2f} / {load1[0]:.2f}"),

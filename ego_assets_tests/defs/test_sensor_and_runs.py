@@ -221,3 +221,46 @@ def test_dataset_automation_waits_for_the_videos_then_rebuilds_once(tmp_path, mo
         land(["cam-b"])
         n, cur = requested(cur)
         assert n == (1, 0)  # a re-materialized video leads to one rebuild
+
+
+def test_videos_run_in_worker_processes_each_video_its_own_run(tmp_path, monkeypatch):
+    """workers=2 (the CLI's default on two cores): each video's run in a worker process, not this one;
+    a bad file fails its own run with its reason; the workers' progress reaches this process's hook."""
+    from ego_assets.defs.monitoring import run_worker_pid
+    from ego_assets.lib import progress
+    from ego_assets.lib.sources import discover_file, list_files
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("EGO_ASSETS_HOME", str(home))
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "dagster"))
+    (tmp_path / "dagster").mkdir()
+    from ego_assets.definitions import defs
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for i in range(2):
+        synth.make_video(folder / f"v{i}.mp4", n_frames=12, fps=20, seed=40 + i)
+    (folder / "v2_truncated.mp4").write_bytes(synth.make_bad_files(tmp_path / "bad")["truncated"].read_bytes())
+    src = Source(name="w", uri=str(folder))
+    found = [discover_file(src, u) for u in list_files(src)]
+    store = Store(str(home))
+    for d in found:
+        store.register_video(d.partition_key, d.record())
+    keys = [d.partition_key for d in found]
+    bad = next(d.partition_key for d in found if d.record()["name"] == "v2_truncated.mp4")
+    assets = ["source_videos", "clips", "frames"]
+    seen = []
+    progress.set_hook(lambda stage, key, done, total: seen.append((stage, key)))
+    try:
+        instance = dg.DagsterInstance.get()
+        instance.add_dynamic_partitions(videos.name, keys)
+        status = materialize_videos(defs, instance, store, keys, assets=assets, workers=2)
+    finally:
+        progress.set_hook(None)
+    assert {k: s.status for k, s in status.items()} == {k: "failed" if k == bad else "ok" for k in keys}
+    assert status[bad].asset == "source_videos" and "v2_truncated.mp4" in status[bad].error
+    pids = {run_worker_pid(instance, s.run_id) for s in status.values()}
+    assert os.getpid() not in pids and None not in pids and len(pids) <= 2
+    assert {("frames", k) for k in keys if k != bad} <= set(seen)
+    st = instance.get_status_by_partition(dg.AssetKey("frames"), keys, videos)
+    assert {k: st[k].value for k in keys} == {k: "FAILED" if k == bad else "MATERIALIZED" for k in keys}
