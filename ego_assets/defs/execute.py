@@ -80,13 +80,35 @@ def run_status(instance: dg.DagsterInstance, run_id: str, pk: str) -> VideoStatu
     return VideoStatus(pk, "failed", None, f"run {run_id[:8]} {status}", run_id)
 
 
+# What one worker process may hold at its peak with the default backends (measured by
+# benchmarks/throughput.py and long_video.py: ~0.6 GiB on 15 s clips, ~0.7 GiB on a 10 min video), with
+# headroom: the default number of workers never plans for more than the memory available.
+WORKER_MEMORY_GIB = 1.5
+
+
 def default_workers(n_videos: int) -> int:
-    """How many videos run at once: ``EGO_ASSETS_WORKERS``, else one per core (each worker process
-    holds its own models: about 0.5-1 GiB with the default backends, see benchmarks/throughput.py)."""
+    """How many videos run at once: ``EGO_ASSETS_WORKERS``, else one per core, but no more than the
+    available memory holds at WORKER_MEMORY_GIB each (each worker process holds its own models)."""
     env = os.environ.get("EGO_ASSETS_WORKERS", "").strip()
-    n = int(env) if env else (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                              else os.cpu_count() or 1)
+    if env:
+        n = int(env)
+    else:
+        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        avail = _available_memory_gib()
+        if avail is not None:
+            n = min(n, int(avail // WORKER_MEMORY_GIB))
     return max(1, min(n, n_videos))
+
+
+def _available_memory_gib() -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) / 2 ** 20
+    except OSError:
+        pass
+    return None
 
 
 def materialize_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store: Store,

@@ -229,3 +229,18 @@ def test_videos_up_to_date_get_no_run_and_anything_else_does(tmp_path):
         assert not st.up_to_date and len(calls()) == 4  # params differ: recomputed with the default
         st = materialize_videos(defs, instance, store, ["cam-two"], skip_up_to_date=True)["cam-two"]
         assert st.up_to_date and len(calls()) == 4
+
+
+def test_default_workers_one_per_core_within_memory(monkeypatch):
+    from ego_assets.defs import execute
+
+    monkeypatch.delenv("EGO_ASSETS_WORKERS", raising=False)
+    monkeypatch.setattr(execute.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(execute, "_available_memory_gib", lambda: 64.0)
+    assert execute.default_workers(16) == 4 and execute.default_workers(3) == 3
+    monkeypatch.setattr(execute, "_available_memory_gib", lambda: 3.2)  # room for two workers
+    assert execute.default_workers(16) == 2
+    monkeypatch.setattr(execute, "_available_memory_gib", lambda: 0.5)
+    assert execute.default_workers(16) == 1
+    monkeypatch.setenv("EGO_ASSETS_WORKERS", "3")  # the user's choice stands
+    assert execute.default_workers(16) == 3 and execute.default_workers(2) == 2
