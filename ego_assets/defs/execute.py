@@ -42,7 +42,7 @@ class VideoStatus:
     asset: str | None = None
     error: str | None = None
     run_id: str | None = None
-    up_to_date: bool = False  # found up to date before a run was launched: no run
+    up_to_date: bool = False  # a run would change nothing: none was launched (the status is the last run's)
 
 
 def per_video_assets(defs: dg.Definitions) -> list[str]:
@@ -128,18 +128,18 @@ def materialize_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store
     ``on_run(keys, result)`` is called after each run in this process (``result`` is the in-process
     result), or with the run's :class:`VideoStatus` when it ran in a worker.
 
-    ``skip_up_to_date`` (the CLI, with the default configuration): a video whose every asset is up to
-    date (:func:`up_to_date_videos`) gets no run at all; its status is ``ok`` with ``up_to_date``. A
-    list: every video but those (e.g. whose camera hints just changed)."""
+    ``skip_up_to_date`` (the CLI, with the default configuration): a video a run would not change
+    (:func:`up_to_date_videos`: every asset up to date, or stopped by a blocking check on unchanged
+    inputs) gets no run at all; its status is its last run's (``ok``, or ``failed`` at the blocked
+    asset with the recorded reason), with ``up_to_date``. A list: every video but those (e.g. whose
+    camera hints just changed)."""
     fail_dead_runs(instance)
     from ego_assets import definitions
 
     status: dict[str, VideoStatus] = {}
     if skip_up_to_date is not False and not assets:
         must_run = set(skip_up_to_date) if isinstance(skip_up_to_date, list) else set()
-        for pk, run_id in up_to_date_videos(defs, instance, store,
-                                            [k for k in keys if k not in must_run]).items():
-            status[pk] = VideoStatus(pk, "ok", run_id=run_id, up_to_date=True)
+        status.update(up_to_date_videos(defs, instance, store, [k for k in keys if k not in must_run]))
     todo = [k for k in keys if k not in status]
     if not todo:
         return status
@@ -163,12 +163,13 @@ def _materialize(defs, instance, keys, run_config, assets, workers, on_run) -> d
 
 
 def up_to_date_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store: Store,
-                      keys: list[str]) -> dict[str, str]:
-    """{video: run id of its latest run} of the videos a run would only skip: every per-video asset
-    up to date by the steps' own rule (``runner.reusable``: latest attempt ok with this code version,
-    on its upstream's latest data versions, committed), and every latest attempt made by a run
-    without op configuration (so with the default parameters, as the CLI runs)."""
-    from ego_assets.defs.runner import declaration, video_up_to_date
+                      keys: list[str]) -> dict[str, VideoStatus]:
+    """The status of each video a run would not change: every per-video asset up to date by the steps'
+    own rule (``runner.reusable``: latest attempt ok with this code version, on its upstream's latest
+    data versions, committed), or up to date up to an asset its blocking check stopped on the same
+    inputs (failed there, with the recorded reason); and every latest attempt made by a run without op
+    configuration (so with the default parameters, as the CLI runs)."""
+    from ego_assets.defs.runner import declaration, video_settled
 
     graph = defs.resolve_asset_graph()
     decls = [declaration(graph.get(dg.AssetKey.from_user_string(a)).assets_def, dg.AssetKey.from_user_string(a))
@@ -183,11 +184,12 @@ def up_to_date_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store:
 
     out = {}
     for pk in keys:
-        if not video_up_to_date(store, decls, pk):
+        settled = video_settled(store, decls, pk)
+        if settled is None or not all(by_default(r) for r in set(settled.run_ids)):
             continue
-        runs = [store.lineage(a, pk)[-1]["run_id"] for a, _, _ in decls]
-        if all(by_default(r) for r in set(runs)):
-            out[pk] = runs[-1]
+        last_run = settled.run_ids[-1]
+        out[pk] = (VideoStatus(pk, "ok", run_id=last_run, up_to_date=True) if settled.blocked is None else
+                   VideoStatus(pk, "failed", settled.blocked, settled.error, last_run, up_to_date=True))
     return out
 
 

@@ -98,19 +98,39 @@ def reusable(store: Store, asset: str, pk: str, prev: dict | None, code_version:
             and store.committed(asset, pk))
 
 
-def video_up_to_date(store: Store, declarations: list[tuple[str, str, list[str]]], pk: str) -> bool:
-    """Whether every asset (``declarations`` in dependency order) of video ``pk`` is up to date by
-    :func:`reusable` on its latest attempt, parameters aside (the caller runs with the default
-    configuration): a run of it would skip every step."""
+@dataclass
+class Settled:
+    """What a run of a video would find (:func:`video_settled`): every asset up to date (``blocked`` is
+    None), or up to date up to ``blocked``, stopped there by its blocking check with ``error``."""
+
+    run_ids: list[str]  # the runs of the latest attempts considered
+    blocked: str | None = None
+    error: str | None = None
+
+
+def video_settled(store: Store, declarations: list[tuple[str, str, list[str]]], pk: str) -> Settled | None:
+    """Whether a run of video ``pk`` would change nothing, parameters aside (the caller runs with the
+    default configuration): every asset (``declarations`` in dependency order) up to date by
+    :func:`reusable` on its latest attempt, or up to date up to one whose latest attempt, with the same
+    code on the same inputs, was blocked by its check (a run would compute it again only to be stopped
+    there again; what follows it cannot run). None: the video needs its run."""
+    run_ids = []
     for asset, code_version, upstream in declarations:
         try:
             up = upstream_versions(store, upstream, pk)
         except UpstreamNotReady:
-            return False
+            return None
         rows = store.lineage(asset, pk)
-        if not reusable(store, asset, pk, rows[-1] if rows else None, code_version, up):
-            return False
-    return True
+        last = rows[-1] if rows else None
+        if last is None:
+            return None
+        run_ids.append(last["run_id"])
+        if reusable(store, asset, pk, last, code_version, up):
+            continue
+        if last["status"] == "blocked" and reusable(store, asset, pk, {**last, "status": "ok"}, code_version, up):
+            return Settled(run_ids, asset, last["error"])
+        return None
+    return Settled(run_ids)
 
 
 @dataclass

@@ -229,6 +229,15 @@ def test_videos_up_to_date_get_no_run_and_anything_else_does(tmp_path):
         assert not st.up_to_date and len(calls()) == 4  # params differ: recomputed with the default
         st = materialize_videos(defs, instance, store, ["cam-two"], skip_up_to_date=True)["cam-two"]
         assert st.up_to_date and len(calls()) == 4
+        # a video its blocking check stopped, on unchanged inputs: failed there again, with its reason, no run
+        instance.add_dynamic_partitions(videos.name, ["cam-bad"])
+        first = materialize_videos(defs, instance, store, ["cam-bad"], skip_up_to_date=True)["cam-bad"]
+        n_runs = len(instance.get_runs())
+        st = materialize_videos(defs, instance, store, ["cam-bad"], skip_up_to_date=True)["cam-bad"]
+        assert (st.status, st.asset, st.error, st.up_to_date) == (
+            "failed", "toy_a", "check small_enough failed: value 7 (limit 5)", True)
+        assert (first.status, first.asset, first.error) == (st.status, st.asset, st.error)
+        assert len(instance.get_runs()) == n_runs
 
 
 def test_default_workers_one_per_core_within_memory(monkeypatch):
