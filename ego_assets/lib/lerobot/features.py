@@ -1,9 +1,7 @@
 """The features of the exported LeRobot dataset, named once.
 
 Key names that LeRobot itself defines (``observation.state``, ``action``, ``observation.images``) come from
-``lerobot.utils.constants``: a constants-only module (no torch, ~0.3 s) so importing this module stays cheap
-for the Dagster definitions. Everything that needs ``lerobot.datasets`` (torch, ``datasets``) is imported
-inside the functions that use it.
+``format`` (the format without LeRobot: the pipeline runs without torch; a test compares them with LeRobot's).
 
 Why the padding/mask features are not called ``action_is_pad`` / ``action_mask``: LeRobot's policy factory
 (``dataset_to_policy_features``) treats every key that starts with ``action`` as a policy *output* and every
@@ -18,7 +16,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from lerobot.utils.constants import ACTION, OBS_IMAGES, OBS_STATE  # constants only: no torch
+from ego_assets.lib.lerobot.format import ACTION, OBS_IMAGES, OBS_STATE
 
 HANDS = ("left", "right")
 ACTION_SPACES = ("hands_102", "eef_7")

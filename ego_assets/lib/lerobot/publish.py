@@ -10,6 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ego_assets.lib.lerobot.features import ACTION_SPACE_DOC, CAMERA_COLUMNS, CAMERA_PREFIX, VIDEO_KEY
+from ego_assets.lib.lerobot.format import CODEBASE_VERSION, INFO_PATH
 
 # licence identifiers the Hub accepts in card metadata (a subset; anything else becomes "other")
 HUB_LICENSES = {"apache-2.0", "mit", "cc0-1.0", "cc-by-4.0", "cc-by-sa-4.0", "cc-by-nc-4.0", "cc-by-nc-sa-4.0",
@@ -51,8 +52,6 @@ def _sources(root: Path) -> dict[str, dict]:
 def card_text(root: str | Path, repo_id: str, description: str | None = None) -> tuple[str, str]:
     """(markdown description, hub licence id) for the dataset card."""
     from ego_assets.lib.lerobot.writer import STATE_PATH
-
-    from lerobot.datasets.utils import INFO_PATH
 
     root = Path(root)
     info = json.loads((root / INFO_PATH).read_text())
@@ -117,18 +116,27 @@ def card_text(root: str | Path, repo_id: str, description: str | None = None) ->
 
 def write_card(root: str | Path, repo_id: str, description: str | None = None,
                tags: list[str] | None = None) -> Path:
-    """Write README.md (LeRobot's card template + our description: sources, counts, action space, how it
-    was made, the sources' licences as given)."""
-    from lerobot.datasets.utils import INFO_PATH, create_lerobot_dataset_card
+    """Write README.md: the Hub's card metadata as LeRobot's cards carry it (licence, tags, the robotics
+    task category, the ``data/*/*.parquet`` config) + our description (sources, counts, action space, how it
+    was made, the sources' licences as given) + info.json. Plain text: no LeRobot needed."""
+    import yaml
 
     root = Path(root)
     text, lic = card_text(root, repo_id, description)
     info = json.loads((root / INFO_PATH).read_text())
-    card = create_lerobot_dataset_card(tags=["ego_assets", "egocentric", "human-hands", *(tags or [])],
-                                       dataset_info=info, license=lic, repo_id=repo_id, dataset_description=text)
+    meta = {"license": lic, "tags": ["LeRobot", "ego_assets", "egocentric", "human-hands", *(tags or [])],
+            "task_categories": ["robotics"],
+            "configs": [{"config_name": "default", "data_files": "data/*/*.parquet"}]}
+    card = "\n".join([
+        "---", yaml.safe_dump(meta, sort_keys=False).rstrip(), "---", "",
+        "This dataset was created with ego_assets in the [LeRobot](https://github.com/huggingface/lerobot) "
+        f"{CODEBASE_VERSION} format (`{repo_id}`).", "",
+        "## Dataset Description", "", text, "",
+        "## Dataset Structure", "", "[meta/info.json](meta/info.json):", "```json",
+        json.dumps(info, indent=4), "```", ""])
     path = root / "README.md"
     tmp = path.with_name(".README.md.tmp")
-    card.save(str(tmp))
+    tmp.write_text(card)
     os.replace(tmp, path)
     return path
 
@@ -152,7 +160,7 @@ def push(dataset_dir: str | Path, repo_id: str, token: str | None = None, dry_ru
     ``token`` or ``HF_TOKEN`` and is never printed. ``dry_run`` touches no network and returns what would
     be uploaded with sizes."""
     root = Path(dataset_dir)
-    if not (root / "meta" / "info.json").is_file():  # LeRobot's INFO_PATH, not imported: dry runs stay instant
+    if not (root / INFO_PATH).is_file():
         raise PublishError(f"{str(root)!r} is not a LeRobot dataset (no meta/info.json)")
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PublishError(f"repo_id {repo_id!r} must look like 'owner/name'")
@@ -162,8 +170,11 @@ def push(dataset_dir: str | Path, repo_id: str, token: str | None = None, dry_ru
     token = token or os.environ.get("HF_TOKEN")
     if not token:
         raise PublishError("no Hugging Face token: pass token= or set HF_TOKEN")
-    from huggingface_hub import HfApi
-    from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION
+    try:
+        from huggingface_hub import HfApi
+    except ImportError:
+        raise PublishError("uploading needs huggingface_hub: install the lerobot extra "
+                           "(pip install 'ego-assets[lerobot]')") from None
 
     api = HfApi(token=token)
     api.create_repo(repo_id=repo_id, repo_type="dataset", private=private, exist_ok=True)

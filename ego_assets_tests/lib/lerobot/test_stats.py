@@ -41,7 +41,7 @@ def test_numeric_episode_stats_match_lerobot():
             np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=f"{k}/{s}")
 
 
-def test_image_stats_match_lerobot_except_its_uint8_std():
+def test_image_stats_match_lerobot():
     from lerobot.datasets.compute_stats import auto_downsample_height_width, get_feature_stats, sample_indices
 
     rng = np.random.default_rng(1)
@@ -50,10 +50,13 @@ def test_image_stats_match_lerobot_except_its_uint8_std():
     ref = get_feature_stats(imgs, axis=(0, 2, 3), keepdims=True)
     ref = {k: v if k == "count" else np.squeeze(v / 255.0, axis=0) for k, v in ref.items()}
     ours = S.image_stats(frames)
+    exact = imgs.transpose(1, 0, 2, 3).reshape(3, -1).astype(np.float64)
     for s in ref:
         assert np.asarray(ours[s]).shape == np.asarray(ref[s]).shape, s
-        if s != "std":
-            np.testing.assert_allclose(ours[s], ref[s], rtol=1e-9, atol=1e-9, err_msg=s)
-    # LeRobot squares uint8 pixels in uint8; ours is the true per-channel std
-    true = imgs.transpose(1, 0, 2, 3).reshape(3, -1).astype(np.float64).std(1) / 255.0
-    np.testing.assert_allclose(ours["std"].reshape(3), true, rtol=1e-9)
+        # LeRobot 0.6 accumulates the pixels in float32 (mean, mean of squares: std = sqrt of their
+        # difference loses ~3 digits); its histogram edges are float32 too (quantiles to ~1e-7)
+        tol = {"mean": 1e-4, "std": 2e-3}.get(s, 1e-6)
+        np.testing.assert_allclose(ours[s], ref[s], rtol=tol, atol=1e-9, err_msg=s)
+    # ours is the float64 value
+    np.testing.assert_allclose(ours["mean"].reshape(3), exact.mean(1) / 255.0, rtol=1e-12)
+    np.testing.assert_allclose(ours["std"].reshape(3), exact.std(1) / 255.0, rtol=1e-9)
