@@ -48,6 +48,26 @@ from ego_assets.lib import schemas
 from ego_assets.lib.lerobot.actions import HandTrack, compute_state_action
 from ego_assets.lib.lerobot.stats import episode_stats, image_stats
 from ego_assets.lib.video import open_av
+from ego_assets.lib.lerobot.format import (
+    DATA_DIR,
+    DEFAULT_CHUNK_SIZE,
+    DEFAULT_DATA_PATH,
+    DEFAULT_EPISODES_PATH,
+    DEFAULT_FEATURES,
+    DEFAULT_VIDEO_PATH,
+    EPISODES_DIR,
+    INFO_PATH,
+    STATS_PATH,
+    VIDEO_DIR,
+    aggregate_stats,
+    create_info,
+    data_schema,
+    flatten,
+    video_info,
+    write_info,
+    write_stats,
+    write_tasks,
+)
 from ego_assets.lib.lerobot.features import (
     ACTION_KEY,
     ACTION_MASK_KEY,
@@ -786,8 +806,6 @@ def _part_from_staged(s: StagedPartition) -> _Part:
 
 
 def _read_meta_episodes(root: Path) -> list[dict]:
-    from lerobot.datasets.utils import EPISODES_DIR
-
     files = sorted((root / EPISODES_DIR).glob("*/*.parquet"))
     return [r for f in files for r in pq.read_table(f).to_pylist()]
 
@@ -822,8 +840,6 @@ def _file_key(path: Path) -> str | None:
 
 def _scan(root: Path) -> dict[tuple[str, str], list[Path]]:
     """(kind, partition_key) -> files, for every data/video file in the dataset and its temp folder."""
-    from lerobot.datasets.utils import DATA_DIR, VIDEO_DIR
-
     found: dict[tuple[str, str], list[Path]] = {}
     for kind, pattern in (("data", f"{DATA_DIR}/*/*.parquet"), ("video", f"{VIDEO_DIR}/{VIDEO_KEY}/*/*.mp4"),
                           ("data", f"{TMP_DIR}/data/*.parquet"), ("video", f"{TMP_DIR}/videos/*.mp4")):
@@ -901,27 +917,6 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
     no-op; a different version replaces its episodes. ``rebuild`` starts from an empty dataset. The result
     is deterministic for a given set of partitions and ``val_fraction``: partitions ordered by (split, key).
     Returns the ``episodes`` rows of the whole dataset and what was added/replaced/removed."""
-    from lerobot.datasets.compute_stats import aggregate_stats
-    from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION
-    from lerobot.datasets.utils import (
-        DATA_DIR,
-        DEFAULT_CHUNK_SIZE,
-        DEFAULT_DATA_PATH,
-        DEFAULT_EPISODES_PATH,
-        DEFAULT_FEATURES,
-        DEFAULT_VIDEO_PATH,
-        EPISODES_DIR,
-        INFO_PATH,
-        STATS_PATH,
-        VIDEO_DIR,
-        create_empty_dataset_info,
-        flatten_dict,
-        get_hf_features_from_features,
-        write_info,
-        write_stats,
-        write_tasks,
-    )
-    from lerobot.datasets.video_utils import get_video_info
 
     t_start = time.perf_counter()
     if not 0.0 <= val_fraction < 1.0:
@@ -1012,7 +1007,7 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
     features = ref.features if ref is not None else None
     full_features = {**features, **{k: {**v, "shape": tuple(v["shape"])} for k, v in DEFAULT_FEATURES.items()}} \
         if features is not None else None
-    hf_schema = get_hf_features_from_features(full_features).arrow_schema if full_features else None
+    hf_schema = data_schema(full_features) if full_features else None
 
     # -- numbering -----------------------------------------------------------------------------------------
     tasks: dict[str, int] = {}
@@ -1103,7 +1098,7 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
                             f"videos/{VIDEO_KEY}/file_index": q["file"],
                             f"videos/{VIDEO_KEY}/from_timestamp": ep.video_from,
                             f"videos/{VIDEO_KEY}/to_timestamp": ep.video_to})
-            row.update({kk: np.asarray(v).tolist() for kk, v in flatten_dict({"stats": stats}).items()})
+            row.update({kk: np.asarray(v).tolist() for kk, v in flatten({"stats": stats}).items()})
             row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
                         "source/partition_key": p.key, "source/segment_id": ep.segment_id,
                         "source/hand": ep.hand, "source/start_s": ep.start_s, "source/end_s": ep.end_s,
@@ -1128,10 +1123,7 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
         _write_atomic(root / DEFAULT_EPISODES_PATH.format(chunk_index=chunk, file_index=fidx),
                       lambda t, table=table: pq.write_table(table, t, compression="snappy"))
 
-    import pandas as pd
-
-    task_list = sorted(tasks, key=tasks.get)
-    write_tasks(pd.DataFrame({"task_index": list(range(len(task_list)))}, index=pd.Index(task_list)), root)
+    write_tasks(sorted(tasks, key=tasks.get), root)
     n_train = sum(len(q["part"].episodes) for q in plan if q["split"] == "train")
     n_eps = ep_global
     splits = {}
@@ -1140,10 +1132,9 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
     if n_eps > n_train:
         splits["validation"] = f"{n_train}:{n_eps}"
     if full_features is not None:
-        info = create_empty_dataset_info(CODEBASE_VERSION, ref.fps, {k: dict(v) for k, v in full_features.items()},
-                                         use_videos=True, robot_type=robot_type, chunks_size=chunks_size)
+        info = create_info(ref.fps, full_features, robot_type=robot_type, chunks_size=chunks_size)
         if plan:
-            info["features"][VIDEO_KEY]["info"] = get_video_info(root / plan[0]["video_rel"])
+            info["features"][VIDEO_KEY]["info"] = video_info(root / plan[0]["video_rel"])
         info.update(total_episodes=n_eps, total_frames=frame_global, total_tasks=len(tasks), splits=splits)
         write_info(info, root)
         if ep_stats_all:
