@@ -185,6 +185,13 @@ class DepthProCalibration(_MonocularGeometryCalibration):
         return self.model_path or os.environ.get(self.ENV, "").strip() or self.MODEL_ID
 
     def load(self):
+        from ego_assets.lib.extras import MissingExtraError, require
+
+        try:
+            for module in ("torch", "transformers"):
+                require(module, "gpu", "the depthpro calibration backend")
+        except MissingExtraError as e:
+            raise ModelUnavailableError(str(e)) from None
         import torch
 
         try:
