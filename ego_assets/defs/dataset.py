@@ -35,7 +35,9 @@ EPISODES_ASSET = "lerobot_episodes"
 EPISODES_CODE_VERSION = "2"
 DATASET_CODE_VERSION = "2"
 INPUTS = ["frames", "calibrations", "camera_poses", "segments", "captions"]
-WARN_ONLY = {"stats_nondegenerate"}  # a dimension no episode moves (e.g. an absent hand) is reported
+# lerobot_load_check: lerobot is not installed (the checks ran on the files); stats_nondegenerate: a dimension
+# no episode moves (e.g. an absent hand) is reported
+WARN_ONLY = {"stats_nondegenerate", "lerobot_load_check"}
 STAGED = "staged"
 REJECTED = "rejected.json"  # why staging failed: the video cannot join the dataset
 

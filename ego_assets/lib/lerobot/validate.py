@@ -1,4 +1,8 @@
-"""Checks of an assembled dataset through LeRobot's own loader (what a user's training run would do)."""
+"""Checks of an assembled dataset through LeRobot's own loader (what a user's training run would do).
+
+Without the ``lerobot`` extra (the lean CPU install) the same checks read the files directly (Parquet with
+pyarrow, frames decoded with PyAV at the timestamps LeRobot would seek), and one WARN check,
+``lerobot_load_check``, says that LeRobotDataset itself was not run and how to get it."""
 
 from __future__ import annotations
 
@@ -11,7 +15,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from ego_assets.lib.extras import has_module, install_hint
 from ego_assets.lib.lerobot.features import ACTION_PAD_KEY, CONSTANT_BY_DESIGN, VIDEO_KEY
+from ego_assets.lib.lerobot.format import (
+    CODEBASE_VERSION,
+    DEFAULT_TASKS_PATH,
+    EPISODES_DIR,
+    INFO_PATH,
+    STATS_PATH,
+    read_tasks,
+)
 
 Check = tuple[str, bool, float, str]  # (check_name, passed, value, detail)
 
@@ -30,8 +43,6 @@ def _offline():
 
 
 def _missing_files(root: Path, info: dict, meta: pa.Table) -> list[str]:
-    from lerobot.datasets.utils import DEFAULT_TASKS_PATH, INFO_PATH, STATS_PATH
-
     missing = [p for p in (INFO_PATH, DEFAULT_TASKS_PATH, STATS_PATH) if not (root / p).is_file()]
     pairs = set(zip(meta["data/chunk_index"].to_pylist(), meta["data/file_index"].to_pylist()))
     missing += [info["data_path"].format(chunk_index=c, file_index=f) for c, f in sorted(pairs)
@@ -59,10 +70,8 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
     ``episodes``: the ``episodes`` table rows the writer returned (lengths are compared with them).
     ``video_backend``: "pyav" by default because torchcodec needs a system FFmpeg that is not always there;
     pass "torchcodec" to check that path too. ``max_episodes`` bounds the episodes whose first and last
-    frames are decoded (evenly spread); None decodes all. Returns (check_name, passed, value, detail)."""
-    from lerobot.datasets.lerobot_dataset import CODEBASE_VERSION, LeRobotDataset
-    from lerobot.datasets.utils import EPISODES_DIR, INFO_PATH
-
+    frames are decoded (evenly spread); None decodes all. Returns (check_name, passed, value, detail).
+    Without lerobot installed: the same checks from the files (see the module docstring)."""
     root = Path(dataset_dir)
     out: list[Check] = []
     if not (root / INFO_PATH).is_file():
@@ -81,21 +90,32 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
                 f"{info.get('codebase_version')} (lerobot writes {CODEBASE_VERSION})"))
 
     t0 = time.perf_counter()
-    try:
-        with _offline():
-            ds = LeRobotDataset(repo_id or "ego_assets/local", root=root, video_backend=video_backend,
-                                tolerance_s=tolerance_s)
-    except Exception as e:  # report, do not raise: this is a check
-        out.append(("lerobot_loads", False, time.perf_counter() - t0, f"{type(e).__name__}: {e}"))
-        return out
-    out.append(("lerobot_loads", True, time.perf_counter() - t0,
-                f"{ds.num_episodes} episodes, {ds.num_frames} frames, backend {video_backend}"))
+    if has_module("lerobot"):
+        from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    n_eps = ds.meta.total_episodes
+        try:
+            with _offline():
+                ds = LeRobotDataset(repo_id or "ego_assets/local", root=root, video_backend=video_backend,
+                                    tolerance_s=tolerance_s)
+        except Exception as e:  # report, do not raise: this is a check
+            out.append(("lerobot_loads", False, time.perf_counter() - t0, f"{type(e).__name__}: {e}"))
+            return out
+        out.append(("lerobot_loads", True, time.perf_counter() - t0,
+                    f"{ds.num_episodes} episodes, {ds.num_frames} frames, backend {video_backend}"))
+        n_eps, fps, vkeys = ds.meta.total_episodes, ds.fps, ds.meta.video_keys
+        data = ds.hf_dataset.with_format("arrow")[:]
+        stats, tasks, get_item = ds.meta.stats or {}, list(ds.meta.tasks.index), ds.__getitem__
+    else:
+        files = _FilesDataset(root, info, meta, tolerance_s)
+        out.append(("lerobot_load_check", False, time.perf_counter() - t0,
+                    "not run: lerobot is not installed; checked from the files with pyarrow and PyAV instead "
+                    f"(for LeRobotDataset itself: {install_hint('lerobot')})"))
+        n_eps, fps, vkeys = int(info["total_episodes"]), int(info["fps"]), files.video_keys
+        data, stats, tasks, get_item = files.data, files.stats, files.tasks, files.item
+
     lengths = np.asarray(meta["length"].to_pylist(), np.int64)
     from_i = np.asarray(meta["dataset_from_index"].to_pylist(), np.int64)
     to_i = np.asarray(meta["dataset_to_index"].to_pylist(), np.int64)
-    data = ds.hf_dataset.with_format("arrow")[:]
     ep_col = np.asarray(data["episode_index"].to_numpy(), np.int64)
     counts = np.bincount(ep_col, minlength=n_eps) if len(ep_col) else np.zeros(n_eps, np.int64)
     problems = []
@@ -114,11 +134,9 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
                 "; ".join(problems) if problems else f"{n_eps} episodes, {int(lengths.sum())} frames"))
 
     # timestamps on the k / fps grid (what LeRobot's delta_timestamps and video decoding assume)
-    fps = ds.fps
     ts = np.asarray(data["timestamp"].to_numpy(), np.float64)
     fi = np.asarray(data["frame_index"].to_numpy(), np.int64)
     dev = float(np.max(np.abs(ts - fi / fps))) if len(ts) else 0.0
-    vkeys = ds.meta.video_keys
     for key in vkeys:
         dur = np.asarray(meta[f"videos/{key}/to_timestamp"].to_pylist()) - np.asarray(
             meta[f"videos/{key}/from_timestamp"].to_pylist())
@@ -143,12 +161,12 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
     for e in checked:
         for idx in (int(from_i[e]), int(to_i[e]) - 1):
             try:
-                item = ds[idx]
+                item = get_item(idx)
                 for key in vkeys:
                     img = item[key]
                     if shape is not None and tuple(img.shape) != (shape[2], shape[0], shape[1]):
                         raise ValueError(f"{key} shape {tuple(img.shape)}, feature says {shape}")
-                    if not bool(np.isfinite(img.numpy()).all()):
+                    if not bool(np.isfinite(np.asarray(img)).all()):
                         raise ValueError(f"{key} has non-finite pixels")
                 if int(item["episode_index"]) != e:
                     raise ValueError(f"item {idx} is in episode {int(item['episode_index'])}")
@@ -159,7 +177,6 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
                 f"first+last frames of {len(checked)} episodes decoded in {time.perf_counter() - t1:.1f} s"))
 
     # stats
-    stats = ds.meta.stats or {}
     nonfinite = [f"{k}/{s}" for k, d in stats.items() for s, v in d.items() if not np.isfinite(v).all()]
     out.append(("stats_finite", bool(stats) and not nonfinite, float(len(nonfinite)),
                 f"non-finite: {nonfinite[:10]}" if nonfinite else ("no stats" if not stats else "all finite")))
@@ -181,7 +198,6 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
                 else "every dimension varies"))
 
     # tasks
-    tasks = list(ds.meta.tasks.index)
     ep_tasks = meta["tasks"].to_pylist()
     empty = [t for t in tasks if not isinstance(t, str) or not t.strip()]
     no_task = [e for e, t in enumerate(ep_tasks) if not t or not all(isinstance(x, str) and x.strip() for x in t)]
@@ -203,3 +219,49 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
     out.append(("splits_contiguous", ok, float(len(spans)),
                 ", ".join(f"{n} {a}:{b}" for a, b, n in spans) or "no splits"))
     return out
+
+
+class _FilesDataset:
+    """What the checks read of a ``LeRobotDataset``, read from the dataset's files (no lerobot/torch):
+    the data rows, the stats, the tasks, and an item's frames decoded with PyAV at the timestamp LeRobot
+    seeks (``from_timestamp + frame_index / fps`` in the episode's video file)."""
+
+    def __init__(self, root: Path, info: dict, meta: pa.Table, tolerance_s: float):
+        self.root, self.info, self.meta, self.tolerance_s = root, info, meta, tolerance_s
+        self.video_keys = [k for k, ft in info["features"].items() if ft["dtype"] == "video"]
+        pairs = list(dict.fromkeys(zip(meta["data/chunk_index"].to_pylist(), meta["data/file_index"].to_pylist())))
+        self.data = pa.concat_tables([pq.read_table(root / info["data_path"].format(chunk_index=c, file_index=f))
+                                      for c, f in pairs]).sort_by("index")
+        raw = json.loads((root / STATS_PATH).read_text()) if (root / STATS_PATH).is_file() else {}
+        self.stats = {k: {s: np.asarray(v) for s, v in d.items()} for k, d in raw.items()}
+        self.tasks = read_tasks(root)
+        self._rows = {c: self.data[c].to_numpy() for c in ("index", "episode_index", "frame_index")}
+
+    def item(self, idx: int) -> dict:
+        from ego_assets.lib.video import open_av
+
+        pos = int(np.searchsorted(self._rows["index"], idx))
+        if pos >= len(self._rows["index"]) or self._rows["index"][pos] != idx:
+            raise IndexError(f"no row with index {idx}")
+        e, k = int(self._rows["episode_index"][pos]), int(self._rows["frame_index"][pos])
+        m = self.meta.slice(e, 1).to_pylist()[0]
+        out = {"episode_index": e}
+        for key in self.video_keys:
+            rel = self.info["video_path"].format(video_key=key, chunk_index=m[f"videos/{key}/chunk_index"],
+                                                 file_index=m[f"videos/{key}/file_index"])
+            t = m[f"videos/{key}/from_timestamp"] + k / self.info["fps"]
+            with open_av(str(self.root / rel)) as c:
+                st = c.streams.video[0]
+                c.seek(max(0, int((t - 1.0) / st.time_base)), stream=st, backward=True)
+                best = None
+                for fr in c.decode(st):
+                    ft = float(fr.pts * st.time_base)
+                    if best is None or abs(ft - t) < abs(best[0] - t):
+                        best = (ft, fr)
+                    if ft >= t:
+                        break
+            if best is None or abs(best[0] - t) > self.tolerance_s:
+                raise ValueError(f"{rel}: no frame within {self.tolerance_s} s of {t:.4f} s "
+                                 f"(nearest {None if best is None else round(best[0], 4)})")
+            out[key] = best[1].to_ndarray(format="rgb24").transpose(2, 0, 1).astype(np.float32) / 255.0
+        return out
