@@ -104,6 +104,7 @@ CAPTIONS = pa.schema([
     PK, ("segment_id", i32), ("hand", s), ("instruction", s), ("reasoning", s), ("valid", b),
     ("captioner", s), ("model", s), ("prompt_version", s),
     ("overlay_uri", s),
+    ("details", s),  # JSON: what the captioner measured or named (numbers stay out of the instruction)
 ])
 
 EPISODES = pa.schema([

@@ -65,7 +65,7 @@ class KinematicCaptioner(Backend):
     """Offline default: instructions from the measured world-frame motion (not a vision model)."""
 
     name = "kinematic"
-    version = "1"
+    version = "2"  # 2: closed vocabulary, numbers in details
     resources = Resources(gpu=0, cpu=1.0, memory_gib=1.0)
     description = "instruction from the measured hand motion (direction, distance, grasp); no vision model"
 
@@ -180,7 +180,8 @@ class OpenAICaptioner(Backend):
             cached = read_json(self._cache_path(key)) if self.cache_dir else None
             if cached and {"instruction", "reasoning", "valid"} <= set(cached):
                 rows[v.segment_id] = dict(common, instruction=cached["instruction"],
-                                          reasoning=cached["reasoning"], valid=bool(cached["valid"]))
+                                          reasoning=cached["reasoning"], valid=bool(cached["valid"]),
+                                          details=cached.get("details"))
                 stats["cache_hits"] += 1
                 continue
             todo.append((v, common, text, images, key))
@@ -199,7 +200,7 @@ class OpenAICaptioner(Backend):
             if stop.is_set():
                 return v, None, "not_tried"
             try:
-                ans, n_bad = oai.ask(client, text, images, self.max_format_retries)
+                ans, n_bad = oai.ask(client, text, images, self.max_format_retries, hand=v.hand)
             except CaptionError:
                 # the endpoint is down or refuses us: stop sending (requests in flight finish and are
                 # cached) rather than spend the retries on every remaining segment

@@ -39,7 +39,7 @@ from ego_assets.lib.captions.base import NA, CaptionConfigError, CaptionError, S
 
 log = logging.getLogger(__name__)
 
-PROMPT_VERSION = "egohoi-v1"
+PROMPT_VERSION = "egohoi-v2"  # v2: verb + object, instruction composed from them
 ENV_BASE_URL = "EGO_ASSETS_VLM_BASE_URL"
 ENV_MODEL = "EGO_ASSETS_VLM_MODEL"
 ENV_API_KEY = "EGO_ASSETS_VLM_API_KEY"
@@ -51,15 +51,13 @@ You get a few frames of one short segment, in time order, numbered 1, 2, 3... in
 A coloured line shows where the person's wrist moves from that frame to the end of the segment (blue/purple \
 = now, through green and yellow, to red = end of the segment); a circle marks the wrist now. The top-right \
 corner says which hand the segment is about (the person's own left or right hand).
-Describe the one action that hand performs in the segment as a single imperative instruction a robot \
-could follow: verb, object (with a distinguishing attribute when useful), and the hand, for example \
-"pick up the red mug with the right hand", "place the lid on the pot with the left hand", "open the top \
-drawer with the right hand".
-If that hand does nothing meaningful in the segment (no object is touched, moved or manipulated; the hand \
-only drifts or is out of view), the instruction is "N/A".
+Name the one action that hand performs in the segment with a verb and the object it acts on, so that the same action on the same kind of object gets the same words in every video:
+- "verb": one of: pick up, place, put down, push, pull, open, close, pour, turn, press, lift, hold, wipe, cut, stir, insert, remove, hand over; another short verb only when none of these fits;
+- "object": the object as a short noun phrase (one to three words, e.g. "mug", "top drawer", "water bottle"), with an attribute only when it is needed to tell two objects in view apart; no positions, distances or numbers.
+The instruction is then "<verb> the <object> with the <left or right> hand", for example "pick up the mug with the right hand", "open the top drawer with the left hand".
+If that hand does nothing meaningful in the segment (no object is touched, moved or manipulated; the hand only drifts or is out of view), verb and object are "" and the instruction is "N/A".
 Answer with one JSON object and nothing else:
-{"reasoning": "<one or two short sentences: what the hand does and to which object>", \
-"instruction": "<the instruction, or N/A>"}"""
+{"reasoning": "<one or two short sentences: what the hand does and to which object>", "verb": "<verb>", "object": "<object>", "instruction": "<the instruction, or N/A>"}"""
 
 CORRECTION = ("Your answer could not be used ({problem}). Reply with only one JSON object of the form "
               '{{"reasoning": "...", "instruction": "..."}} and no other text.')
@@ -72,8 +70,20 @@ class MalformedAnswer(ValueError):
     """The model's answer is not the JSON object the prompt asks for."""
 
 
-def parse_answer(text: str) -> dict:
-    """``{"instruction", "reasoning", "valid"}`` from a model answer, or :class:`MalformedAnswer`."""
+_ARTICLE = re.compile(r"^(the|a|an)\s+", re.I)
+
+
+def compose_instruction(verb: str, obj: str, hand: str) -> str:
+    """The canonical instruction: lower case, one article, the hand last."""
+    verb = " ".join(verb.lower().split())
+    obj = _ARTICLE.sub("", " ".join(obj.lower().strip(" .").split()))
+    return f"{verb} the {obj} with the {hand} hand"
+
+
+def parse_answer(text: str, hand: str | None = None) -> dict:
+    """``{"instruction", "reasoning", "valid", "details"}`` from a model answer, or :class:`MalformedAnswer`.
+    With ``verb`` and ``object`` in the answer (and ``hand`` given) the instruction is composed from them
+    (``compose_instruction``), so the same action gets the same task string; ``details`` keeps them."""
     if not isinstance(text, str) or not text.strip():
         raise MalformedAnswer("empty answer")
     s = text.strip()
@@ -98,7 +108,14 @@ def parse_answer(text: str) -> dict:
     if not instr:
         raise MalformedAnswer("empty instruction (use N/A when nothing happens)")
     na = bool(_NA.match(instr))
-    return dict(instruction=NA if na else instr, reasoning=" ".join(reasoning.split()), valid=not na)
+    verb, noun = obj.get("verb"), obj.get("object")
+    named = isinstance(verb, str) and isinstance(noun, str) and verb.strip() and noun.strip()
+    details = json.dumps({"verb": " ".join(verb.lower().split()), "object": " ".join(noun.lower().split())}) \
+        if named and not na else None
+    if named and not na and hand:
+        instr = compose_instruction(verb, noun, hand)
+    return dict(instruction=NA if na else instr, reasoning=" ".join(reasoning.split()), valid=not na,
+                details=details)
 
 
 def user_text(view: SegmentView, n_images: int) -> str:
@@ -268,7 +285,8 @@ class ChatClient:
         raise CaptionError(f"VLM endpoint gave up after {self.max_retries + 1} attempt(s): {last}")
 
 
-def ask(client: ChatClient, text: str, images: list[bytes], max_format_retries: int = 2) -> tuple[dict, int]:
+def ask(client: ChatClient, text: str, images: list[bytes], max_format_retries: int = 2,
+        hand: str | None = None) -> tuple[dict, int]:
     """Ask for one segment's caption; returns (parsed answer, number of malformed answers before it).
     Raises :class:`MalformedAnswer` when every answer was malformed."""
     messages = messages_for(text, images)
@@ -276,7 +294,7 @@ def ask(client: ChatClient, text: str, images: list[bytes], max_format_retries: 
     for k in range(max_format_retries + 1):
         answer = client.complete(messages)
         try:
-            return parse_answer(answer), k
+            return parse_answer(answer, hand), k
         except MalformedAnswer as e:
             problem = str(e)
             messages = messages + [{"role": "assistant", "content": answer},

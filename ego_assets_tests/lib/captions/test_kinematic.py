@@ -1,5 +1,6 @@
 """The offline kinematic captioner names the right hand, direction, distance and grasp change."""
 
+import json
 import os
 
 import numpy as np
@@ -9,7 +10,7 @@ import pytest
 from ego_assets.lib import backends, schemas
 from ego_assets.lib.captions.backends import KinematicCaptioner
 from ego_assets.lib.captions.checks import check_captions_cover_segments, check_na_share
-from ego_assets.lib.captions.kinematic import KinematicParams, direction_words
+from ego_assets.lib.captions.kinematic import MOTIONS, KinematicParams, direction_words, instruction, vocabulary
 
 
 def _run(scene, tmp_path, **kw):
@@ -30,12 +31,18 @@ def test_captions_name_hand_direction_distance_grasp(scene, tmp_path):
     rows = {r["hand"]: r for r in res.captions.to_pylist()}
     right, left = rows["right"], rows["left"]
     # the camera looks along world +x: "forward" is camera +z, not world +z
-    assert right["instruction"] == "Move the right hand forward 20 cm and close the grasp."
-    assert left["instruction"] == "Move the left hand to the left 15 cm and open the grasp."
+    # the task: hand + motion in a closed vocabulary, no numbers; the numbers are in details
+    assert right["instruction"] == "Move the right hand forward and close the grasp."
+    assert left["instruction"] == "Move the left hand to the left and open the grasp."
     for r in (right, left):
-        assert r["valid"] and r["captioner"] == "kinematic" and r["model"] == "kinematic-v1"
+        assert r["valid"] and r["captioner"] == "kinematic" and r["model"] == "kinematic-v2"
         assert "no vision model" in r["reasoning"]
+        assert r["instruction"] in vocabulary() and not any(ch.isdigit() for ch in r["instruction"])
     assert "z forward +20.0 cm" in right["reasoning"] and "x right -15.0" in left["reasoning"]
+    d = json.loads(right["details"])
+    assert d["motion"] == "forward" and d["grasp"] == "close" and d["net_displacement_m"] == pytest.approx(0.2, abs=1e-3)
+    assert d["displacement_cam_m"][2] == pytest.approx(0.2, abs=1e-3)
+    assert json.loads(left["details"])["displacement_cam_m"][0] == pytest.approx(-0.15, abs=1e-3)
     assert res.stats["valid"] == 2 and res.stats["na"] == 0
     t = schemas.conform("captions", res.captions, "p")
     assert t.num_rows == 2
@@ -77,3 +84,12 @@ def test_na_below_path_threshold_and_invalid_segments(scene, tmp_path):
 ])
 def test_direction_words(d, words):
     assert direction_words(np.array(d)) == words
+
+
+def test_vocabulary_is_small_and_closed():
+    v = vocabulary()
+    assert len(v) == len(set(v)) == 2 * len(MOTIONS) * 3 == 42
+    assert "Close the grasp of the left hand." in v and "Move the right hand up." in v
+    assert not any(ch.isdigit() for t in v for ch in t)
+    with pytest.raises(ValueError):
+        instruction("left", "up and to the left", None)

@@ -22,8 +22,9 @@ def good_answer(body: dict) -> str:
     text = body["messages"][1]["content"][0]["text"]
     hand = "right" if "person's right hand" in text else "left"
     obj = "mug" if hand == "right" else "drawer"
-    return json.dumps({"reasoning": f"The {hand} hand reaches the {obj}.",
-                       "instruction": f"pick up the {obj} with the {hand} hand"})
+    # the instruction as a model might word it; ours is composed from verb + object
+    return json.dumps({"reasoning": f"The {hand} hand reaches the {obj}.", "verb": "Pick up",
+                       "object": f"the {obj}.", "instruction": f"Pick up the {obj} with your {hand} hand."})
 
 
 class FakeVLM:
@@ -116,6 +117,7 @@ def test_protocol_images_and_answers(vlm, scene, tmp_path):
     assert rows["right"]["instruction"] == "pick up the mug with the right hand"
     assert rows["left"]["instruction"] == "pick up the drawer with the left hand"
     assert rows["right"]["reasoning"] == "The right hand reaches the mug."
+    assert json.loads(rows["left"]["details"]) == {"verb": "pick up", "object": "the drawer."}
     for r in rows.values():
         assert r["valid"] and r["captioner"] == "openai" and r["model"] == "test-vlm"
         assert r["prompt_version"] == PROMPT_VERSION
@@ -247,6 +249,18 @@ def test_configuration_and_key_hygiene(monkeypatch, scene, tmp_path):
     with pytest.raises(CaptionError) as e:
         ChatClient("http://127.0.0.1:9/v1", "m", KEY, timeout_s=0.5, max_retries=1, backoff_s=0.01).complete([])
     assert "cannot reach" in str(e.value) and KEY not in str(e.value)
+
+
+def test_prompt_asks_for_verb_and_object_and_the_instruction_is_composed():
+    assert '"verb"' in SYSTEM_PROMPT and '"object"' in SYSTEM_PROMPT and "no positions" in SYSTEM_PROMPT
+    a = parse_answer('{"reasoning": "r", "verb": "Open ", "object": "The top  drawer", '
+                     '"instruction": "open the top drawer on the left with the left hand"}', "left")
+    assert a["instruction"] == "open the top drawer with the left hand" and a["valid"]
+    assert json.loads(a["details"]) == {"verb": "open", "object": "the top drawer"}
+    # without verb/object (an older answer) the instruction is kept as given
+    assert parse_answer('{"reasoning": "r", "instruction": "grasp it"}', "left")["instruction"] == "grasp it"
+    na = parse_answer('{"reasoning": "r", "verb": "", "object": "", "instruction": "N/A"}', "right")
+    assert na["instruction"] == "N/A" and not na["valid"] and na["details"] is None
 
 
 @pytest.mark.parametrize("text, expect", [
