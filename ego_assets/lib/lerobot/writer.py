@@ -248,6 +248,7 @@ class _Plan:
     t_src: np.ndarray  # (K,) source t_s per dataset step
     seg_start_s: float | None
     seg_end_s: float | None
+    caption_details: str | None = None  # JSON: the captioner's numbers / verb+object (not in the task)
 
 
 def grid_frames(frame_index: np.ndarray, t_s: np.ndarray, start_frame: int, end_frame: int,
@@ -278,6 +279,8 @@ def _plans(frames: pa.Table, segments: pa.Table, captions: pa.Table, fps: int) -
     order = np.argsort(fi_all, kind="stable")
     fi_all, t_all = fi_all[order], t_all[order]
     caps: dict[tuple[int, str], str] = {}
+    details = dict(zip(zip(_np(captions, "segment_id").tolist(), _np(captions, "hand").tolist()),
+                       _np(captions, "details").tolist())) if "details" in captions.column_names else {}
     c_ok = _valid_col(captions, "valid")
     for sid, hand, text, ok in zip(_np(captions, "segment_id"), _np(captions, "hand"),
                                    _np(captions, "instruction"), c_ok):
@@ -310,7 +313,7 @@ def _plans(frames: pa.Table, segments: pa.Table, captions: pa.Table, fps: int) -
             continue
         plans.append(_Plan(0, sid, hand, caps[(sid, hand)], int(sf), int(ef), chosen, t_src,
                            None if ss is None or ss != ss else float(ss),
-                           None if es is None or es != es else float(es)))
+                           None if es is None or es != es else float(es), details.get((sid, hand))))
     plans.sort(key=lambda p: (int(p.chosen[0]), int(p.chosen[-1]), HANDS.index(p.hand), p.segment_id))
     for i, p in enumerate(plans):
         p.ordinal = i
@@ -603,6 +606,7 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
                            "segment_s": [p.seg_start_s, p.seg_end_s],
                            "source_frame_indices": [int(p.chosen[0]), int(p.chosen[-1])],
                            "max_time_offset_s": float(np.max(np.abs(p.t_src - p.t_src[0] - np.arange(k) / fps))),
+                           **({"caption_details": json.loads(p.caption_details)} if p.caption_details else {}),
                            **provenance}
                 ep_rows.append({"ordinal": p.ordinal, "segment_id": p.segment_id, "hand": p.hand, "task": p.task,
                                 "length": k, "start_s": float(p.t_src[0]), "end_s": float(p.t_src[-1]),
