@@ -12,6 +12,8 @@ import numpy as np
 from scipy.spatial.transform import Rotation
 
 from ego_assets.lib.lerobot.features import (
+    BIMANUAL_PER_HAND,
+    CURL_FINGERS,
     GRIPPER_CLOSED_M,
     GRIPPER_OPEN_M,
     HANDS,
@@ -52,6 +54,16 @@ def gripper_aperture(joints_w: np.ndarray) -> np.ndarray:
     value means the same in every episode (a per-episode min-max would not)."""
     d = np.linalg.norm(joints_w[:, THUMB_TIP] - joints_w[:, INDEX_TIP], axis=-1)
     return np.clip((d - GRIPPER_CLOSED_M) / (GRIPPER_OPEN_M - GRIPPER_CLOSED_M), 0.0, 1.0)
+
+
+def finger_curl(finger_pose: np.ndarray) -> np.ndarray:
+    """(K, 45) finger pose (15 joints x axis-angle, MANO order) -> (K, 5) curl per finger in
+    ``CURL_FINGERS`` order: the summed rotation angles of the finger's three joints (radians)."""
+    from ego_assets.lib.hands.skeleton import MANO_FINGER_ORDER
+
+    angles = np.linalg.norm(np.asarray(finger_pose, np.float64).reshape(-1, 15, 3), axis=-1)
+    per_finger = angles.reshape(-1, len(MANO_FINGER_ORDER), 3).sum(-1)
+    return per_finger[:, [MANO_FINGER_ORDER.index(f) for f in CURL_FINGERS]]
 
 
 def compute_state_action(action_space: str, hands: dict[str, HandTrack], R_wc: np.ndarray, t_wc: np.ndarray,
@@ -103,6 +115,27 @@ def compute_state_action(action_space: str, hands: dict[str, HandTrack], R_wc: n
             action[:-1, o + 3:o + 6] = dr[:-1]
             action[:-1, o + 6:o + 51] = finger[1:]
             action[~d["av"], o:o + 51] = 0.0
+    elif action_space == "bimanual_24":
+        n = BIMANUAL_PER_HAND
+        state = np.zeros((K, 2 * n))
+        action = np.zeros((K, 2 * n))
+        for i, h in enumerate(HANDS):
+            d, tr = per_hand[h], hands[h]
+            o = n * i
+            g = np.where(d["v"], gripper_aperture(np.where(d["v"][:, None, None], tr.joints_w, 0.0)), 0.0)
+            curl = finger_curl(np.where(d["v"][:, None], tr.finger, 0.0))
+            state[:, o:o + 3] = d["p_c"]
+            state[:, o + 3:o + 6] = d["R_c"].as_rotvec()
+            state[:, o + 6] = g
+            state[:, o + 7:o + n] = curl
+            state[~d["v"], o:o + n] = 0.0
+            # spatial rotation delta in this step's camera frame, as in eef_7 but as axis-angle
+            R_delta = (cam_inv[:-1] * d["W"][1:]) * d["R_c"][:-1].inv()
+            action[:-1, o:o + 3] = d["dp"][:-1]
+            action[:-1, o + 3:o + 6] = R_delta.as_rotvec()
+            action[:-1, o + 6] = g[1:]
+            action[:-1, o + 7:o + n] = curl[1:]
+            action[~d["av"], o:o + n] = 0.0
     else:
         i = HANDS.index(main_hand)
         d, tr = per_hand[main_hand], hands[main_hand]

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from ego_assets.lib.lerobot.format import ACTION, OBS_IMAGES, OBS_STATE
 
 HANDS = ("left", "right")
-ACTION_SPACES = ("hands_102", "eef_7")
+ACTION_SPACES = ("hands_102", "eef_7", "bimanual_24")
 DEFAULT_ACTION_SPACE = "hands_102"
 DEFAULT_FPS = 10
 # (width, height) of every episode's frames, whatever the source: 4:3 at 640 px, the size of the frames
@@ -56,6 +56,10 @@ THUMB_TIP, INDEX_TIP = 4, 8
 GRIPPER_CLOSED_M = 0.015
 GRIPPER_OPEN_M = 0.10
 
+# bimanual_24: per hand one curl per finger (human order), from the finger_pose joints
+CURL_FINGERS = ("thumb", "index", "middle", "ring", "pinky")
+BIMANUAL_PER_HAND = 3 + 3 + 1 + len(CURL_FINGERS)
+
 # dimensions that are constant by design (validation does not flag their zero variance)
 CONSTANT_BY_DESIGN = ("pad",)
 
@@ -70,10 +74,18 @@ def _hand_action_names(hand: str) -> list[str]:
             + [f"{hand}.finger_next.{j}.r{a}" for j in FINGER_JOINTS for a in AXES])
 
 
+def _bimanual_names(hand: str, action: bool) -> list[str]:
+    d = "d" if action else ""
+    return ([f"{hand}.wrist.{d}{a}" for a in AXES] + [f"{hand}.wrist.{d}r{a}" for a in AXES]
+            + [f"{hand}.gripper"] + [f"{hand}.curl.{f}" for f in CURL_FINGERS])
+
+
 def state_names(action_space: str) -> list[str]:
     check_action_space(action_space)
     if action_space == "hands_102":
         return [n for h in HANDS for n in _hand_state_names(h)]
+    if action_space == "bimanual_24":
+        return [n for h in HANDS for n in _bimanual_names(h, action=False)]
     return ["x", "y", "z", "roll", "pitch", "yaw", "pad", "gripper"]
 
 
@@ -81,6 +93,8 @@ def action_names(action_space: str) -> list[str]:
     check_action_space(action_space)
     if action_space == "hands_102":
         return [n for h in HANDS for n in _hand_action_names(h)]
+    if action_space == "bimanual_24":
+        return [n for h in HANDS for n in _bimanual_names(h, action=True)]
     return ["dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper"]
 
 
@@ -175,4 +189,18 @@ ACTION_SPACE_DOC = {
         "to the next step's orientation expressed in this step's camera frame (R_delta = R_next R_now^T, as "
         "an operational-space controller applies it), and the gripper of the next step. Padding and masks as "
         "in hands_102."),
+    "bimanual_24": (
+        "Both hands as two end effectors with a gripper, 24 dims: fits the 32 state/action dims of pi0, pi05 "
+        "and SmolVLA (zero-padded by them). observation.state (24) = per hand (left, then right; 12 each) the "
+        "wrist position (x, y, z, metres) and orientation (rx, ry, rz, axis-angle) in the camera frame of the "
+        "current step, the gripper (thumb-tip to index-tip distance mapped linearly from "
+        f"{GRIPPER_CLOSED_M} m = 0, closed, to {GRIPPER_OPEN_M} m = 1, open, clipped) and one curl per finger "
+        "(thumb, index, middle, ring, pinky: the sum of the rotation angles of the finger's three joints "
+        "in finger_pose, radians; 0 = straight). action (24) = per hand [dx, dy, dz] as in hands_102 (camera "
+        "motion removed), [drx, dry, drz] = axis-angle of the rotation from this step's to the next step's "
+        "wrist orientation expressed in this step's camera frame (R_delta = R_next R_now^T, as an "
+        "operational-space controller applies it; no Euler wrap-around), and the gripper and curls of the "
+        "next step (absolute targets). A hand not tracked has zeros; observation.hand_mask / mask.action say "
+        "which hand is real; pad.action marks the last frame. meta/stats.json carries min/max/mean/std and "
+        "the q01..q99 quantiles that pi05's quantile normalisation reads."),
 }

@@ -123,3 +123,47 @@ def test_bad_action_space():
         compute_state_action("joints_21", tracks(), R, c, "left")
     with pytest.raises(ValueError, match="hand"):
         compute_state_action("eef_7", tracks(), R, c, "both")
+
+
+def test_bimanual_24_both_hands_wrist_gripper_curls_under_32_dims():
+    R_wc, c = synth.camera(T)
+    valid_right = np.ones(len(T), bool)
+    valid_right[5:7] = False
+    tr = tracks(valid_right=valid_right)
+    sa = compute_state_action("bimanual_24", tr, R_wc.as_matrix(), c, "left")
+    s, a = sa.state.astype(np.float64), sa.action.astype(np.float64)
+    names_s, names_a = state_names("bimanual_24"), action_names("bimanual_24")
+    assert s.shape == a.shape == (12, 24) and len(names_s) == len(names_a) == 24 <= 32
+    assert len(set(names_s)) == 24 and len(set(names_a)) == 24
+    assert names_s[:12] == ["left.wrist.x", "left.wrist.y", "left.wrist.z", "left.wrist.rx", "left.wrist.ry",
+                            "left.wrist.rz", "left.gripper", "left.curl.thumb", "left.curl.index",
+                            "left.curl.middle", "left.curl.ring", "left.curl.pinky"]
+    assert names_a[12:15] == ["right.wrist.dx", "right.wrist.dy", "right.wrist.dz"]
+    Rm = R_wc.as_matrix()
+    for i, h in enumerate(("left", "right")):
+        o = 12 * i
+        v = tr[h].valid
+        p_c = np.einsum("kji,kj->ki", Rm, synth.wrist_pos(h, T) - c)  # R_wc^T (p_w - c)
+        np.testing.assert_allclose(s[v, o:o + 3], p_c[v], atol=1e-5)
+        R_c = R_wc.inv() * synth.wrist_rot(h, T)
+        np.testing.assert_allclose(Rotation.from_rotvec(s[v, o + 3:o + 6]).as_matrix(), R_c[v].as_matrix(),
+                                   atol=1e-5)
+        g = np.clip((synth.aperture_m(T) - GRIPPER_CLOSED_M) / (GRIPPER_OPEN_M - GRIPPER_CLOSED_M), 0, 1)
+        np.testing.assert_allclose(s[v, o + 6], g[v], atol=1e-5)
+        # curls: summed joint angles per finger; the MANO order is index, middle, pinky, ring, thumb
+        ang = np.linalg.norm(synth.finger_pose(h, T).reshape(-1, 5, 3, 3), axis=-1).sum(-1)
+        np.testing.assert_allclose(s[v, o + 7:o + 12], ang[v][:, [4, 0, 1, 3, 2]], atol=1e-5)
+        av = sa.action_mask[:, i].astype(bool)
+        # translation in this step's camera frame; rotation delta R_next R_now^T in this camera frame
+        dp = np.einsum("kji,kj->ki", Rm[:-1], synth.wrist_pos(h, T)[1:] - synth.wrist_pos(h, T)[:-1])
+        np.testing.assert_allclose(a[:-1][av[:-1], o:o + 3], dp[av[:-1]], atol=1e-5)
+        R_delta = (R_wc[:-1].inv() * synth.wrist_rot(h, T)[1:]) * R_c[:-1].inv()
+        np.testing.assert_allclose(a[:-1][av[:-1], o + 3:o + 6], R_delta[av[:-1]].as_rotvec(), atol=1e-5)
+        # gripper and curls: the next step's state
+        np.testing.assert_allclose(a[:-1][av[:-1], o + 6:o + 12], s[1:][av[:-1], o + 6:o + 12], atol=1e-6)
+        assert np.all(a[~av, o:o + 12] == 0)
+    # the right hand is lost at steps 5-6: its state is zero there, its actions 4-6 are masked
+    assert np.all(s[5:7, 12:] == 0) and sa.hand_mask[:, 1].tolist() == valid_right.astype(float).tolist()
+    assert sa.action_mask[:, 1].tolist() == [1, 1, 1, 1, 0, 0, 0, 1, 1, 1, 1, 0]
+    assert sa.action_mask[:, 0].tolist() == [1] * 11 + [0]
+    assert sa.action_pad.tolist() == [False] * 11 + [True]
