@@ -174,8 +174,14 @@ def aggregate_stats(stats_list: list[dict[str, dict]]) -> dict[str, dict[str, np
     return out
 
 
-def video_info(path: Path) -> dict:
-    """The ``info`` block of a video feature in info.json (``video.*`` of the first video stream)."""
+def _option(v):
+    return int(v) if isinstance(v, str) and v.isdigit() else v
+
+
+def video_info(path: Path, encoding: dict | None = None) -> dict:
+    """The ``info`` block of a video feature in info.json: ``video.*`` of the first video stream, and with
+    ``encoding`` (``VideoSettings.as_dict()``) the encoder settings LeRobot records next to them (``video.g``,
+    ``video.crf``, ``video.preset``, ...: what its re-encoding and merge read)."""
     import av
 
     with av.open(str(path)) as c:
@@ -187,5 +193,10 @@ def video_info(path: Path) -> dict:
                 "video.pix_fmt": s.pix_fmt, "video.fps": int(s.base_rate), "video.channels": channels}
         has_audio = bool(c.streams.audio)
     info["has_audio"] = has_audio
+    if encoding is not None:
+        opts = encoding.get("options", {})
+        info.update({"video.g": _option(opts.get("g")), "video.crf": _option(opts.get("crf")),
+                     "video.preset": _option(opts.get("preset")), "video.fast_decode": 0,
+                     "video.video_backend": "pyav", "video.extra_options": {}})
     info["is_depth_map"] = False
     return info

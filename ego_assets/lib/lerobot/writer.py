@@ -118,11 +118,14 @@ class DatasetStateError(LeRobotExportError):
 
 @dataclass(frozen=True)
 class VideoSettings:
-    """Encoding of the episode videos. ``vcodec`` uses LeRobot's names. Both defaults decode with every
-    LeRobot video backend (torchcodec, pyav); ``gop=2`` (a keyframe every 2 frames) is LeRobot's own
-    choice for cheap random access by data loaders."""
+    """Encoding of the episode videos. ``vcodec`` uses LeRobot's names. The default is LeRobot's own encoder
+    configuration (libsvtav1, g 2, crf 30, preset 12, yuv420p): ``lerobot-edit-dataset`` writes AV1 with those
+    settings when it re-encodes, and its merge accepts only datasets of one codec, then joins their video
+    files as they are, so only a dataset encoded like LeRobot's merges with LeRobot-edited copies (h264 is
+    refused by lerobot 0.6's merge next to an AV1 copy). Both decode with every LeRobot video backend
+    (torchcodec, pyav); ``gop=2`` (a keyframe every 2 frames) is LeRobot's choice for cheap random access."""
 
-    vcodec: str = "h264"  # "h264" (libx264) or "libsvtav1" (LeRobot's default, slower to encode here)
+    vcodec: str = "libsvtav1"  # or "h264" (libx264: faster to encode, merges only with h264 datasets)
     gop: int = 2
     crf: int = 30  # LeRobot's default for both codecs
     # None: "superfast" for h264 (faster and smaller than veryfast at gop 2), "12" for libsvtav1
@@ -1138,7 +1141,7 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
     if full_features is not None:
         info = create_info(ref.fps, full_features, robot_type=robot_type, chunks_size=chunks_size)
         if plan:
-            info["features"][VIDEO_KEY]["info"] = video_info(root / plan[0]["video_rel"])
+            info["features"][VIDEO_KEY]["info"] = video_info(root / plan[0]["video_rel"], ref.video)
         info.update(total_episodes=n_eps, total_frames=frame_global, total_tasks=len(tasks), splits=splits)
         write_info(info, root)
         if ep_stats_all:
