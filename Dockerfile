@@ -1,11 +1,15 @@
 # syntax=docker/dockerfile:1
 # The user-code image of ego_assets for Kubernetes (k8s/README.md): the code server, run and step pods
-# all run it. The environment is exactly uv.lock (`uv sync --frozen`); torch there is PyPI's CUDA build
-# (2.10.0+cu128, CUDA libraries as nvidia-* wheels), so a plain Python base serves CPU and GPU nodes
-# alike: the GPU node supplies only the driver (NVIDIA device plugin / container toolkit).
+# all run it. The environment is exactly uv.lock (`uv sync --frozen`) with the extras named in EXTRAS:
 #
-#   docker build -t $REPO:$TAG . && docker push $REPO:$TAG
-ARG PYTHON_VERSION=3.11
+#   docker build -t $REPO:$TAG .                                      # CPU pods: the lean pipeline, no torch
+#   docker build --build-arg EXTRAS="lerobot gpu" -t $REPO:$TAG-gpu .  # + LeRobot, torch, transformers
+#
+# The lean image runs every default (CPU) backend and the dataset (its check reads the files; LeRobot's
+# own load-check needs the lerobot extra). GPU backends need the gpu image; torch there is PyPI's CUDA
+# build (CUDA libraries as nvidia-* wheels), so a plain Python base serves GPU nodes too: the node supplies
+# only the driver (NVIDIA device plugin / container toolkit). Sizes: README, "Install".
+ARG PYTHON_VERSION=3.12
 FROM python:${PYTHON_VERSION}-slim-bookworm
 
 # libEGL/libGLESv2: loaded by mediapipe's native library (the CPU hands backend) even without a display.
@@ -26,11 +30,14 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 WORKDIR /app
 
 # Dependencies first (a layer that changes only with the lock file), then the project.
+ARG EXTRAS=""
 COPY pyproject.toml uv.lock README.md ./
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev --no-install-project
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-install-project $(for e in $EXTRAS; do printf -- '--extra %s ' "$e"; done)
 COPY ego_assets ./ego_assets
 COPY sample_data ./sample_data
-RUN --mount=type=cache,target=/root/.cache/uv uv sync --frozen --no-dev
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev $(for e in $EXTRAS; do printf -- '--extra %s ' "$e"; done)
 
 # The hand landmarker models, built at image build time from the pinned registry artifact (no model
 # hub at run time, DESIGN §6). To mount them instead: a volume at /opt/models (or set

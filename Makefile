@@ -2,6 +2,13 @@
 SHELL := /bin/bash
 PY ?= python3
 UV_VERSION ?= 0.13.8
+# The environment's Python: 3.12 (lerobot 0.6 needs >= 3.12). Found on PATH or in pyenv; PYTHON=/path overrides.
+PYTHON ?= $(shell for p in python3.12 $$(ls -d $$HOME/.pyenv/versions/3.12*/bin/python3.12 2>/dev/null | tail -1); do \
+  $$p -c 'import sys; assert sys.version_info[:2] == (3, 12)' 2>/dev/null && { command -v $$p; break; }; done)
+# Optional dependency groups (pyproject's extras): "" = the lean CPU pipeline (no torch); "lerobot" adds
+# LeRobot 0.6 + torch (load/train/publish, the dataset's LeRobot load-check); "gpu" adds transformers + torch.
+EXTRAS ?=
+EXTRA_FLAGS = $(foreach e,$(EXTRAS),--extra $(e))
 TOOLS := .tools
 UV := $(TOOLS)/bin/uv
 VENV := .venv
@@ -13,24 +20,26 @@ MODEL := models/hand_landmarker.task
 # dagster, scipy and torch from source: seconds per step process).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: setup demo test test-fast ui bench browser postgres clean
+.PHONY: sync setup demo test test-fast ui bench browser postgres clean
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
 	$(TOOLS)/bin/pip install --quiet "uv==$(UV_VERSION)"
 
-# The environment, exactly as locked (uv.lock), with the project installed in editable mode.
-$(BIN)/ego-assets: $(UV) pyproject.toml uv.lock
-	$(UV) sync --frozen --quiet
-	@touch $@
+# The environment as locked (uv.lock), the project in editable mode, plus the EXTRAS asked for. --inexact:
+# an extra installed before (by make test) stays, so `make demo` after `make test` still checks the dataset
+# with LeRobot; `make clean` starts over.
+sync: $(UV)
+	$(UV) sync --frozen --inexact --quiet \
+	  $(if $(PYTHON),--python $(PYTHON)) $(EXTRA_FLAGS)
 
 # The hand model: built from the two networks inside the mediapipe 0.10.21 wheel (PyPI), verified by
 # sha256 (see README, "Hand model", for the official bundle).
-$(MODEL): | $(BIN)/ego-assets
+$(MODEL): | sync
 	$(BIN)/python -m ego_assets.lib.hands.model provision
 
-setup: $(BIN)/ego-assets $(MODEL)
-	@echo "environment ready: $(VENV) (activate with: source $(BIN)/activate)"
+setup: sync $(MODEL)
+	@echo "environment ready: $(VENV) (activate with: source $(BIN)/activate)$(if $(EXTRAS),; extras: $(EXTRAS),; lean: add LeRobot with make setup EXTRAS=lerobot)"
 
 # Debian's Chromium for the browser test of the UI (skipped where apt-get is not available).
 browser:
@@ -48,6 +57,8 @@ postgres:
 demo: setup
 	EGO_ASSETS_HOME=$(HOME_DIR) $(BIN)/ego-assets demo
 
+# the tests need both extras (LeRobot's loader and lerobot-train; the GPU backends' tests on random weights)
+test test-fast: EXTRAS = lerobot gpu
 test: setup browser postgres
 	$(BIN)/python -m pytest -q
 

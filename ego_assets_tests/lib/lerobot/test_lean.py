@@ -138,8 +138,15 @@ def test_format_is_lerobots(dataset_ab, tmp_path):
     for s in theirs["a"]:
         np.testing.assert_allclose(ours["a"][s], theirs["a"][s], rtol=1e-12, err_msg=s)
 
+    from lerobot.configs.video import RGBEncoderConfig
+
+    from ego_assets.lib.lerobot.writer import VideoSettings
+
     video = sorted((root / F.VIDEO_DIR).rglob("*.mp4"))[0]
-    assert F.video_info(video) == get_video_info(video)
+    assert F.video_info(video) == {k: v for k, v in get_video_info(video).items()}
+    # the default encoding is LeRobot's default encoder configuration, recorded as LeRobot records it
+    assert info["features"]["observation.images.ego"]["info"] == get_video_info(video, RGBEncoderConfig())
+    assert F.video_info(video, VideoSettings().as_dict()) == get_video_info(video, RGBEncoderConfig())
 
 
 def test_missing_extra_is_named():
