@@ -444,6 +444,7 @@ class _VideoWriter:
 
     def __init__(self, path: Path, fps: int, width: int, height: int, settings: VideoSettings, tag: str):
         name, opts = settings.encoder()
+        os.environ.setdefault("SVT_LOG", "1")  # SVT-AV1 prints its configuration to stderr: errors only
         self.fps = fps
         self.container = open_av(str(path), "w", format="mp4", options={"movflags": "faststart"})
         self.container.metadata["comment"] = tag
