@@ -153,3 +153,29 @@ def test_missing_extra_is_named():
     with pytest.raises(MissingExtraError, match=r"'lerobot' extra .*ego-assets\[lerobot\].*EXTRAS=lerobot"):
         require("no_such_module_xyz", "lerobot", "training")
     require("numpy", "lerobot", "nothing")  # installed: no error
+
+
+def test_bimanual_24_dataset_has_named_dims_and_quantile_stats(tmp_path, datasets_cache):
+    """A bimanual_24 dataset: 24 named dims, stats with the q01/q99 pi05 normalises with, loads in LeRobot."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from ego_assets.lib.lerobot.features import action_names, state_names
+    from ego_assets.lib.lerobot.writer import assemble
+    from ego_assets_tests.lib.lerobot.synth import make_partition, stage
+
+    sp = stage(make_partition(tmp_path / "src", "vid-bi", seed=5, source="lab"), tmp_path / "staged",
+               action_space="bimanual_24")
+    assemble(tmp_path / "ds", [sp], val_fraction=0.0)
+    info = json.loads((tmp_path / "ds" / F.INFO_PATH).read_text())
+    assert info["features"]["action"]["names"] == action_names("bimanual_24")
+    assert info["features"]["observation.state"]["names"] == state_names("bimanual_24")
+    stats = json.loads((tmp_path / "ds" / F.STATS_PATH).read_text())
+    for key in ("action", "observation.state"):
+        lo, hi = np.asarray(stats[key]["q01"]), np.asarray(stats[key]["q99"])
+        assert lo.shape == hi.shape == (24,) and np.all(lo <= hi)
+        # (LeRobot's histogram runs from min - 1e-10 to max + 1e-10)
+        assert np.all(np.asarray(stats[key]["min"]) - 1e-9 <= lo) and np.all(hi <= np.asarray(stats[key]["max"]) + 1e-9)
+    ds = LeRobotDataset("local/bi", root=tmp_path / "ds", video_backend="pyav")
+    item = ds[3]
+    assert tuple(item["action"].shape) == (24,) and tuple(item["observation.state"].shape) == (24,)
+    assert ds.meta.stats["action"]["q99"].shape == (24,)
