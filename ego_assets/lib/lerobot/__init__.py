@@ -1,6 +1,8 @@
 """LeRobot v3.0 export: per-partition staging, incremental assembly, validation, card and Hub upload.
 
-Modules: ``features`` (names and action spaces), ``actions`` (state/action maths), ``writer``
-(``stage_partition``, ``assemble``), ``validate`` (``validate_dataset``), ``publish`` (``write_card``,
-``push``). Nothing heavy (torch, lerobot.datasets) is imported until a function needs it.
+Modules: ``format`` (the v3.0 format: names, paths, metadata writers, without LeRobot), ``features`` (names
+and action spaces), ``actions`` (state/action maths), ``writer`` (``stage_partition``, ``assemble``),
+``validate`` (``validate_dataset``), ``publish`` (``write_card``, ``push``). Writing and checking a dataset
+needs no lerobot/torch; LeRobot (the ``lerobot`` extra) is imported only where it is used: the load-check
+when installed, ``push``.
 """
