@@ -152,14 +152,12 @@ def test_a_partition_staged_at_another_size_is_refused_by_the_assembly(mixed, pa
 
 CHILD = r"""
 import os, signal, sys, time
-import lerobot.datasets.utils as u
-import lerobot.datasets.compute_stats, lerobot.datasets.lerobot_dataset, lerobot.datasets.video_utils  # noqa
 from ego_assets.lib.lerobot import writer
 mode, root, staged, when = sys.argv[1:]
 if when == "write_info":  # the moment the data files have moved and meta/ is half rewritten
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
-    u.write_info = die
+    writer.write_info = die  # the writer's own (lerobot.format's), not lerobot's
 fn = writer.assemble_versioned if mode == "versioned" else writer.assemble
 print("assembling", flush=True)
 fn(root, [staged], val_fraction=%r)
