@@ -13,7 +13,7 @@ dataset is written:
 All use the same codec. Then each result is loaded with ``LeRobotDataset(..., video_backend="pyav")`` and
 the first and last frame of every episode is decoded ("bad frames": those that failed; LeRobot's
 streaming encoder drops frames when the machine is busy, which breaks those episodes). LeRobot's add_frame cannot take shape-(1,) features
-in 0.4.4, so the baselines write the same features minus ``pad.action`` and ``source.t_s``.
+in 0.4.4 (kept for comparison across versions), so the baselines write the same features minus ``pad.action`` and ``source.t_s``.
 
     .venv/bin/python benchmarks/lerobot_export.py                    # 20 episodes x 50 frames, 320x180
     .venv/bin/python benchmarks/lerobot_export.py --episodes 100 --frames 100 --width 640 --height 360
@@ -114,7 +114,10 @@ def run_lerobot(parts, work: Path, vcodec: str, streaming: bool, name: str) -> t
                 hw = imgs[int(ch[0])].shape[:2]
                 feats = {k: {**v, "shape": tuple(v["shape"])} for k, v in dataset_features("hands_102", hw).items()
                          if k in (VIDEO_KEY, STATE_KEY, HAND_MASK_KEY, ACTION_KEY, ACTION_MASK_KEY)}
-                ds = LeRobotDataset.create("bench/lerobot", fps=10, features=feats, root=root, vcodec=vcodec,
+                from lerobot.configs.video import RGBEncoderConfig
+
+                ds = LeRobotDataset.create("bench/lerobot", fps=10, features=feats, root=root,
+                                           rgb_encoder=RGBEncoderConfig(vcodec=vcodec),
                                            streaming_encoding=streaming)
             for k, i in enumerate(ch):
                 ds.add_frame({VIDEO_KEY: imgs[int(i)], STATE_KEY: sa.state[k], HAND_MASK_KEY: sa.hand_mask[k],
@@ -153,7 +156,7 @@ def main() -> None:
     ap.add_argument("--partitions", type=int, default=4, help="source videos the episodes come from")
     ap.add_argument("--width", type=int, default=320)
     ap.add_argument("--height", type=int, default=180)
-    ap.add_argument("--vcodec", default="h264", choices=["h264", "libsvtav1"])
+    ap.add_argument("--vcodec", default="libsvtav1", choices=["h264", "libsvtav1"])
     ap.add_argument("--no-streaming", action="store_true", help="skip the LeRobot streaming_encoding row")
     ap.add_argument("--keep", action="store_true", help="keep the datasets (path printed)")
     a = ap.parse_args()
