@@ -120,7 +120,7 @@ def clips(context: dg.AssetExecutionContext, config: ClipsConfig, ego: EgoStorag
 
 
 @dg.asset(
-    partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP, code_version="2",
+    partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP, code_version="1",
     op_tags=op_tags(None), pool=pool(None),
     deps=[source_videos], kinds={"pyav", "parquet"}, check_specs=check_specs("frames", checks_for("frames")),
     description="Frames sampled at the dataset rate (default 10 fps) as a compact upright proxy video "

@@ -123,7 +123,9 @@ def test_nonreference_frames_are_not_decoded_and_every_tick_is_sampled(tmp_path)
     src = tmp_path / "b.mp4"
     _bframe_video(src, n_frames=90, fps=30)
     times = np.array(_all_times(src))
-    row, _, cols, stats, proxy = _sample(tmp_path, src, rate_hz=10, long_side=160)
+    _, _, _, default, _ = _sample(tmp_path, src, rate_hz=10, long_side=160)
+    assert not default["skipped_nonref"] and default["n_decoded"] == 90  # off by default
+    row, _, cols, stats, proxy = _sample(tmp_path, src, rate_hz=10, long_side=160, skip_nonref_min_ratio=3.0)
     assert stats["skipped_nonref"] and stats["n_decoded"] < 0.8 * 90  # B-frames were not decoded
     # still one frame per 0.1 s tick, each a real frame time at most two source frames after its tick
     assert len(cols["t_s"]) == frames.expected_count(row["duration_s"], row["n_frames"], 10) == 30
@@ -145,7 +147,7 @@ def test_a_tick_left_without_a_frame_decodes_everything(tmp_path):
     # decodes every frame and takes exactly what the full decode takes
     src = tmp_path / "b.mp4"
     _bframe_video(src, n_frames=90, fps=30, pyramid=False)
-    row, _, cols, stats, _ = _sample(tmp_path, src, rate_hz=10, long_side=160)
+    row, _, cols, stats, _ = _sample(tmp_path, src, rate_hz=10, long_side=160, skip_nonref_min_ratio=3.0)
     full = frames.sample_frames(str(src), str(tmp_path / "full.mp4"), row["width"], row["height"], 0,
                                 frames.FrameParams(rate_hz=10, long_side=160, skip_nonref_min_ratio=1e9))[0]
     assert not stats["skipped_nonref"] and stats["n_decoded"] == 90
@@ -156,5 +158,5 @@ def test_a_tick_left_without_a_frame_decodes_everything(tmp_path):
 def test_few_frames_per_tick_decode_every_frame(tmp_path):
     src = tmp_path / "b.mp4"
     _bframe_video(src, n_frames=24, fps=12)  # 1.2 frames per 0.1 s: nothing may be skipped
-    _, _, cols, stats, _ = _sample(tmp_path, src, rate_hz=10, long_side=160)
+    _, _, cols, stats, _ = _sample(tmp_path, src, rate_hz=10, long_side=160, skip_nonref_min_ratio=3.0)
     assert not stats["skipped_nonref"] and stats["n_decoded"] == 24
