@@ -32,7 +32,10 @@ def _sources(root: Path) -> dict[str, dict]:
                                                 "frames": 0, "backends": set()})
     if not path.exists():
         return {}
-    for r in pq.read_table(path).to_pylist():
+    # the full assembly's file, then those of episodes appended since (incremental.append_partition)
+    rows = [r for f in [path, *sorted(path.parent.glob("ego_assets_provenance.append-*.parquet"))]
+            for r in pq.read_table(f).to_pylist()]
+    for r in rows:
         p = json.loads(r["provenance"] or "{}")
         s = out[str(p.get("source") or p.get("source_name") or "unknown")]
         if p.get("uri") or p.get("source_uri"):
@@ -76,6 +79,7 @@ def card_text(root: str | Path, repo_id: str, description: str | None = None) ->
         lines.append(f"| {name} | {len(s['videos'])} | {s['episodes']} | {s['frames']} | "
                      f"{'; '.join(sorted(s['licences']))} | {'; '.join(sorted(s['uris'])) or '-'} |")
     lines += ["", "The licence of each source applies to the episodes made from it; check them before use.", ""]
+    lines += _skills_section(root)
     lines += ["### Action space", "", ACTION_SPACE_DOC.get(space, ""), ""]
     lines += ["### Features", ""]
     for k, ft in info["features"].items():
@@ -112,6 +116,27 @@ def card_text(root: str | Path, repo_id: str, description: str | None = None) ->
     lic = {s for src in srcs.values() for s in src["licences"]}
     hub_lic = next(iter(lic)).lower() if len(lic) == 1 and next(iter(lic)).lower() in HUB_LICENSES else "other"
     return "\n".join(lines), hub_lic
+
+
+def _skills_section(root: Path) -> list[str]:
+    """The card's skills (issue 15): episodes per skill, from the provenance table's skill columns."""
+    import pyarrow.parquet as pq
+
+    from ego_assets.lib.lerobot.writer import PROVENANCE_PATH
+
+    path = root / PROVENANCE_PATH
+    if not path.exists() or "skill_id" not in pq.read_schema(path).names:
+        return []
+    counts: dict = {}
+    for r in pq.read_table(path, columns=["skill_id", "skill_label"]).to_pylist():
+        if r["skill_id"] is not None:
+            counts[(r["skill_id"], r["skill_label"])] = counts.get((r["skill_id"], r["skill_label"]), 0) + 1
+    if not counts:
+        return []
+    return (["### Skills", "", "Segments grouped into skills without supervision (k-means over an embedding of the "
+             "measured hand motion); each row of `meta/episodes` carries `source/skill_id` and "
+             "`source/skill_label`.", "", "| skill_id | skill | episodes |", "|---|---|---|"]
+            + [f"| {i} | {lab} | {n} |" for (i, lab), n in sorted(counts.items())] + [""])
 
 
 def write_card(root: str | Path, repo_id: str, description: str | None = None,

@@ -216,8 +216,15 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
         ok &= a == cover and b >= a
         cover = b
     ok &= cover == n_eps
-    out.append(("splits_contiguous", ok, float(len(spans)),
-                ", ".join(f"{n} {a}:{b}" for a, b, n in spans) or "no splits"))
+    detail = ", ".join(f"{n} {a}:{b}" for a, b, n in spans) or "no splits"
+    if not spans and "source/split" in meta.column_names:
+        # episodes appended after the ranges stopped being contiguous (incremental.append_partition): each
+        # episode names its split; every episode must have one
+        named = [x for x in meta["source/split"].to_pylist() if x]
+        ok = len(named) == n_eps
+        detail = (f"split per episode in source/split ({named.count('train')} train, "
+                  f"{len(named) - named.count('train')} other, {n_eps - len(named)} without)")
+    out.append(("splits_contiguous", ok, float(len(spans)), detail))
     return out
 
 

@@ -912,12 +912,44 @@ def _data_table(part: _Part, ep_base: int, idx_base: int, task_idx: list[int], f
     return t.replace_schema_metadata(md)
 
 
+def episode_meta_row(p: _Part, ep: _Ep, q: dict, e: int, ti: int, frame_from: int,
+                     repo_id: str) -> tuple[dict, dict, dict]:
+    """One episode's metadata, in one place for every assembly (full or appended): its meta/episodes row,
+    its provenance row (schemas.EPISODES) and its stats. ``q``: the partition's file placement (chunk,
+    file, split); ``e``/``ti``/``frame_from``: its global episode index, task index and first frame."""
+    k = ep.length
+    extra = episode_stats({"episode_index": np.full(k, e, np.int64),
+                           "index": np.arange(frame_from, frame_from + k, dtype=np.int64),
+                           "task_index": np.full(k, ti, np.int64)})
+    stats = {**ep.stats, **extra}
+    row = {"episode_index": e, "tasks": [ep.task], "length": k, "data/chunk_index": q["chunk"],
+           "data/file_index": q["file"], "dataset_from_index": frame_from,
+           "dataset_to_index": frame_from + k}
+    if p.video_src is not None:
+        row.update({f"videos/{VIDEO_KEY}/chunk_index": q["chunk"],
+                    f"videos/{VIDEO_KEY}/file_index": q["file"],
+                    f"videos/{VIDEO_KEY}/from_timestamp": ep.video_from,
+                    f"videos/{VIDEO_KEY}/to_timestamp": ep.video_to})
+    row.update({kk: np.asarray(v).tolist() for kk, v in flatten({"stats": stats}).items()})
+    row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
+                "source/partition_key": p.key, "source/segment_id": ep.segment_id,
+                "source/hand": ep.hand, "source/start_s": ep.start_s, "source/end_s": ep.end_s,
+                "source/split": q["split"], "source/provenance": ep.provenance,
+                **{CAMERA_PREFIX + c: ep.camera.get(c) for c in CAMERA_COLUMNS}})
+    prov = {"partition_key": p.key, "episode_index": e, "segment_id": ep.segment_id,
+            "hand": ep.hand, "task": ep.task, "length": k, "split": q["split"],
+            "start_s": ep.start_s, "end_s": ep.end_s, "dataset": repo_id,
+            "provenance": ep.provenance, **{c: ep.camera.get(c) for c in CAMERA_COLUMNS}}
+    return row, prov, stats
+
+
 def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | Path], *,
              remove: Iterable[str] = (), repo_id: str = DEFAULT_REPO_ID,
              val_fraction: float = DEFAULT_VAL_FRACTION, robot_type: str | None = "human_hands",
              chunks_size: int | None = None, rebuild: bool = False, card: bool = True,
              card_info: dict | None = None,
-             progress: Callable[[int, int], None] | None = None) -> AssemblyResult:
+             progress: Callable[[int, int], None] | None = None,
+             skills: dict | None = None) -> AssemblyResult:
     """Put staged partitions into the LeRobot v3.0 dataset at ``dataset_dir`` (created if needed).
 
     ``staged``: new or re-staged partitions; partitions already in the dataset and not listed stay (pass
@@ -1093,30 +1125,14 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
             e = q["ep_base"] + j
             ti = q["task_idx"][j]
             k = ep.length
-            extra = episode_stats({"episode_index": np.full(k, e, np.int64),
-                                   "index": np.arange(frame_global, frame_global + k, dtype=np.int64),
-                                   "task_index": np.full(k, ti, np.int64)})
-            stats = {**ep.stats, **extra}
+            row, prov, stats = episode_meta_row(p, ep, q, e, ti, frame_global, repo_id)
+            # the episode's skill: skills = ego_assets.defs.skills.skill_map(), {(key, segment_id, hand): (id, label)}
+            sk = (skills or {}).get((p.key, int(ep.segment_id), ep.hand), (None, None))
+            row.update({"source/skill_id": sk[0], "source/skill_label": sk[1]})
+            prov.update({"skill_id": sk[0], "skill_label": sk[1]})
             ep_stats_all.append(stats)
-            row = {"episode_index": e, "tasks": [ep.task], "length": k, "data/chunk_index": q["chunk"],
-                   "data/file_index": q["file"], "dataset_from_index": frame_global,
-                   "dataset_to_index": frame_global + k}
-            if p.video_src is not None:
-                row.update({f"videos/{VIDEO_KEY}/chunk_index": q["chunk"],
-                            f"videos/{VIDEO_KEY}/file_index": q["file"],
-                            f"videos/{VIDEO_KEY}/from_timestamp": ep.video_from,
-                            f"videos/{VIDEO_KEY}/to_timestamp": ep.video_to})
-            row.update({kk: np.asarray(v).tolist() for kk, v in flatten({"stats": stats}).items()})
-            row.update({"meta/episodes/chunk_index": 0, "meta/episodes/file_index": 0,
-                        "source/partition_key": p.key, "source/segment_id": ep.segment_id,
-                        "source/hand": ep.hand, "source/start_s": ep.start_s, "source/end_s": ep.end_s,
-                        "source/split": q["split"], "source/provenance": ep.provenance,
-                        **{CAMERA_PREFIX + c: ep.camera.get(c) for c in CAMERA_COLUMNS}})
             meta_rows.append(row)
-            prov_rows.append({"partition_key": p.key, "episode_index": e, "segment_id": ep.segment_id,
-                              "hand": ep.hand, "task": ep.task, "length": k, "split": q["split"],
-                              "start_s": ep.start_s, "end_s": ep.end_s, "dataset": repo_id,
-                              "provenance": ep.provenance, **{c: ep.camera.get(c) for c in CAMERA_COLUMNS}})
+            prov_rows.append(prov)
             frame_global += k
             local_off += k
         ep_global += len(p.episodes)
@@ -1152,6 +1168,8 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
             (root / rel).unlink(missing_ok=True)
     prov = pa.Table.from_pylist(prov_rows, schema=schemas.EPISODES) if prov_rows else schemas.empty("episodes")
     _write_atomic(root / PROVENANCE_PATH, lambda t: pq.write_table(prov, t))
+    for f in (root / "meta").glob("ego_assets_provenance.append-*.parquet"):  # incremental.append_partition's
+        f.unlink()
     new_state = {
         "format": STATE_FORMAT, "repo_id": repo_id, "fps": ref.fps if ref else None,
         "action_space": ref.action_space if ref else None,
