@@ -10,7 +10,7 @@ import dagster as dg
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
-from ego_assets.defs import actions, dataset, geometry, hands, ingest  # noqa: E402 (after the filters)
+from ego_assets.defs import actions, dataset, geometry, hands, ingest, skills  # noqa: E402 (after the filters)
 from ego_assets.defs.catalog_views import catalog_views_asset
 from ego_assets.defs.jobs import dataset_automation, dataset_job, per_video_job
 from ego_assets.defs.k8s import executor
@@ -18,7 +18,7 @@ from ego_assets.defs.sensors import discover_videos
 from ego_assets.defs.settings import EgoStorage
 
 # In pipeline order (DESIGN §1).
-ASSET_MODULES = [ingest, geometry, hands, actions, dataset]
+ASSET_MODULES = [ingest, geometry, hands, actions, skills, dataset]
 
 
 def build_definitions() -> dg.Definitions:

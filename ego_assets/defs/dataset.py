@@ -228,7 +228,7 @@ def ready_partitions(store) -> tuple[list[str], dict[str, str], dict[str, str]]:
 
 @dg.asset(
     group_name=GROUP, code_version=DATASET_CODE_VERSION,
-    deps=[EPISODES_ASSET, "captions", "segments", "camera_poses", "frames"],
+    deps=[EPISODES_ASSET, "captions", "segments", "camera_poses", "frames", "skills"],
     kinds={"lerobot", "parquet"}, op_tags=op_tags(None, Resources(cpu=2, memory_gib=8)), pool=pool(None),
     automation_condition=DATASET_CONDITION,
     check_specs=[
@@ -309,7 +309,7 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
                                     severity=dg.AssetCheckSeverity.WARN, metadata={"detail": detail})])
     checks: list = []
     kwargs = dict(remove=removed, repo_id=config.repo_id, val_fraction=config.val_fraction, rebuild=rebuild,
-                  card_info=_card_info(store, members))
+                  card_info=_card_info(store, members), skills=_skill_map(store))
 
     def accept(root, res) -> bool:
         from ego_assets.lib.lerobot.validate import validate_dataset
@@ -456,6 +456,12 @@ def _backends(store, pk) -> dict:
         if rows:
             out[a] = rows[-1]["code_version"]
     return out
+
+
+def _skill_map(store) -> dict:
+    from ego_assets.defs.skills import skill_map  # the episodes' skill_id/skill_label (issue 15)
+
+    return skill_map(store)
 
 
 def _card_info(store, ready) -> dict:

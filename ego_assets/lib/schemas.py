@@ -115,6 +115,15 @@ EPISODES = pa.schema([
     ("fx", f64), ("fy", f64), ("cx", f64), ("cy", f64), ("hfov_deg", f64), ("distortion_model", s),
     ("camera_motion", s), ("source_width", i32), ("source_height", i32),
     ("start_s", f64), ("end_s", f64), ("dataset", s), ("provenance", s),
+    # the episode's skill (the `skills` table), once skills exist
+    ("skill_id", i32), ("skill_label", s),
+])
+
+# One row per valid (segment, hand) that has a skill (asset `skills`, over all videos; one file per video).
+SKILLS = pa.schema([
+    PK, ("segment_id", i32), ("hand", s), ("skill_id", i32), ("skill_label", s), ("distance", f64),
+    # extras: the 2-D projection of the preview, the embedder, the segment's instruction, the model
+    ("proj_x", f64), ("proj_y", f64), ("embedder", s), ("instruction", s), ("model_version", s),
 ])
 
 LINEAGE = pa.schema([
@@ -150,6 +159,7 @@ TABLES: dict[str, TableSpec] = {
         TableSpec("segments", "segments", SEGMENTS),
         TableSpec("captions", "captions", CAPTIONS),
         TableSpec("episodes", "lerobot_dataset", EPISODES),
+        TableSpec("skills", "skills", SKILLS),
         TableSpec("lineage", "*", LINEAGE),
         TableSpec("quality", "*", QUALITY),
     ]
