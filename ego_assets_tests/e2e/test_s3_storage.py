@@ -364,3 +364,61 @@ def test_lerobot_dataset_assembled_in_the_bucket(s3, tmp_path):
     checks = validate_dataset(download, second.episodes, repo_id="local/ego_assets")
     failed = [c for c in checks if not c[1] and c[0] != "stats_nondegenerate"]
     assert not failed, failed
+
+
+def test_video_appended_in_the_bucket_reads_only_its_files_and_the_metadata(s3, tmp_path):
+    """Issue 19: adding a video to a dataset in the bucket (incremental.append_partition, what
+    `lerobot_dataset` does on an object store) reads the new video's staged files and the small metadata;
+    no data or video file of the dataset is read or written; the result loads with LeRobot."""
+    from ego_assets.lib.lerobot import incremental
+    from ego_assets.lib.lerobot.validate import validate_dataset
+    from ego_assets.lib.lerobot.writer import assemble, load_staged
+    from ego_assets_tests.lib.lerobot.synth import make_partition, stage
+
+    src = tmp_path / "src"
+    store = Store(f"s3://{BUCKET}/append")
+    root = store.datasets_dir("ego_assets")
+    staged = {}
+    for name, seed in (("a", 1), ("b", 2), ("c", 3)):
+        p = make_partition(src, f"vid-{name}", seed=seed)
+        stage(p, tmp_path / "staged" / p.key)
+        staged[name] = load_staged(tmp_path / "staged" / p.key)
+    with store.working_copy(root, publish_last=("meta/",)) as local:
+        first = assemble(local, [staged["a"], staged["b"]], val_fraction=0.0)
+    sdir = store.join("staging", "vid-c")
+    store.fs.put(str(staged["c"].path) + "/", sdir + "/", recursive=True)
+
+    read: list[str] = []
+    real = store.fs
+
+    class Reads(Recorder):
+        def get_file(self, rpath, lpath, **kw):
+            read.append(rpath)
+            return real.get_file(rpath, lpath, **kw)
+
+        def cat_file(self, path, *a, **kw):
+            read.append(path)
+            return real.cat_file(path, *a, **kw)
+
+        def open(self, path, *a, **kw):
+            read.append(path)
+            return real.open(path, *a, **kw)
+
+    fs = Reads(real)
+    res = incremental.append_partition(fs, root, sdir, tmp_path / "scratch", repo_id="local/ego_assets")
+    assert res.n_episodes == first.n_episodes + staged["c"].n_episodes
+    dataset_files_read = [p for p in read if p.startswith(root) and "/meta/" not in p]
+    assert dataset_files_read == []
+    # puts: the new data and video files (slot 2), then metadata only (meta/episodes' new file-001)
+    assert fs.ops[:2] == [("put", "file-002.parquet"), ("put", "file-002.mp4")]
+    assert sorted(n for _, n in fs.ops[2:]) == sorted(
+        ["stats.json", "ego_assets_provenance.append-000002.parquet", "file-001.parquet", "info.json",
+         "ego_assets_state.json"] + (["tasks.parquet"] if ("put", "tasks.parquet") in fs.ops else []))
+    assert fs.ops[-2:] == [("put", "info.json"), ("put", "ego_assets_state.json")]
+    download = tmp_path / "download"
+    store.fs.get(root, str(download), recursive=True)
+    if not (download / "meta").exists():
+        download = download / "ego_assets"
+    checks = validate_dataset(download, repo_id="local/ego_assets")
+    failed = [c for c in checks if not c[1] and c[0] != "stats_nondegenerate"]
+    assert not failed, failed

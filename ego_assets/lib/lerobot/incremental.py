@@ -164,6 +164,9 @@ def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
     first_meta = f"{root}/{DEFAULT_EPISODES_PATH.format(chunk_index=0, file_index=0)}"
     with fs.open(first_meta, "rb", block_size=1 << 16, cache_type="bytes") as f:
         ref_schema = pq.ParquetFile(f).schema_arrow
+    for f in ref_schema:  # columns the full assembly adds that this one does not know of: null
+        if f.name not in meta_table.column_names:
+            meta_table = meta_table.append_column(f, pa.nulls(meta_table.num_rows, f.type))
     meta_table = meta_table.select(ref_schema.names).cast(ref_schema)
     prov_table = pa.Table.from_pylist(prov_rows, schema=w.schemas.EPISODES)
 
