@@ -274,6 +274,11 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
         if rebuild:
             context.log.warning(f"the dataset is rebuilt: {why_rebuild}")
     staged, n_new = [], 0
+    # Object stores: new videos are appended to the published dataset (their files and the metadata, not
+    # the dataset: incremental.append_partition); anything else is assembled in a working copy
+    appendable = not store.is_local and bool(published) and not rebuild
+    unchanged: list[str] = []
+    to_append: list[tuple[str, str]] = []
     for pk in ready:
         sdir = staged_dir(store, pk)
         m = store.read_json(f"{sdir}/{writer.STAGED_MANIFEST}")
@@ -284,9 +289,24 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
         # what the assembly reads of a staged video already in the dataset is its manifest and episodes
         whole = rebuild or in_dataset_versions.get(pk) != m.get("version")
         n_new += whole
+        if appendable and not whole:
+            unchanged.append(pk)  # in the dataset at this version: nothing of it is read
+            continue
+        if appendable:
+            to_append.append((pk, sdir))
+            continue
         staged.append(writer.load_staged(_local_staged(store, sdir, scratch, pk, whole)))
     for pk, why in left_out.items():
         context.log.warning(f"{pk} ({store.video_uri(pk)}) is left out of the dataset: {why}")
+    if appendable and (set(in_dataset_versions) - set(unchanged) - {pk for pk, _ in to_append}
+                       or any(pk in in_dataset_versions for pk, _ in to_append)):
+        # a video is removed or replaced: the full assembly (every staged partition)
+        appendable = False
+        staged = [writer.load_staged(_local_staged(store, staged_dir(store, pk), scratch, pk, pk not in unchanged))
+                  for pk in unchanged + [pk for pk, _ in to_append]]
+    if appendable:
+        return _append(context, config, store, remote_root, to_append, unchanged, versions, left_out, fmt,
+                       scratch, t0)
     members = [s.partition_key for s in staged]
     removed = sorted(set(in_dataset_versions) - set(members))
     params = {**fmt.as_dict(), "val_fraction": config.val_fraction}
@@ -376,6 +396,52 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
                                 severity=dg.AssetCheckSeverity.WARN,
                                 metadata={c[0]: str(c[3]) for c in checks if c[0] in WARN_ONLY}),
         ])
+
+
+def _append(context, config: DatasetConfig, store, remote_root: str, to_append, unchanged, versions, left_out,
+            fmt, scratch: str, t0: float):
+    """Object stores: append each new video to the published dataset (its files, then the metadata; what is
+    read and written does not grow with the dataset). Its episodes table rows are written for it alone."""
+    from ego_assets.lib.lerobot import incremental
+
+    added, res = [], None
+    skills = _skill_map(store) if to_append else None
+    for pk, sdir in to_append:
+        try:
+            res = incremental.append_partition(store.fs, remote_root, sdir, scratch, repo_id=config.repo_id,
+                                               skills=skills)
+        except incremental.NeedsFullAssembly as e:
+            context.log.warning(f"{pk} is not appended: {e}")
+            continue
+        added.append(pk)
+        store.write_parquet(store.table_path("episodes", pk), schemas.conform("episodes", res.episodes_of(pk), pk))
+    if added:
+        catalog.ensure_view(store, "episodes")
+    members = sorted(unchanged + added)
+    state = _published_state(store, remote_root) or {}
+    info = store.read_json(f"{remote_root}/meta/info.json")
+    detail = (f"{len(added)} video(s) appended ({info['total_episodes']} episodes, {info['total_frames']} frames); "
+              "their files and the metadata written, no other file touched")
+    store.write_quality("lerobot_dataset", "dataset", [dict(
+        asset="lerobot_dataset", check_name="lerobot_dataset_valid", passed=True, severity="ERROR",
+        value=float(len(added)), detail=detail)])
+    params = {**fmt.as_dict(), "val_fraction": config.val_fraction}
+    store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
+                             code_version=DATASET_CODE_VERSION, data_version=state.get("version"),
+                             upstream=json.dumps({pk: versions[pk] for pk in members}, sort_keys=True),
+                             params=json.dumps(params, sort_keys=True), status="ok", error=None,
+                             started_at=_now(), finished_at=_now()))
+    meta = {"videos": len(members), "left_out": len(left_out), "path": dg.MetadataValue.path(store.url(remote_root)),
+            "episodes": info["total_episodes"], "frames": info["total_frames"], "tasks": info["total_tasks"],
+            "format": fmt.label(), "new_or_changed": len(to_append), "added": len(added), "replaced": 0,
+            "removed": 0, "published": True, "appended": True, "seconds": round(time.perf_counter() - t0, 2)}
+    return dg.MaterializeResult(
+        metadata=meta, data_version=dg.DataVersion(str(state.get("version", ""))[:16]),
+        check_results=[
+            dg.AssetCheckResult(check_name="lerobot_dataset_valid", passed=True, severity=dg.AssetCheckSeverity.ERROR,
+                                metadata={"append": detail}),
+            dg.AssetCheckResult(check_name="stats_nondegenerate", passed=True, severity=dg.AssetCheckSeverity.WARN,
+                                metadata={"append": "stats merged from the appended episodes' stats"})])
 
 
 def _published_state(store, remote_root: str) -> dict | None:

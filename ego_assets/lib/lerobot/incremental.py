@@ -78,7 +78,7 @@ def _splits(info_splits: dict, n_before: int, n_new: int, split: str) -> dict:
 
 
 def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
-                     repo_id: str = w.DEFAULT_REPO_ID) -> w.AssemblyResult:
+                     repo_id: str = w.DEFAULT_REPO_ID, skills: dict | None = None) -> w.AssemblyResult:
     """Append the staged partition at ``staged_dir`` (a folder on ``fs`` written by
     ``writer.stage_partition``) to the dataset at ``root`` on ``fs``. ``scratch``: a local folder for the
     partition's files. Raises :class:`NeedsFullAssembly` when only the full assembly can make the
@@ -156,6 +156,10 @@ def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
     for j, ep in enumerate(part.episodes):
         row, prov, st = w.episode_meta_row(part, ep, q, ep_base + j, task_idx[j], frame, repo_id)
         row["meta/episodes/chunk_index"], row["meta/episodes/file_index"] = m_chunk, m_file
+        if skills is not None:  # as writer.assemble puts them: {(key, segment_id, hand): (id, label)}
+            sk = skills.get((key, int(ep.segment_id), ep.hand), (None, None))
+            row.update({"source/skill_id": sk[0], "source/skill_label": sk[1]})
+            prov.update({"skill_id": sk[0], "skill_label": sk[1]})
         rows.append(row)
         prov_rows.append(prov)
         new_stats.append(st)
