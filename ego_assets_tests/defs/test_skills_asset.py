@@ -1,0 +1,100 @@
+"""The `skills` asset over all videos: table, kept model, incremental assignment, refit, episodes' skills."""
+
+import json
+
+import dagster as dg
+import pytest
+
+from ego_assets.defs import skills as skills_defs
+from ego_assets.defs.settings import EgoStorage
+from ego_assets.lib import catalog
+from ego_assets.lib.storage import Store
+from ego_assets_tests.lib.test_skills import synthetic_video
+
+PLANS = {"vid-a": ["reach_close", "slide_left", "lift_open"] * 2,
+         "vid-b": ["slide_left", "lift_open", "reach_close"] * 2,
+         "vid-c": ["lift_open", "reach_close", "slide_left"] * 2}
+
+
+def _add_video(store: Store, pk: str, plan: list[str], seed: int) -> None:
+    seg, hw, cap = synthetic_video(pk, plan, seed=seed)
+    store.register_video(pk, {"source": "synthetic", "uri": f"/nowhere/{pk}.mp4", "name": pk})
+    for table, data in (("segments", seg), ("hand_world", hw), ("captions", cap)):
+        store.write_parquet(store.table_path(table, pk), data)
+    for asset in ("segments", "captions"):
+        store.write_lineage(dict(partition_key=pk, asset=asset, run_id="test", code_version="t",
+                                 data_version=f"{pk}-{asset}", status="ok"))
+
+
+def _materialize(config: dict | None = None) -> dg.ExecuteInProcessResult:
+    return dg.materialize([skills_defs.skills], resources={"ego": EgoStorage()},
+                          run_config={"ops": {"skills": {"config": config}}} if config else None)
+
+
+def test_skills_asset_fits_assigns_new_videos_and_refits(home):
+    store = Store()
+    for i, pk in enumerate(("vid-a", "vid-b")):
+        _add_video(store, pk, PLANS[pk], seed=i)
+    r1 = _materialize()
+    assert r1.success
+    assert all(e.passed for e in r1.get_asset_check_evaluations())
+    md = r1.asset_materializations_for_node("skills")[0].metadata
+    assert md["segments"].value == 12 and md["skills"].value == 3
+    assert md["refit"].value == "no skill model yet"
+    assert "data:image/png;base64," in md["preview"].value
+    con = catalog.connect(store, in_memory=True)
+    got = con.execute("select skill_label, count(*) from skills group by 1 order by 1").fetchall()
+    assert got == [("left hand: left", 4), ("right hand: forward, close grasp", 4),
+                   ("right hand: up, open grasp", 4)]
+    model_before = store.read_json(skills_defs.model_path(store))
+
+    # a new video: assigned to the kept model, which does not change
+    _add_video(store, "vid-c", PLANS["vid-c"], seed=7)
+    r2 = _materialize()
+    md2 = r2.asset_materializations_for_node("skills")[0].metadata
+    assert md2["refit"].value.startswith("no (assigned")
+    assert store.read_json(skills_defs.model_path(store)) == model_before
+    m = skills_defs.skill_map(store)
+    assert len(m) == 18
+    label = {}
+    for (pk, sid, _hand), (_sid, lab) in m.items():
+        label[(pk, sid)] = lab
+    assert [label[("vid-c", i)] for i in range(3)] == ["right hand: up, open grasp",
+                                                       "right hand: forward, close grasp", "left hand: left"]
+    dv2 = r2.asset_materializations_for_node("skills")[0].tags.get("dagster/data_version")
+
+    # an explicit refit with another number of skills: a new model and another data version
+    r3 = _materialize({"refit": True, "n_skills": 2})
+    md3 = r3.asset_materializations_for_node("skills")[0].metadata
+    assert md3["refit"].value == "refit asked for" and md3["skills"].value == 2
+    assert store.read_json(skills_defs.model_path(store))["k_choice"] == {"set": 2}
+    assert r3.asset_materializations_for_node("skills")[0].tags.get("dagster/data_version") != dv2
+    assert len({v[0] for v in skills_defs.skill_map(store).values()}) == 2
+
+
+def test_dataset_job_builds_skills_before_the_dataset():
+    from ego_assets.definitions import defs
+
+    job = defs.resolve_job_def("dataset_job")
+    keys = {k.to_user_string() for k in job.asset_layer.executable_asset_keys}
+    assert {"skills", "lerobot_dataset"} <= keys
+    graph = defs.resolve_asset_graph()
+    assert dg.AssetKey("skills") in graph.get(dg.AssetKey("lerobot_dataset")).parent_keys
+
+
+def test_no_segments_no_skills(home):
+    r = _materialize()
+    assert r.success
+    md = r.asset_materializations_for_node("skills")[0].metadata
+    assert md["segments"].value == 0 and md["skills"].value == 0
+    assert skills_defs.skill_map(Store()) == {}
+
+
+@pytest.mark.parametrize("bad", [{"seed": 1}])
+def test_changed_seed_refits(home, bad):
+    store = Store()
+    _add_video(store, "vid-a", PLANS["vid-a"], seed=0)
+    _materialize()
+    md = _materialize(bad).asset_materializations_for_node("skills")[0].metadata
+    assert md["refit"].value == "seed 1 asked for, the model has 0"
+    assert json.loads(json.dumps(store.read_json(skills_defs.model_path(store))))["seed"] == 1
