@@ -134,8 +134,6 @@ def materialize_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store
     asset with the recorded reason), with ``up_to_date``. A list: every video but those (e.g. whose
     camera hints just changed)."""
     fail_dead_runs(instance)
-    from ego_assets import definitions
-
     status: dict[str, VideoStatus] = {}
     if skip_up_to_date is not False and not assets:
         must_run = set(skip_up_to_date) if isinstance(skip_up_to_date, list) else set()
