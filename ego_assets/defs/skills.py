@@ -27,6 +27,7 @@ from ego_assets.defs.runner import _now
 from ego_assets.defs.settings import EgoStorage
 from ego_assets.lib import catalog, schemas
 from ego_assets.lib.plots import md_image
+from ego_assets.lib.quality import ERROR, CheckDef
 
 ASSET = "skills"
 GROUP = "dataset"  # the groups over all videos (jobs.ALL_VIDEO_GROUPS): built with the dataset
@@ -104,7 +105,27 @@ def skill_map(store) -> dict[tuple[str, int, str], tuple[int, str]]:
     return out
 
 
-def run_skills(store, config: SkillsConfig, log=None) -> dict:
+def _every_segment_assigned(store, pk):
+    """Every valid segment of the video has a row in the ``skills`` table."""
+    from ego_assets.lib.skills import segment_inputs
+
+    caps = store.read_table("captions", pk) if store.has_table("captions", pk) else None
+    want = {s.key for s in segment_inputs(pk, store.read_table("segments", pk), store.read_table("hand_world", pk),
+                                          caps)}
+    have = ({(pk, int(r["segment_id"]), r["hand"]) for r in store.read_table(ASSET, pk).to_pylist()}
+            if store.has_table(ASSET, pk) else set())
+    missing = sorted(want - have)
+    if missing:
+        return False, float(len(missing)), (f"{len(missing)} of {len(want)} valid segment(s) have no skill "
+                                             f"(e.g. segment {missing[0][1]} {missing[0][2]}): run the skills step")
+    return True, float(len(want)), f"{len(want)} valid segment(s), each with a skill"
+
+
+CHECKS = [CheckDef("every_segment_assigned", ASSET, ERROR,
+                   "Every valid segment of the video has a skill (the skills table).", _every_segment_assigned)]
+
+
+def run_skills(store, config: SkillsConfig, log=None, run_id: str | None = None) -> dict:
     """Fit or assign, write the table and the model; returns a summary (rows, model, refit reason, ...)."""
     from ego_assets.lib import skills as sk
 
@@ -132,6 +153,12 @@ def run_skills(store, config: SkillsConfig, log=None) -> dict:
             store.write_parquet(path, schemas.conform(ASSET, cols, pk))
         elif store.exists(path):
             store.fs.rm_file(path)
+    for pk in versions:  # per video too: `ego-assets check` evaluates the skills check per video
+        store.write_lineage(dict(partition_key=pk, asset=ASSET, run_id=run_id, code_version=CODE_VERSION,
+                                 data_version=hashlib.sha256(json.dumps(
+                                     sorted((r["segment_id"], r["hand"], r["skill_id"], r["skill_label"])
+                                            for r in by_pk.get(pk, []))).encode()).hexdigest()[:16],
+                                 upstream=versions[pk], status="ok"))
     if rows:
         catalog.ensure_view(store, ASSET)
     digest = hashlib.sha256(json.dumps(
@@ -184,7 +211,7 @@ def skills(context: dg.AssetExecutionContext, config: SkillsConfig, ego: EgoStor
 
     store = ego.store()
     t0, started = time.perf_counter(), _now()
-    res = run_skills(store, config, context.log)
+    res = run_skills(store, config, context.log, context.run.run_id)
     rows, model = res["rows"], res["model"]
     missing = len(res["segs"]) - len(rows)
     sep = res["separation"]

@@ -98,3 +98,16 @@ def test_changed_seed_refits(home, bad):
     md = _materialize(bad).asset_materializations_for_node("skills")[0].metadata
     assert md["refit"].value == "seed 1 asked for, the model has 0"
     assert json.loads(json.dumps(store.read_json(skills_defs.model_path(store))))["seed"] == 1
+
+
+def test_check_every_segment_assigned(home):
+    from ego_assets.defs.checks import evaluate_all
+
+    store = Store()
+    _add_video(store, "vid-a", PLANS["vid-a"], seed=0)
+    _materialize()
+    outs = [o for pk, asset, o in evaluate_all(store) if o.check_name == "every_segment_assigned"]
+    assert [(o.passed, o.value) for o in outs] == [(True, 6.0)]
+    store.fs.rm_file(store.table_path("skills", "vid-a"))
+    outs = [o for pk, asset, o in evaluate_all(store) if o.check_name == "every_segment_assigned"]
+    assert not outs[0].passed and "6 of 6 valid segment(s) have no skill" in outs[0].detail
