@@ -447,8 +447,17 @@ def _append(context, config: DatasetConfig, store, remote_root: str, to_append, 
 def _published_state(store, remote_root: str) -> dict | None:
     from ego_assets.lib.lerobot.writer import STATE_PATH
 
+    from ego_assets.lib.lerobot.writer import APPENDED_DIR
+
     p = f"{remote_root}/{STATE_PATH}"
-    return store.read_json(p) if store.exists(p) else None
+    if not store.exists(p):
+        return None
+    state = store.read_json(p)
+    d = f"{remote_root}/{APPENDED_DIR}"  # videos appended since the last full assembly (one entry each)
+    if store.exists(d):
+        for f in store.fs.find(d):
+            state["partitions"][f.rsplit("/", 1)[-1][:-5]] = store.read_json(f)
+    return state
 
 
 def _rebuild_reason(state: dict, fmt) -> str | None:

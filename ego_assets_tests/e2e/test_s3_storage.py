@@ -413,8 +413,9 @@ def test_video_appended_in_the_bucket_reads_only_its_files_and_the_metadata(s3, 
     assert fs.ops[:2] == [("put", "file-002.parquet"), ("put", "file-002.mp4")]
     assert sorted(n for _, n in fs.ops[2:]) == sorted(
         ["stats.json", "ego_assets_provenance.append-000002.parquet", "file-001.parquet", "info.json",
-         "ego_assets_state.json"] + (["tasks.parquet"] if ("put", "tasks.parquet") in fs.ops else []))
-    assert fs.ops[-2:] == [("put", "info.json"), ("put", "ego_assets_state.json")]
+         "vid-c.json", "ego_assets_header.json"] + (["tasks.parquet"] if ("put", "tasks.parquet") in fs.ops else []))
+    assert fs.ops[-3:] == [("put", "info.json"), ("put", "vid-c.json"), ("put", "ego_assets_header.json")]
+    assert not [p for p in read if p.endswith("ego_assets_state.json")]  # grows with the dataset: not read
     download = tmp_path / "download"
     store.fs.get(root, str(download), recursive=True)
     if not (download / "meta").exists():

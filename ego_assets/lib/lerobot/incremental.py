@@ -7,12 +7,13 @@ already lays them out), its episodes a new ``meta/episodes`` file, and the small
 (``info.json``, ``stats.json``, ``tasks.parquet``) is updated from what is there: the dataset stats are
 merged with the new episodes' stats by ``format.aggregate_stats`` (count-weighted, the same method as over
 all episodes, so the result equals a full aggregation up to float rounding). What is read and written is the
-new partition's files plus that metadata and ``meta/ego_assets_state.json``; no other data or video file
-is touched.
+new partition's files plus that metadata; no other data or video file is touched.
 
 Publication order: data and video files first (no metadata points at them yet), then tasks (only new
 rows are appended: old indices keep their meaning), stats, provenance, the new ``meta/episodes`` file,
-``info.json`` and the state last.
+``info.json``, the partition's state entry (``meta/ego_assets_appended/<key>.json``) and the small state
+header last. ``meta/ego_assets_state.json`` (every partition: it grows with the dataset) is neither read nor
+written; the full assembly reads it with the appended entries and writes it whole again.
 
 What still needs the full assembly (the caller falls back to it): replacing or removing a partition (the
 indices after it would shift), a format change, a dataset not yet assembled. The appended episodes keep
@@ -52,8 +53,21 @@ def _stats_to_json(d: dict) -> dict:
     return {k: {s: np.asarray(v).tolist() for s, v in st.items()} for k, st in d.items()}
 
 
+def _local(fs) -> bool:
+    proto = fs.protocol if isinstance(fs.protocol, (tuple, list)) else (fs.protocol,)
+    return "file" in proto or "local" in proto
+
+
 def _put_bytes(fs, path: str, data: bytes) -> None:
+    if _local(fs):  # object stores have no folders to make
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
     fs.pipe_file(path, data)
+
+
+def _put_file(fs, lpath: str, path: str) -> None:
+    if _local(fs):
+        fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    fs.put_file(lpath, path)
 
 
 def _parquet_bytes(table: pa.Table, compression: str = "snappy") -> bytes:
@@ -78,24 +92,32 @@ def _splits(info_splits: dict, n_before: int, n_new: int, split: str) -> dict:
 
 
 def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
-                     repo_id: str = w.DEFAULT_REPO_ID, skills: dict | None = None) -> w.AssemblyResult:
+                     repo_id: str = w.DEFAULT_REPO_ID, skills: dict | None = None,
+                     in_dataset: str | None = None) -> w.AssemblyResult:
     """Append the staged partition at ``staged_dir`` (a folder on ``fs`` written by
     ``writer.stage_partition``) to the dataset at ``root`` on ``fs``. ``scratch``: a local folder for the
     partition's files. Raises :class:`NeedsFullAssembly` when only the full assembly can make the
-    change; a partition already in the dataset at the same staged version is a no-op."""
+    change; a partition already in the dataset at the same staged version is a no-op. ``in_dataset``: the
+    staged version the caller knows the dataset holds of this partition (from the full state); else only
+    partitions appended since the last full assembly are recognised (their entry files): the whole state is
+    not read, it grows with the dataset."""
     import time
 
     t0 = time.perf_counter()
     root, staged_dir = root.rstrip("/"), staged_dir.rstrip("/")
-    state_path = f"{root}/{w.STATE_PATH}"
-    if not fs.exists(state_path) or not fs.exists(f"{root}/{INFO_PATH}"):
+    head_path = f"{root}/{w.HEADER_PATH}"
+    if not fs.exists(head_path) or not fs.exists(f"{root}/{INFO_PATH}"):
         raise NeedsFullAssembly(f"{root}: no assembled dataset to append to")
-    state = json.loads(fs.cat_file(state_path))
+    state = json.loads(fs.cat_file(head_path))  # small: the state without its partitions
     if state.get("format") != w.STATE_FORMAT or not state.get("features"):
         raise NeedsFullAssembly(f"{root}: state format {state.get('format')!r}")
     manifest = json.loads(fs.cat_file(f"{staged_dir}/{w.STAGED_MANIFEST}"))
     key, version = manifest["partition_key"], manifest["version"]
-    old = state["partitions"].get(key)
+    if in_dataset is None:
+        entry_path = f"{root}/{w.APPENDED_DIR}/{key}.json"
+        old = json.loads(fs.cat_file(entry_path)) if fs.exists(entry_path) else None
+    else:
+        old = {"version": in_dataset}
     info = json.loads(fs.cat_file(f"{root}/{INFO_PATH}"))
     if old is not None:
         if old["version"] == version:
@@ -123,7 +145,7 @@ def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
             raise w.IncompatiblePartitionError(f"partition {key!r} does not fit the dataset: {what} {a!r} vs {b!r}")
 
     chunks_size = state.get("chunks_size") or info.get("chunks_size")
-    slot = int(state.get("next_slot", len(state["partitions"])))
+    slot = int(state.get("next_slot", state["n_partitions"]))
     chunk, fidx = divmod(slot, chunks_size)
     ep_base, idx_base = int(info["total_episodes"]), int(info["total_frames"])
     split = w.split_of(key, float(state["val_fraction"]))
@@ -145,7 +167,7 @@ def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
     data_bytes = _parquet_bytes(table)
     _put_bytes(fs, f"{root}/{data_rel}", data_bytes)
     if part.video_src is not None:
-        fs.put_file(str(part.video_src), f"{root}/{video_rel}")
+        _put_file(fs, str(part.video_src), f"{root}/{video_rel}")
 
     # metadata rows, stats, provenance
     meta_file = int(state.get("meta_files", -(-ep_base // w.EPISODES_PER_META_FILE)))
@@ -189,16 +211,17 @@ def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
     info.update(total_episodes=ep_base + n_new, total_frames=frame, total_tasks=len(tasks),
                 splits=_splits(info.get("splits", {}), ep_base, n_new, split))
     _put_bytes(fs, f"{root}/{INFO_PATH}", json.dumps(info, indent=4).encode())
-    state["partitions"][key] = {
+    entry = {
         "version": version, "split": split, "n_episodes": n_new, "n_frames": frames_new, "data_file": data_rel,
         "data_size": len(data_bytes), "data_fingerprint": None,
         "video_file": video_rel if part.video_src is not None else None,
         "video_size": part.video_src.stat().st_size if part.video_src is not None else None}
+    _put_bytes(fs, f"{root}/{w.APPENDED_DIR}/{key}.json", json.dumps(entry).encode())
     state.update(next_slot=slot + 1, meta_files=meta_file + 1, appended=int(state.get("appended", 0)) + 1)
     import hashlib
 
     state["version"] = hashlib.sha256(json.dumps([state.get("version", ""), key, version]).encode()).hexdigest()[:32]
-    _put_bytes(fs, state_path, json.dumps(state, separators=(",", ":")).encode())
+    _put_bytes(fs, head_path, json.dumps(state, indent=1).encode())
     return w.AssemblyResult(Path(root), repo_id, ep_base + n_new, frame, len(tasks), info["splits"], prov_table,
                             [key], [], [], [], [key], [key], time.perf_counter() - t0, state["version"])
 

@@ -93,6 +93,8 @@ STAGED_EPISODES = "episodes.parquet"
 STAGED_MANIFEST = "manifest.json"
 STATE_PATH = "meta/ego_assets_state.json"
 PROVENANCE_PATH = "meta/ego_assets_provenance.parquet"
+HEADER_PATH = "meta/ego_assets_header.json"  # the state without its partitions (small; read by an append)
+APPENDED_DIR = "meta/ego_assets_appended"  # <key>.json: the state entry of each partition appended since
 TMP_DIR = ".ego_assets_tmp"
 SPLITS = ("train", "validation")
 DEFAULT_REPO_ID = "ego_assets/egocentric_hands"
@@ -983,6 +985,9 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
         raise DatasetStateError(f"dataset {str(root)!r} has state format {state.get('format')!r}; "
                                 f"this code writes {STATE_FORMAT}: rebuild=True from the staged partitions")
     old_parts: dict[str, dict] = (state or {}).get("partitions", {})
+    if state is not None:  # partitions appended since (incremental.append_partition): one file each
+        old_parts = {**old_parts, **{f.stem: json.loads(f.read_text())
+                                     for f in sorted((root / APPENDED_DIR).glob("*.json"))}}
 
     # -- the partitions of the new dataset --------------------------------------------------------------
     parts: dict[str, _Part] = {}
@@ -1185,6 +1190,10 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
             } for q in plan},
     }
     _write_atomic(state_file, lambda t: t.write_text(json.dumps(new_state, indent=1)))
+    # what an append reads instead of the whole state (which grows with the dataset); appends since are in it now
+    _write_atomic(root / HEADER_PATH, lambda t: t.write_text(json.dumps(
+        {k: v for k, v in new_state.items() if k != "partitions"} | {"n_partitions": len(plan)}, indent=1)))
+    shutil.rmtree(root / APPENDED_DIR, ignore_errors=True)
     shutil.rmtree(tmp, ignore_errors=True)
     if card and full_features is not None:
         from ego_assets.lib.lerobot.publish import write_card

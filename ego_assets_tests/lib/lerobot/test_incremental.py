@@ -53,9 +53,11 @@ def test_append_touches_only_the_new_partition_and_metadata(dataset_copy, staged
     assert [r for r in rel if r.startswith(("data/", "videos/"))] == [
         "data/chunk-000/file-002.parquet", "videos/observation.images.ego/chunk-000/file-002.mp4"]
     assert {r for r in rel if r.startswith("meta/")} == {
-        "meta/info.json", "meta/stats.json", "meta/ego_assets_state.json", "meta/episodes/chunk-000/file-001.parquet",
+        "meta/info.json", "meta/stats.json", "meta/ego_assets_header.json", "meta/episodes/chunk-000/file-001.parquet",
+        f"meta/ego_assets_appended/{parts['C'].key}.json",
         "meta/ego_assets_provenance.append-000002.parquet"} | ({"meta/tasks.parquet"} & set(rel))
-    assert fs.written[-1].endswith("ego_assets_state.json") and fs.written[-2].endswith("info.json")
+    assert fs.written[-1].endswith("ego_assets_header.json") and fs.written[-3].endswith("info.json")
+    assert not [p for p in fs.written if p.endswith("ego_assets_state.json")]  # the whole state: not rewritten
     for p, b in old_files.items():
         assert p.read_bytes() == b, p
     # indices contiguous; C's episodes at the end
@@ -87,9 +89,8 @@ def test_append_touches_only_the_new_partition_and_metadata(dataset_copy, staged
     # appending it again is a no-op; a re-staged (different version) partition needs the full assembly
     again = incremental.append_partition(fs, str(root), str(staged["C"].path), tmp_path / "scratch2")
     assert again.added == [] and again.n_episodes == res.n_episodes
-    state = json.loads((root / "meta/ego_assets_state.json").read_text())
-    state["partitions"][parts["C"].key]["version"] = "other"
-    (root / "meta/ego_assets_state.json").write_text(json.dumps(state))
+    entry = root / "meta/ego_assets_appended" / f"{parts['C'].key}.json"
+    entry.write_text(json.dumps({**json.loads(entry.read_text()), "version": "other"}))
     with pytest.raises(incremental.NeedsFullAssembly, match="replaced"):
         incremental.append_partition(fs, str(root), str(staged["C"].path), tmp_path / "scratch3")
 
@@ -102,3 +103,6 @@ def test_full_assembly_after_appends_is_the_deterministic_dataset(dataset_copy, 
     assemble(scratch, [staged["C"], staged["B"], staged["A"]], val_fraction=VAL_FRACTION)
     assert json.loads((root / "meta/info.json").read_text()) == json.loads((scratch / "meta/info.json").read_text())
     assert not list(root.glob("meta/ego_assets_provenance.append-*.parquet"))
+    assert not (root / "meta/ego_assets_appended").exists()
+    state = json.loads((root / "meta/ego_assets_state.json").read_text())
+    assert sorted(state["partitions"]) == sorted(p.partition_key for p in staged.values())
