@@ -60,17 +60,23 @@ def _ok(store, asset: str, pk: str) -> bool:
     return bool(rows) and rows[-1]["status"] == "ok"
 
 
-def gather(store) -> tuple[list, dict[str, str]]:
-    """(the valid segments of every video whose segments are materialized, {video: upstream version})."""
+def gather(store, log=None) -> tuple[list, dict[str, str]]:
+    """(the valid segments of every video whose segments are materialized, {video: upstream version}).
+    A video whose tables cannot be read is left out with a warning; it never fails the others."""
     from ego_assets.lib.skills import segment_inputs
 
     segs, versions = [], {}
     for pk in store.registered():
         if not (_ok(store, "segments", pk) and store.has_table("segments", pk) and store.has_table("hand_world", pk)):
             continue
-        caps = store.read_table("captions", pk) if _ok(store, "captions", pk) and store.has_table("captions", pk) \
-            else None
-        segs += segment_inputs(pk, store.read_table("segments", pk), store.read_table("hand_world", pk), caps)
+        try:
+            caps = store.read_table("captions", pk) \
+                if _ok(store, "captions", pk) and store.has_table("captions", pk) else None
+            segs += segment_inputs(pk, store.read_table("segments", pk), store.read_table("hand_world", pk), caps)
+        except Exception as e:  # noqa: BLE001 - this video gets no skills, with the reason; the others do
+            if log:
+                log.warning(f"{pk}: left out of the skills: {type(e).__name__}: {e}")
+            continue
         versions[pk] = "|".join(str((store.lineage(a, pk) or [{}])[-1].get("data_version"))
                                 for a in ("segments", "captions"))
     return segs, versions
@@ -130,7 +136,7 @@ def run_skills(store, config: SkillsConfig, log=None, run_id: str | None = None)
     from ego_assets.lib import skills as sk
 
     emb = sk.embedder()
-    segs, versions = gather(store)
+    segs, versions = gather(store, log)
     model = load_model(store)
     why = refit_reason(model, config, emb.name)
     if why and segs:
