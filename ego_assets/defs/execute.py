@@ -80,9 +80,10 @@ def run_status(instance: dg.DagsterInstance, run_id: str, pk: str) -> VideoStatu
     return VideoStatus(pk, "failed", None, f"run {run_id[:8]} {status}", run_id)
 
 
-# What one worker process may hold at its peak with the default backends (measured by
-# benchmarks/throughput.py and long_video.py: ~0.6 GiB on 15 s clips, ~0.7 GiB on a 10 min video), with
-# headroom: the default number of workers never plans for more than the memory available.
+# What one worker process may hold at its peak with the default backends, with headroom (measured:
+# the CLI and two workers peaked at 2.2 GiB together on 15 s 1080p clips, benchmarks/throughput.py; one
+# process ~0.7 GiB on a 10 min video, long_video.py): the default number of workers never plans for more
+# than the memory available.
 WORKER_MEMORY_GIB = 1.5
 
 
