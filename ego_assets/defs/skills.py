@@ -175,6 +175,17 @@ def run_skills(store, config: SkillsConfig, log=None, run_id: str | None = None)
                 separation=sk.separation(model, x) if model is not None and len(segs) else None)
 
 
+def _thumbnail(jpg: bytes, max_side: int = 240) -> bytes:
+    """A small JPEG of an overlay (the metadata stays small with 2 examples x 10 skills)."""
+    import cv2
+    import numpy as np
+
+    from ego_assets.lib.plots import jpeg
+
+    img = cv2.imdecode(np.frombuffer(jpg, np.uint8), cv2.IMREAD_COLOR)
+    return jpg if img is None else jpeg(cv2.cvtColor(img, cv2.COLOR_BGR2RGB), max_side=max_side)
+
+
 def _examples_md(store, res: dict) -> str:
     """A few example frames per skill (the captions' overlay of the segment's first frame)."""
     model, rows, segs = res["model"], res["rows"], res["segs"]
@@ -189,7 +200,7 @@ def _examples_md(store, res: dict) -> str:
                 continue
             try:
                 path = uri.split("://", 1)[-1]
-                imgs.append(md_image(store.read_bytes(path), f"skill {k}", "image/jpeg"))
+                imgs.append(md_image(_thumbnail(store.read_bytes(path)), f"skill {k}", "image/jpeg"))
             except Exception:  # noqa: BLE001 - a missing overlay leaves the skill without an example
                 continue
         parts.append(f"**{k}: {lab}** ({len(members)} segment(s))\n\n" + (" ".join(imgs) or "_no overlay_"))
