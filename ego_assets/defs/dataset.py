@@ -309,7 +309,7 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
                        scratch, t0)
     members = [s.partition_key for s in staged]
     removed = sorted(set(in_dataset_versions) - set(members))
-    params = {**fmt.as_dict(), "val_fraction": config.val_fraction}
+    params = {**fmt.as_dict(), "val_fraction": config.val_fraction, "skills": _skills_version(store)}
     base_meta = {"videos": len(members), "left_out": len(left_out),
                  "path": dg.MetadataValue.path(store.url(remote_root))}
     if left_out:
@@ -425,7 +425,7 @@ def _append(context, config: DatasetConfig, store, remote_root: str, to_append, 
     store.write_quality("lerobot_dataset", "dataset", [dict(
         asset="lerobot_dataset", check_name="lerobot_dataset_valid", passed=True, severity="ERROR",
         value=float(len(added)), detail=detail)])
-    params = {**fmt.as_dict(), "val_fraction": config.val_fraction}
+    params = {**fmt.as_dict(), "val_fraction": config.val_fraction, "skills": _skills_version(store)}
     store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
                              code_version=DATASET_CODE_VERSION, data_version=state.get("version"),
                              upstream=json.dumps({pk: versions[pk] for pk in members}, sort_keys=True),
@@ -531,6 +531,12 @@ def _backends(store, pk) -> dict:
         if rows:
             out[a] = rows[-1]["code_version"]
     return out
+
+
+def _skills_version(store) -> str | None:
+    from ego_assets.defs.skills import skills_version  # the skills the episodes carry (issue 15)
+
+    return skills_version(store)
 
 
 def _skill_map(store) -> dict:

@@ -279,7 +279,14 @@ def dataset_up_to_date(store: Store) -> bool:
     fmt = dataset.dataset_format().as_dict()
     return (json.loads(last["upstream"] or "{}") == {pk: versions[pk] for pk in ready}
             and {k: params.get(k) for k in fmt} == json.loads(json.dumps(fmt))
+            and params.get("skills") == _skills_version(store) and (_skills_version(store) or not ready)
             and store.exists(dataset.dataset_dir(store)))
+
+
+def _skills_version(store: Store) -> str | None:
+    from ego_assets.defs.skills import skills_version
+
+    return skills_version(store)
 
 
 def materialize_dataset(defs: dg.Definitions, instance: dg.DagsterInstance, run_config=None):

@@ -100,6 +100,13 @@ def refit_reason(model, config: SkillsConfig, embedder_name: str) -> str | None:
     return None
 
 
+def skills_version(store) -> str | None:
+    """The data version of the last ``skills`` run (None before any): the dataset records the one its
+    episodes carry, so the CLI's dataset step is not skipped after the skills changed."""
+    rows = store.lineage(ASSET, MODEL_KEY)
+    return rows[-1]["data_version"] if rows else None
+
+
 def skill_map(store) -> dict[tuple[str, int, str], tuple[int, str]]:
     """{(partition_key, segment_id, hand): (skill_id, skill_label)} from the ``skills`` table (empty before
     skills ran): what the dataset puts into each episode's metadata."""

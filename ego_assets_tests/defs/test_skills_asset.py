@@ -1,6 +1,7 @@
 """The `skills` asset over all videos: table, kept model, incremental assignment, refit, episodes' skills."""
 
 import json
+import os
 
 import dagster as dg
 import pytest
@@ -111,3 +112,27 @@ def test_check_every_segment_assigned(home):
     store.fs.rm_file(store.table_path("skills", "vid-a"))
     outs = [o for pk, asset, o in evaluate_all(store) if o.check_name == "every_segment_assigned"]
     assert not outs[0].passed and "6 of 6 valid segment(s) have no skill" in outs[0].detail
+
+
+def test_cli_dataset_step_not_skipped_after_skills_changed(home, monkeypatch):
+    from ego_assets.defs import dataset, execute
+
+    store = Store()
+    _add_video(store, "vid-a", PLANS["vid-a"], seed=0)
+    _materialize()
+    # a published dataset whose lineage says it holds vid-a with the current skills
+    monkeypatch.setattr(dataset, "ready_partitions", lambda st: (["vid-a"], {"vid-a": "v1"}, {}))
+    os.makedirs(dataset.dataset_dir(store), exist_ok=True)
+
+    def record(skills_version):
+        params = {**dataset.dataset_format().as_dict(), "val_fraction": 0.1, "skills": skills_version}
+        store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id="t",
+                                 code_version=dataset.DATASET_CODE_VERSION, data_version="d",
+                                 upstream=json.dumps({"vid-a": "v1"}), params=json.dumps(params), status="ok"))
+
+    record(skills_defs.skills_version(store))
+    assert execute.dataset_up_to_date(store)
+    _materialize({"refit": True, "n_skills": 2})  # the skills changed: the dataset step must run
+    assert not execute.dataset_up_to_date(store)
+    record(None)  # a dataset assembled before skills existed
+    assert not execute.dataset_up_to_date(store)
