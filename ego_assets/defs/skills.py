@@ -23,6 +23,7 @@ import time
 
 import dagster as dg
 
+from ego_assets.defs.k8s import GPU_POOL, op_tags
 from ego_assets.defs.runner import _now
 from ego_assets.defs.settings import EgoStorage
 from ego_assets.lib import catalog, schemas
@@ -35,6 +36,20 @@ CODE_VERSION = "1"
 MODEL_KEY = "model"  # artifacts/skills/model/model.json
 MODEL_FILE = "model.json"
 EXAMPLES_PER_SKILL = 2
+
+
+def _declared_resources():
+    """What the configured embedder declares it needs (its step's Kubernetes resources and pool)."""
+    from ego_assets.lib.backends import Resources
+    from ego_assets.lib.skills import embedder_class
+
+    try:
+        return embedder_class().resources
+    except ValueError:  # an unknown embedder fails the step with its name, not the definitions
+        return Resources()
+
+
+RESOURCES = _declared_resources()
 
 
 class SkillsConfig(dg.Config):
@@ -217,6 +232,7 @@ def _examples_md(store, res: dict) -> str:
 @dg.asset(
     name=ASSET, group_name=GROUP, code_version=CODE_VERSION, deps=["segments", "captions"],
     kinds={"sklearn", "parquet"},
+    op_tags=op_tags(None, RESOURCES), pool=GPU_POOL if RESOURCES.gpu else None,
     automation_condition=(dg.AutomationCondition.any_deps_updated().since_last_handled()
                           & ~dg.AutomationCondition.any_deps_in_progress()
                           & ~dg.AutomationCondition.in_progress()),

@@ -144,11 +144,16 @@ def register_embedder(cls: type[Embedder]) -> type[Embedder]:
     return cls
 
 
-def embedder(name: str | None = None) -> Embedder:
+def embedder_class(name: str | None = None) -> type[Embedder]:
+    """The configured embedder's class (``EGO_ASSETS_SKILLS_EMBEDDER``, default ``kinematic``)."""
     name = (name or os.environ.get(ENV_EMBEDDER, "").strip() or "kinematic")
     if name not in EMBEDDERS:
         raise ValueError(f"unknown skills embedder {name!r} ({ENV_EMBEDDER}); available: {', '.join(sorted(EMBEDDERS))}")
-    return EMBEDDERS[name]()
+    return EMBEDDERS[name]
+
+
+def embedder(name: str | None = None) -> Embedder:
+    return embedder_class(name)()
 
 
 def _nanmean(x: np.ndarray, default: float = 0.0) -> float:
