@@ -1,0 +1,262 @@
+"""Scale benchmark (issue 19): what adding one video costs on an object store with N videos already there.
+
+    python benchmarks/scale.py --partitions 100,1000,10000 --csv
+
+A local moto S3 server stands in for the bucket. For each N it writes, directly into the bucket (no video
+processing), what N staged videos leave behind:
+
+- a published LeRobot v3.0 dataset of N partitions: its metadata at full size (``meta/episodes`` with
+  ``--episodes`` rows per video carrying real per-episode stats, ``info.json``, ``stats.json``,
+  ``tasks.parquet``, the whole state with N entries, the state header), and one data and one video file
+  per partition. Those N data/video files are small placeholders: the append must not read them, and if it
+  did, ``bytes_read`` would show it;
+- N registered video files under a source folder (discovery's listing) and N ``episodes`` table files
+  (the catalog's view);
+
+then adds one real staged partition (made by the writer from the synthetic partition of the tests) with
+``incremental.append_partition``, as ``lerobot_dataset`` does on an object store, and prints per N:
+
+    partitions,assemble_s,bytes_read,bytes_written,discover_s,catalog_query_s
+
+``bytes_read``/``bytes_written``: bytes moved by the append through the filesystem (counted in the s3fs
+calls that move data: cat_file, get_file, ranged reads of open files, pipe_file, put_file), not estimated.
+``discover_s``: one discovery call over the N seen files plus one new file (``sources.discover``: lists the
+source, stats every file, hashes the new one). ``catalog_query_s``: ``catalog.query`` of
+``select count(*) from episodes`` over the N partitions' files (a fresh sandboxed connection: it lists and
+reads every file).
+What is not in assemble_s: the ``lerobot_dataset`` asset's own bookkeeping (it reads each video's last
+lineage row and staged manifest to find the new ones: O(N) small reads; see k8s/README.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+BUCKET = "ego-scale"
+
+
+class Counter:
+    """Bytes moved through an fsspec filesystem by the calls that move data."""
+
+    def __init__(self, fs):
+        self.fs, self.read, self.written = fs, 0, 0
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+    def cat_file(self, path, *a, **kw):
+        out = self.fs.cat_file(path, *a, **kw)
+        self.read += len(out)
+        return out
+
+    def get_file(self, rpath, lpath, **kw):
+        out = self.fs.get_file(rpath, lpath, **kw)
+        self.read += os.path.getsize(lpath)
+        return out
+
+    def open(self, path, mode="rb", **kw):
+        f = self.fs.open(path, mode, **kw)
+        if "r" in mode:
+            fetch = f._fetch_range
+
+            def counted(start, end, _fetch=fetch):
+                data = _fetch(start, end)
+                self.read += len(data)
+                return data
+
+            f._fetch_range = counted
+            f.cache.fetcher = counted
+        return f
+
+    def pipe_file(self, path, data, **kw):
+        self.written += len(data)
+        return self.fs.pipe_file(path, data, **kw)
+
+    def put_file(self, lpath, rpath, **kw):
+        self.written += os.path.getsize(lpath)
+        return self.fs.put_file(lpath, rpath, **kw)
+
+
+def start_moto() -> None:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    os.environ.update({"AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "testing",
+                       "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"})
+    for k in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_ENDPOINT_URL_S3"):
+        os.environ.pop(k, None)
+    import logging
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+
+
+def template(work: Path):
+    """A real dataset of one synthetic partition (the metadata to replicate) and a second staged one (the
+    video that is added)."""
+    from ego_assets.lib.lerobot.writer import assemble
+    from ego_assets_tests.lib.lerobot.synth import make_partition, stage
+
+    staged = {}
+    for name, seed in (("tmpl", 1), ("new", 2)):
+        p = make_partition(work / "src", f"{name}-video", seed=seed, n_frames=300, w=320, h=240, textured=True)
+        staged[name] = stage(p, work / "staged" / p.key)
+    ds = work / "tmpl_ds"
+    assemble(ds, [staged["tmpl"]], val_fraction=0.0)
+    return ds, staged["new"]
+
+
+def build(fs, root: str, tmpl: Path, n: int, episodes: int) -> None:
+    """The metadata of an N-partition dataset in the bucket, and N placeholder data/video files."""
+    from ego_assets.lib.lerobot import writer as w
+    from ego_assets.lib.lerobot.features import VIDEO_KEY
+    from ego_assets.lib.lerobot.format import DEFAULT_DATA_PATH, DEFAULT_EPISODES_PATH, DEFAULT_VIDEO_PATH
+
+    meta = pa.concat_tables([pq.read_table(f) for f in sorted((tmpl / "meta/episodes").glob("*/*.parquet"))])
+    info = json.loads((tmpl / "meta/info.json").read_text())
+    state = json.loads((tmpl / w.STATE_PATH).read_text())
+    chunks = state["chunks_size"]
+    total = n * episodes
+    t = meta.take(pa.array(np.arange(total) % meta.num_rows))
+    lengths = np.asarray(t["length"].to_numpy(), np.int64)
+    to = np.cumsum(lengths)
+    part = np.arange(total) // episodes
+    ch, fi = np.divmod(part, chunks)
+    mf = np.arange(total) // w.EPISODES_PER_META_FILE
+    mch, mfi = np.divmod(mf, chunks)
+    keys = pa.array([f"p{i:06d}" for i in part])
+    cols = {"episode_index": pa.array(np.arange(total)), "dataset_from_index": pa.array(to - lengths),
+            "dataset_to_index": pa.array(to), "data/chunk_index": pa.array(ch), "data/file_index": pa.array(fi),
+            f"videos/{VIDEO_KEY}/chunk_index": pa.array(ch), f"videos/{VIDEO_KEY}/file_index": pa.array(fi),
+            "meta/episodes/chunk_index": pa.array(mch), "meta/episodes/file_index": pa.array(mfi),
+            "source/partition_key": keys}
+    for c, v in cols.items():
+        i = t.schema.get_field_index(c)
+        t = t.set_column(i, t.schema.field(i), v.cast(t.schema.field(i).type))
+    files = {}
+    for s in range(0, total, w.EPISODES_PER_META_FILE):
+        c, f = divmod(s // w.EPISODES_PER_META_FILE, chunks)
+        sink = pa.BufferOutputStream()
+        pq.write_table(t.slice(s, w.EPISODES_PER_META_FILE), sink, compression="snappy")
+        files[f"{root}/{DEFAULT_EPISODES_PATH.format(chunk_index=c, file_index=f)}"] = sink.getvalue().to_pybytes()
+    info.update(total_episodes=total, total_frames=int(to[-1]), splits={"train": f"0:{total}"})
+    files[f"{root}/meta/info.json"] = json.dumps(info, indent=4).encode()
+    for rel in ("meta/stats.json", "meta/tasks.parquet"):
+        files[f"{root}/{rel}"] = (tmpl / rel).read_bytes()
+    entry = next(iter(state["partitions"].values()))
+    state["partitions"] = {}
+    for i in range(n):
+        c, f = divmod(i, chunks)
+        d, v = DEFAULT_DATA_PATH.format(chunk_index=c, file_index=f), DEFAULT_VIDEO_PATH.format(
+            video_key=VIDEO_KEY, chunk_index=c, file_index=f)
+        state["partitions"][f"p{i:06d}"] = {**entry, "data_file": d, "video_file": v, "n_episodes": episodes}
+        files[f"{root}/{d}"] = b"placeholder data file: an append must not read it"
+        files[f"{root}/{v}"] = b"placeholder video file: an append must not read it"
+    files[f"{root}/{w.STATE_PATH}"] = json.dumps(state, indent=1).encode()
+    header = {k: v for k, v in state.items() if k != "partitions"} | {"n_partitions": n}
+    files[f"{root}/{w.HEADER_PATH}"] = json.dumps(header, indent=1).encode()
+    fs.pipe(files)
+
+
+def build_sources_and_tables(fs, home: str, n: int, tmpl_prov: pa.Table) -> dict:
+    """N tiny video files under a source folder, and N `episodes` table files. Returns discovery's `seen`."""
+    from ego_assets.lib import schemas
+    from ego_assets.lib.storage import Store
+
+    files = {f"{home}/src/v{i:06d}.mp4": f"video {i}".encode() for i in range(n)}
+    store = Store(f"s3://{home}")
+    rows = tmpl_prov.drop_columns(["partition_key"])
+    for i in range(n):
+        pk = f"p{i:06d}"
+        sink = pa.BufferOutputStream()
+        pq.write_table(schemas.conform("episodes", rows, pk), sink)
+        files[store.table_path("episodes", pk)] = sink.getvalue().to_pybytes()
+    fs.pipe(files)
+    seen = {}
+    for p, info in fs.find(f"{home}/src", detail=True).items():
+        from ego_assets.lib.sources import file_stamp, hints_digest
+
+        seen[f"s3://{p}"] = f"cam:{file_stamp(info)}|{hints_digest({})}"
+    return seen
+
+
+def run(n: int, episodes: int, work: Path, tmpl: Path, new_staged) -> dict:
+    import fsspec
+
+    from ego_assets.lib import catalog
+    from ego_assets.lib.lerobot import incremental
+    from ego_assets.lib.sources import Source, discover
+    from ego_assets.lib.storage import Store
+
+    fs = fsspec.filesystem("s3", skip_instance_cache=True)
+    home = f"{BUCKET}/n{n}"
+    root = f"{home}/datasets/ego_assets"
+    build(fs, root, tmpl, n, episodes)
+    sdir = f"{home}/artifacts/lerobot_episodes/new-video/staged"
+    fs.put(str(new_staged.path) + "/", sdir + "/", recursive=True)
+    prov = pq.read_table(tmpl / "meta/ego_assets_provenance.parquet")
+    seen = build_sources_and_tables(fs, home, n, prov)
+    fs.pipe_file(f"{home}/src/new.mp4", b"a new video")
+
+    c = Counter(fsspec.filesystem("s3", skip_instance_cache=True))
+    t0 = time.perf_counter()
+    res = incremental.append_partition(c, root, sdir, work / f"scratch{n}")
+    assemble_s = time.perf_counter() - t0
+    assert res.added == [new_staged.partition_key] and res.n_episodes == n * episodes + new_staged.n_episodes
+
+    t0 = time.perf_counter()
+    new, _, errors = discover([Source("cam", f"s3://{home}/src")], seen, set(), limit=10)
+    discover_s = time.perf_counter() - t0
+    assert not errors and len(new) == 1, (new, errors)
+
+    os.environ["EGO_ASSETS_CATALOG_DIR"] = str(work / "catalog")
+    store = Store(f"s3://{home}")
+    t0 = time.perf_counter()
+    _, rows = catalog.query(store, "select count(*) from episodes")
+    catalog_query_s = time.perf_counter() - t0
+    assert rows[0][0] == n * prov.num_rows, rows
+    fs.rm(f"{BUCKET}/n{n}", recursive=True)
+    return dict(partitions=n, assemble_s=round(assemble_s, 3), bytes_read=c.read, bytes_written=c.written,
+                discover_s=round(discover_s, 3), catalog_query_s=round(catalog_query_s, 3))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--partitions", default="100,1000,10000")
+    ap.add_argument("--episodes", type=int, default=8, help="episodes per video in the existing dataset")
+    ap.add_argument("--csv", action="store_true", help="CSV only (no notes)")
+    a = ap.parse_args()
+    start_moto()
+    import fsspec
+
+    fsspec.filesystem("s3", skip_instance_cache=True).mkdir(BUCKET)
+    cols = ["partitions", "assemble_s", "bytes_read", "bytes_written", "discover_s", "catalog_query_s"]
+    with tempfile.TemporaryDirectory(prefix="ego_scale_") as tmp:
+        work = Path(tmp)
+        tmpl, new_staged = template(work)
+        if not a.csv:
+            size = sum(f.stat().st_size for f in Path(new_staged.path).iterdir())
+            print(f"# added video: {new_staged.n_episodes} episodes, {new_staged.n_frames} frames, staged "
+                  f"{size} bytes; existing videos: {a.episodes} episodes each", file=sys.stderr)
+        print(",".join(cols), flush=True)
+        for n in (int(x) for x in a.partitions.split(",")):
+            r = run(n, a.episodes, work, tmpl, new_staged)
+            print(",".join(str(r[c]) for c in cols), flush=True)
+
+
+if __name__ == "__main__":
+    main()
