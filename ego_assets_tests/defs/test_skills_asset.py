@@ -136,3 +136,18 @@ def test_cli_dataset_step_not_skipped_after_skills_changed(home, monkeypatch):
     assert not execute.dataset_up_to_date(store)
     record(None)  # a dataset assembled before skills existed
     assert not execute.dataset_up_to_date(store)
+
+
+def test_automation_requests_skills_with_the_dataset(home):
+    from ego_assets.definitions import defs
+    from ego_assets.defs.partitions import videos
+
+    sk, ds = dg.AssetKey("skills"), dg.AssetKey("lerobot_dataset")
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(videos.name, ["cam-a"])
+        cursor = dg.evaluate_automation_conditions(defs=defs, instance=instance).cursor
+        for d in defs.resolve_asset_graph().get(ds).parent_keys | defs.resolve_asset_graph().get(sk).parent_keys:
+            if d != sk:
+                instance.report_runless_asset_event(dg.AssetMaterialization(d, partition="cam-a"))
+        r = dg.evaluate_automation_conditions(defs=defs, instance=instance, cursor=cursor)
+        assert (r.get_num_requested(sk), r.get_num_requested(ds)) == (1, 1)  # one run: skills, then the dataset
