@@ -148,7 +148,8 @@ def embedder_class(name: str | None = None) -> type[Embedder]:
     """The configured embedder's class (``EGO_ASSETS_SKILLS_EMBEDDER``, default ``kinematic``)."""
     name = (name or os.environ.get(ENV_EMBEDDER, "").strip() or "kinematic")
     if name not in EMBEDDERS:
-        raise ValueError(f"unknown skills embedder {name!r} ({ENV_EMBEDDER}); available: {', '.join(sorted(EMBEDDERS))}")
+        raise ValueError(f"unknown skills embedder {name!r} ({ENV_EMBEDDER}); "
+                         f"available: {', '.join(sorted(EMBEDDERS))}")
     return EMBEDDERS[name]
 
 
