@@ -6,6 +6,13 @@ from ego_assets.lib.quality import CheckDef, CheckOutcome
 from ego_assets.lib.storage import Store
 
 
+def _per_video_assets() -> set[str]:
+    from ego_assets.defs.execute import per_video_assets
+    from ego_assets.definitions import defs
+
+    return set(per_video_assets(defs))
+
+
 def all_checks() -> list[CheckDef]:
     from ego_assets.definitions import ASSET_MODULES
 
@@ -34,20 +41,24 @@ def evaluate_all(store: Store, source: str | None = None,
     failed in it); writes the ``quality`` table (best effort, see :class:`_Quality`); returns
     (partition, asset, outcome) rows."""
     quality = quality or _Quality(store)
+    per_video = _per_video_assets()
     out = []
     for pk in store.registered():
         if source and store.video_record(pk).get("source") != source:
             continue
         for c in all_checks():
             rows = store.lineage(c.asset, pk)
-            if not rows:
+            if not rows and c.asset not in per_video:
+                # an asset over all videos (skills) that has not seen this video: its check says
+                # whether that matters (a video with no valid segment needs no skill)
+                o = c.evaluate(store, pk)
+            elif not rows:
                 # a registered video whose asset never ran is not "passing": the gate must see it
                 o = CheckOutcome(c.name, False, c.severity, None,
                                  f"{c.asset} never ran for this video ({store.video_uri(pk, pk)})")
                 out.append((pk, c.asset, o))
                 continue
-            last = rows[-1]
-            if last["status"] in ("failed", "skipped") and not store.committed(c.asset, pk):
+            elif (last := rows[-1])["status"] in ("failed", "skipped") and not store.committed(c.asset, pk):
                 o = CheckOutcome(c.name, False, c.severity, None,
                                  f"{c.asset} {last['status']}: {last['error']}")
             else:

@@ -26,7 +26,7 @@ import dagster as dg
 from ego_assets.defs.k8s import GPU_POOL, op_tags
 from ego_assets.defs.runner import _now
 from ego_assets.defs.settings import EgoStorage
-from ego_assets.lib import catalog, schemas
+from ego_assets.lib import schemas
 from ego_assets.lib.plots import md_image
 from ego_assets.lib.quality import ERROR, CheckDef
 
@@ -137,6 +137,9 @@ def _every_segment_assigned(store, pk):
     """Every valid segment of the video has a row in the ``skills`` table."""
     from ego_assets.lib.skills import segment_inputs
 
+    if not (_ok(store, "segments", pk) and store.has_table("segments", pk) and store.has_table("hand_world", pk)):
+        # the video stopped before segments (its own checks say why): it has no segment to assign
+        return True, 0.0, "no segments materialized: nothing to assign"
     caps = store.read_table("captions", pk) if store.has_table("captions", pk) else None
     want = {s.key for s in segment_inputs(pk, store.read_table("segments", pk), store.read_table("hand_world", pk),
                                           caps)}
@@ -187,8 +190,6 @@ def run_skills(store, config: SkillsConfig, log=None, run_id: str | None = None)
                                      sorted((r["segment_id"], r["hand"], r["skill_id"], r["skill_label"])
                                             for r in by_pk.get(pk, []))).encode()).hexdigest()[:16],
                                  upstream=versions[pk], status="ok"))
-    if rows:
-        catalog.ensure_view(store, ASSET)
     digest = hashlib.sha256(json.dumps(
         [model.to_json() if model else None,
          sorted((r["partition_key"], r["segment_id"], r["hand"], r["skill_id"]) for r in rows)],
