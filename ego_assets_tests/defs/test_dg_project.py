@@ -1,0 +1,28 @@
+"""Dagster's `dg` CLI finds the project from pyproject's [tool.dg] and sees the same definitions as
+`make ui` and the CLI: every asset with its group and declared upstream, the jobs and both sensors."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from ego_assets.definitions import defs
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_dg_lists_the_projects_definitions():
+    dg = Path(sys.executable).with_name("dg")
+    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}  # no instance is needed to list
+    r = subprocess.run([str(dg), "list", "defs", "--json"], cwd=ROOT, capture_output=True, text=True,
+                       timeout=240, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    listed = json.loads(r.stdout)
+    graph = defs.resolve_asset_graph()
+    want = {k.to_user_string(): (graph.get(k).group_name, sorted(p.to_user_string() for p in graph.get(k).parent_keys))
+            for k in graph.get_all_asset_keys()}
+    got = {a["asset_key"]: (a["group_name"], sorted(a["dependency_keys"])) for a in listed["assets"]}
+    assert got == want
+    assert {s["name"] for s in listed["sensors"]} >= {"discover_videos", "dataset_automation"}
+    assert {j["name"] for j in listed["jobs"]} >= {"per_video_job", "dataset_job"}
