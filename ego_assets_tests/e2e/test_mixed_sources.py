@@ -218,6 +218,15 @@ def test_shared_real_clips_append_without_re_encoding(mixed):
              for i in range(ds.num_episodes)}
     assert {(960, 540), (640, 480)} <= sizes
     assert ds[len(ds) - 1]["observation.images.ego"].shape == (3, 480, 640)
+    # skills over every source: each episode carries the skill of its segment, every valid segment has
+    # one, and the real and synthetic motions do not all fall into one group
+    skill_ids = [ds.meta.episodes[i]["source/skill_id"] for i in range(ds.num_episodes)]
+    labels = {ds.meta.episodes[i]["source/skill_label"] for i in range(ds.num_episodes)}
+    assert all(s is not None and s >= 0 for s in skill_ids), skill_ids
+    assert len(set(skill_ids)) >= 2 and all(lab for lab in labels), labels
+    r = subprocess.run([str(REPO / ".venv/bin/ego-assets"), "check", "--home", str(home)], env=_cli_env(home),
+                       cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert "every_segment_assigned" not in r.stdout, r.stdout
 
 
 def test_lerobot_train_runs_two_steps_on_the_dataset(mixed, tmp_path):
