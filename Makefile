@@ -1,4 +1,4 @@
-# A fresh clone needs only python3, git and make: every target sets up what it needs (DESIGN §10).
+# A fresh clone needs only python3, git and make: every target sets up what it needs (docs/architecture.md §10).
 SHELL := /bin/bash
 PY ?= python3
 UV_VERSION ?= 0.13.8

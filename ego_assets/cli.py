@@ -1,4 +1,4 @@
-"""The `ego-assets` command (DESIGN §10)."""
+"""The `ego-assets` command (docs/architecture.md §10)."""
 
 from __future__ import annotations
 

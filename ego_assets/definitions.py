@@ -6,7 +6,7 @@ import warnings
 
 import dagster as dg
 
-# backfill_policy (beta) is how a run carries many videos (DESIGN §7); its warning says nothing new.
+# backfill_policy (beta) is how a run carries many videos (docs/architecture.md §7); its warning says nothing new.
 warnings.filterwarnings("ignore", category=dg.BetaWarning)
 warnings.filterwarnings("ignore", category=dg.PreviewWarning)
 
@@ -17,7 +17,7 @@ from ego_assets.defs.k8s import executor
 from ego_assets.defs.sensors import discover_videos
 from ego_assets.defs.settings import EgoStorage
 
-# In pipeline order (DESIGN §1).
+# In pipeline order (docs/architecture.md §1).
 ASSET_MODULES = [ingest, geometry, hands, actions, skills, dataset]
 
 

@@ -1,1 +1,1 @@
-"""Dagster wiring (DESIGN §4): partitions, sources and discovery, assets, checks, executors."""
+"""Dagster wiring (docs/architecture.md §4): partitions, sources and discovery, assets, checks, executors."""

@@ -1,4 +1,4 @@
-"""Dataset group (DESIGN §1; issues 6, 12): every video's episodes, then one LeRobot v3.0 dataset.
+"""Dataset group (docs/architecture.md §1; issues 6, 12): every video's episodes, then one LeRobot v3.0 dataset.
 
 - ``lerobot_episodes`` (per video, group ``episodes``, part of the per-video job): the video's valid,
   captioned segments staged as episodes in the dataset's format: frames undistorted and letterboxed to the
@@ -24,7 +24,7 @@ from ego_assets.defs.partitions import backfill_policy, videos
 from ego_assets.defs.runner import PartitionOutput, _now, check_specs, run_partitions
 from ego_assets.defs.settings import EgoStorage
 from ego_assets.defs.stages import calib_row, proxy
-from ego_assets.lib import catalog, schemas
+from ego_assets.lib import schemas
 from ego_assets.lib.backends import Resources
 from ego_assets.lib.quality import ERROR, CheckDef
 
@@ -357,7 +357,6 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
         for pk in set(removed) | (set(left_out) - set(members)):
             if store.exists(store.table_path("episodes", pk)):
                 store.fs.rm_file(store.table_path("episodes", pk))
-        catalog.ensure_view(store, "episodes")
     rows = [dict(asset="lerobot_dataset", check_name=c[0], passed=bool(c[1]),
                  severity="WARN" if c[0] in WARN_ONLY else "ERROR",
                  value=None if c[2] is None else float(c[2]), detail=str(c[3])) for c in checks]
@@ -415,8 +414,6 @@ def _append(context, config: DatasetConfig, store, remote_root: str, to_append, 
             continue
         added.append(pk)
         store.write_parquet(store.table_path("episodes", pk), schemas.conform("episodes", res.episodes_of(pk), pk))
-    if added:
-        catalog.ensure_view(store, "episodes")
     members = sorted(unchanged + added)
     state = _published_state(store, remote_root) or {}
     info = store.read_json(f"{remote_root}/meta/info.json")

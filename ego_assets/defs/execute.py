@@ -1,6 +1,6 @@
 """In-process execution for the CLI: the same one-video runs of the per-video job that the sensor and a
 UI backfill launch, on the local Dagster instance; each video's status is its run's outcome as Dagster
-recorded it (DESIGN §7, §8, §10)."""
+recorded it (docs/architecture.md §7, §8, §10)."""
 
 from __future__ import annotations
 

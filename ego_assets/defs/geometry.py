@@ -1,4 +1,4 @@
-"""Geometry group: calibrations and camera_poses (DESIGN §1; issue 4)."""
+"""Geometry group: calibrations and camera_poses (docs/architecture.md §1; issue 4)."""
 
 import dagster as dg
 import numpy as np

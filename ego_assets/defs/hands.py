@@ -1,4 +1,4 @@
-"""Hands group: hand_tracks (DESIGN §1; issue 3)."""
+"""Hands group: hand_tracks (docs/architecture.md §1; issue 3)."""
 
 import dagster as dg
 

@@ -1,4 +1,4 @@
-"""Ingest group: source_videos -> clips -> frames (DESIGN §1)."""
+"""Ingest group: source_videos -> clips -> frames (docs/architecture.md §1)."""
 
 
 import dagster as dg

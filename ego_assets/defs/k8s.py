@@ -1,4 +1,4 @@
-"""Kubernetes wiring (DESIGN §6, §7): the executor by runtime, and each asset's pod resources derived
+"""Kubernetes wiring (docs/architecture.md §6, §7): the executor by runtime, and each asset's pod resources derived
 from its configured backend.
 
 - :func:`executor` is dagster-k8s's ``k8s_job_executor`` (one pod per step) when

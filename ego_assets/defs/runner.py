@@ -2,7 +2,7 @@
 
 A run carries one video (the discovery sensor, a UI backfill and ``ego-assets run`` all request one run
 per video): whatever happens to a video is its own run's outcome, so Dagster holds the truth per video
-(DESIGN §8) and a bad video never stops the others. A video that fails (bad file, failed upstream)
+(docs/architecture.md §8) and a bad video never stops the others. A video that fails (bad file, failed upstream)
 fails its step with the file and the reason, and its checks fail with that reason; a blocking check
 that fails is a failed ERROR check result of that partition, and Dagster stops the video there. Every
 attempt is also recorded in ``lineage``/``quality``. A video whose inputs, code and parameters are
@@ -154,7 +154,7 @@ def run_partitions(
     """Materialize the run's partitions of the calling asset (name, code version and upstream assets
     come from its declaration, see :func:`declared`).
 
-    A run normally carries one video (DESIGN §8: Dagster holds the truth per video): the result is
+    A run normally carries one video (docs/architecture.md §8: Dagster holds the truth per video): the result is
     then Dagster's own. A video that fails raises :class:`dagster.Failure` naming the file and the
     reason (its partition is failed in the UI, with its checks failed and the reason); a blocking
     check that fails is reported as an ERROR check result of the partition and Dagster stops the video

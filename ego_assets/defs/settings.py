@@ -1,4 +1,4 @@
-"""Settings shared by the UI, the sensors, the steps and the CLI: all from the environment (DESIGN §10)."""
+"""Settings shared by the UI, the sensors, the steps and the CLI: all from the environment (docs/architecture.md §10)."""
 
 from __future__ import annotations
 

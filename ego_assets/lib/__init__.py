@@ -1,1 +1,1 @@
-"""Pure-Python core of ego_assets: no Dagster imports here (DESIGN §4)."""
+"""Pure-Python core of ego_assets: no Dagster imports here (docs/architecture.md §4)."""

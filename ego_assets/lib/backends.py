@@ -1,4 +1,4 @@
-"""Backends of the model-driven stages (DESIGN §6): one small interface per stage, several
+"""Backends of the model-driven stages (docs/architecture.md §6): one small interface per stage, several
 implementations chosen by configuration.
 
 A backend is a class with a ``name``, a ``version`` and the ``resources`` it needs. The asset's

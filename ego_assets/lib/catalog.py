@@ -1,4 +1,4 @@
-"""The DuckDB catalog (DESIGN §5): one view per table of schemas.TABLES over the Parquet files.
+"""The DuckDB catalog (docs/architecture.md §5): one view per table of schemas.TABLES over the Parquet files.
 
 ``<home>/catalog.duckdb`` is for users and tools; it holds only view definitions. Writers never open it:
 the views are globs, so a new partition's Parquet file is visible without touching the catalog, and the

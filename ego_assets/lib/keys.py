@@ -1,4 +1,4 @@
-"""Partition keys (DESIGN §2): ``[a-z0-9_-]``, at most 100 characters, derived deterministically from
+"""Partition keys (docs/architecture.md §2): ``[a-z0-9_-]``, at most 100 characters, derived deterministically from
 the source name and the video's content, so the same video found twice maps to the same key and a key can
 never name a path outside the storage root."""
 

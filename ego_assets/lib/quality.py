@@ -1,4 +1,4 @@
-"""Quality checks as plain functions over stored tables (DESIGN §8).
+"""Quality checks as plain functions over stored tables (docs/architecture.md §8).
 
 A check reads what one asset wrote for one partition and returns a :class:`CheckOutcome`. The Dagster
 wiring turns them into asset checks (ERROR = blocking); ``ego-assets check`` runs the same functions over

@@ -1,4 +1,4 @@
-"""The table contracts of DESIGN §3, defined once.
+"""The table contracts of docs/architecture.md §3, defined once.
 
 Every table has a ``partition_key`` column. ``TABLES`` maps a table name to the asset that writes it and
 its Arrow schema; the storage layer, the catalog, the checks and the tests import these, never copy them.

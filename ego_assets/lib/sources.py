@@ -1,4 +1,4 @@
-"""The sources file (DESIGN §10): which folders or buckets hold videos, with optional camera hints.
+"""The sources file (docs/architecture.md §10): which folders or buckets hold videos, with optional camera hints.
 
 ```yaml
 sources:

@@ -1,4 +1,4 @@
-"""One storage module for the whole project (DESIGN §5).
+"""One storage module for the whole project (docs/architecture.md §5).
 
 Layout under the storage root ``<home>`` (a local path or an fsspec URL such as ``s3://bucket/prefix``)::
 

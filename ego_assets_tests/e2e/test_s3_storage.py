@@ -1,4 +1,4 @@
-"""The storage layer on an S3-compatible object store (DESIGN §5, issue 7): a moto server the test
+"""The storage layer on an S3-compatible object store (docs/architecture.md §5, issue 7): a moto server the test
 starts on 127.0.0.1, reached the way pods reach a real store (EGO_ASSETS_HOME=s3://bucket/prefix, the
 endpoint in AWS_ENDPOINT_URL, keys in AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY).
 

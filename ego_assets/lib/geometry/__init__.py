@@ -2,6 +2,6 @@
 visual odometry (``odometry``), Sim(3) stitching of per-clip trajectories (``stitch``), quality checks
 (``checks``) and a small synthetic renderer with exact ground truth (``render``) for tests and benchmarks.
 
-Conventions (DESIGN §2): OpenCV camera frame (x right, y down, z forward), metres; poses are
+Conventions (docs/architecture.md §2): OpenCV camera frame (x right, y down, z forward), metres; poses are
 camera-to-world ``T_wc``; quaternions in scipy's (x, y, z, w) order.
 """

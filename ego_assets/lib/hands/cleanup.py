@@ -6,7 +6,7 @@ off); then a rolling median over the track with a MAD threshold drops the frames
 jumps away from its neighbours (a wrong detection); then gaps of at most ``max_gap`` missing frames
 (dropped outliers
 or missed detections) are filled by linear interpolation and flagged, and longer gaps stay empty:
-a hand not seen has no row (DESIGN §2), but a one-frame dropout inside a motion should not cut an
+a hand not seen has no row (docs/architecture.md §2), but a one-frame dropout inside a motion should not cut an
 action segment in two. :func:`smooth_depth` smooths a track's depth (scaling about the camera centre,
 so the 2D evidence is kept) and :func:`smooth_shape` its finger shape and a backend's finger pose
 alike.

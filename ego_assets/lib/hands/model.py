@@ -1,6 +1,6 @@
 """The MediaPipe hand landmarker model: provisioning and verification.
 
-mediapipe >= 0.10.30 ships no model files and run time must not reach a model hub (DESIGN §6), so
+mediapipe >= 0.10.30 ships no model files and run time must not reach a model hub (docs/architecture.md §6), so
 ``make setup`` builds the model itself from what a package registry serves: the mediapipe 0.10.21
 wheel on PyPI still carries the palm detector and the full hand landmark network as plain .tflite
 files. A Tasks ``.task`` file is nothing more than an *uncompressed* zip holding

@@ -50,7 +50,7 @@ SOURCE_T_KEY = "source.t_s"  # float64: presentation time in the source video of
 FINGER_JOINTS = tuple(f"j{j:02d}" for j in range(15))
 AXES = ("x", "y", "z")
 
-# thumb tip and index tip in MediaPipe's 21-joint order (DESIGN §2)
+# thumb tip and index tip in MediaPipe's 21-joint order (docs/architecture.md §2)
 THUMB_TIP, INDEX_TIP = 4, 8
 # pinch aperture (thumb tip - index tip distance, metres) mapped to gripper 0 (closed) .. 1 (open)
 GRIPPER_CLOSED_M = 0.015
