@@ -82,6 +82,11 @@ def _writer_alive(name: str) -> bool:
         return False
     if pid == os.getpid():
         return False  # our own leftovers (an earlier attempt in this process) are stale
+    return pid_alive(pid)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs on this host (one owned by another user counts as running)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -47,6 +47,7 @@ import pyarrow.parquet as pq
 from ego_assets.lib import schemas
 from ego_assets.lib.lerobot.actions import HandTrack, compute_state_action
 from ego_assets.lib.lerobot.stats import episode_stats, image_stats
+from ego_assets.lib.storage import pid_alive
 from ego_assets.lib.video import open_av
 from ego_assets.lib.lerobot.format import (
     DATA_DIR,
@@ -1236,16 +1237,6 @@ def published_version(dataset_dir: str | Path) -> Path | None:
     return p if p.is_dir() else None  # a dataset assembled in place (before versions)
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _prune_versions(dataset_dir: str | Path) -> list[str]:
     """Remove version folders that are neither published, nor the previous one, nor being written by a
     live process (leftovers of killed assemblies, superseded versions). Returns their names."""
@@ -1259,7 +1250,7 @@ def _prune_versions(dataset_dir: str | Path) -> list[str]:
         if not d.is_dir() or (cur is not None and d.resolve() == cur) or d.name == prev:
             continue
         pid = d.name.rsplit("-", 1)[-1]
-        if pid.isdigit() and int(pid) != os.getpid() and _alive(int(pid)):
+        if pid.isdigit() and int(pid) != os.getpid() and pid_alive(int(pid)):
             continue  # another assembly is writing it
         shutil.rmtree(d, ignore_errors=True)
         gone.append(d.name)
