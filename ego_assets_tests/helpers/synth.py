@@ -33,33 +33,15 @@ def make_video(path: str | Path, n_frames: int = 30, fps: float = 30.0, size=(16
                faststart: bool = False, codec: str = "libx264", gop: int = 15) -> list[float]:
     """Write an H.264 MP4; returns the presentation times (s) of its frames. ``vfr`` alternates frame
     intervals of 1/fps and 2/fps. ``rotation`` (clockwise degrees) goes into the track's display matrix."""
-    import av
-
     w, h = size
     base = texture(h, w, seed)
     times, t = [], 0.0
     for i in range(n_frames):
         times.append(round(t, 3))
         t += (2.0 if (vfr and i % 2) else 1.0) / fps
-    opts = {"movflags": "faststart"} if faststart else {}
-    with av.open(str(path), "w", format="mp4", options=opts) as c:
-        st = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        st.time_base = Fraction(1, 1000)
-        st.codec_context.time_base = Fraction(1, 1000)
-        st.gop_size = gop
-        if codec == "libx264":
-            st.options = {"preset": "ultrafast", "bf": "0"}
-        for i, ti in enumerate(times):
-            fr = av.VideoFrame.from_ndarray(frame_at(i, h, w, base, static=static), format="rgb24")
-            fr.pts = int(round(ti * 1000))
-            fr.time_base = Fraction(1, 1000)
-            for p in st.encode(fr):
-                c.mux(p)
-        for p in st.encode(None):
-            c.mux(p)
-    if rotation:
-        set_rotation(path, rotation)
+    frames = (frame_at(i, h, w, base, static=static) for i in range(n_frames))
+    write_frames(path, frames, fps=fps, times=times, rotation=rotation, codec=codec, size=size, gop=gop,
+                 options={"movflags": "faststart"} if faststart else None)
     return times
 
 
@@ -151,22 +133,30 @@ def read_frames(path: str | Path, start: int = 0, stop: int | None = None) -> li
     return out
 
 
-def write_frames(path: str | Path, frames: list[np.ndarray], fps: float = 30.0, times: list[float] | None = None,
-                 rotation: int = 0, fmt: str = "mp4", codec: str = "libx264", pix_fmt: str = "yuv420p") -> None:
-    """Encode ``frames`` (HxWx3 uint8, all one size) with presentation ``times`` (default i / fps); a
-    ``rotation`` (clockwise degrees) goes into the MP4 display matrix, as phones record portrait video."""
+def write_frames(path: str | Path, frames, fps: float = 30.0, times: list[float] | None = None,
+                 rotation: int = 0, fmt: str = "mp4", codec: str = "libx264", pix_fmt: str = "yuv420p",
+                 size: tuple[int, int] | None = None, gop: int | None = None, options: dict | None = None) -> None:
+    """Encode ``frames`` (HxWx3 uint8, all one size; a list, or any iterable with ``size=(w, h)``) with
+    presentation ``times`` (default i / fps); a ``rotation`` (clockwise degrees) goes into the MP4 display
+    matrix, as phones record portrait video. ``options``: the container's (e.g. movflags)."""
     import av
 
-    h, w = frames[0].shape[:2]
-    times = [i / fps for i in range(len(frames))] if times is None else times
-    with av.open(str(path), "w", format=fmt) as c:
+    if size is None:
+        frames = list(frames)
+        h, w = frames[0].shape[:2]
+    else:
+        w, h = size
+    with av.open(str(path), "w", format=fmt, options=options or {}) as c:
         st = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         st.width, st.height, st.pix_fmt = w, h, pix_fmt
         st.time_base = Fraction(1, 1000)
         st.codec_context.time_base = Fraction(1, 1000)
+        if gop is not None:
+            st.gop_size = gop
         if codec == "libx264":
             st.options = {"preset": "ultrafast", "bf": "0"}
-        for img, t in zip(frames, times):
+        for i, img in enumerate(frames):
+            t = times[i] if times is not None else i / fps
             fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
             fr.pts = int(round(t * 1000))
             fr.time_base = Fraction(1, 1000)
