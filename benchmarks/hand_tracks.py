@@ -147,16 +147,16 @@ def end_to_end(backend, proxy: Path, times: list[float], calib: dict):
     return res, det, dict(cpu_ms=1000 * cpu / len(times), wall_ms=1000 * wall / len(times))
 
 
-def lifting_cost(det: dict, K: np.ndarray, repeat: int = 3) -> float:
+def lifting_cost(det, K: np.ndarray, repeat: int = 3) -> float:
     """CPU microseconds per hand of lift_hand (re-run on the detections of a real run)."""
     from ego_assets.lib.hands.lifting import lift_hand
 
-    n = len(det["frame_index"])
+    n = len(det.frame_index)
     if n == 0:
         return float("nan")
     c0 = time.process_time()
     for _ in range(repeat):
-        for kp, w in zip(det["kp2d"], det["world"]):
+        for kp, w in zip(det.kp2d, det.world):
             lift_hand(kp, w, K)
     return 1e6 * (time.process_time() - c0) / (n * repeat)
 

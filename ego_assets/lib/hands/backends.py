@@ -9,7 +9,8 @@ calibration row when the camera is distorted, and returns the ``hand_tracks`` ro
 right and temporal clean-up done), the raw ``hand_detections`` and a dict of metrics for the UI.
 Tables come without ``partition_key``; the wiring passes them through ``schemas.conform``.
 :class:`HandsBackend` holds everything after the per-frame detector, so another backend (a GPU
-model) only writes :meth:`HandsBackend.detect`.
+model) only writes :meth:`HandsBackend.detect`, which returns :class:`HandDetections` (typed arrays,
+validated on construction: the contract).
 
 The ``mediapipe`` backend: MediaPipe Tasks ``HandLandmarker`` in VIDEO mode (it tracks hands from
 frame to frame and runs the palm detector only when it lost one), two hands, detection thresholds
@@ -28,7 +29,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -52,6 +53,131 @@ def _schema_without_pk(schema: pa.Schema) -> pa.Schema:
 
 TRACKS_SCHEMA = _schema_without_pk(HAND_TRACKS)
 DETECTIONS_SCHEMA = _schema_without_pk(HAND_DETECTIONS)
+
+
+class HandDetectionsError(ValueError):
+    """A hands backend's :meth:`HandsBackend.detect` returned detections that break the contract."""
+
+
+@dataclass(frozen=True)
+class HandDetections:
+    """What :meth:`HandsBackend.detect` returns: the per-frame detections of one video, D detections
+    over n frames (the contract of the ``hands`` stage; the conformance test checks every backend).
+
+    Per detection (first axis D, row d is one hand in one frame):
+
+    ========================  ============  =========================================================
+    ``frame_index``           (D,) int64    frame of the detection, 0..n-1
+    ``detection``             (D,) int64    index of the detection within its frame
+    ``mp_label``              (D,) str      the detector's own 'Left'/'Right' guess ('' if none)
+    ``mp_score``              (D,) float64  its probability in [0, 1] (0.5 if the detector has none)
+    ``kp2d``                  (D, 21, 2)    float64, pixels of the rectified frame (MediaPipe order)
+    ``world``                 (D, 21, 3)    float64, metric hand shape: any origin, camera-aligned axes
+    ``joints_cam``            (D, 21, 3)    float64, metres in the camera frame (z > 0 in front)
+    ``fit``                   (D,) str      how joints_cam was obtained: 'pnp', 'pnp:size_prior',
+                                            'prior:*' (lifted, rescaled to the hand-size prior), or a
+                                            backend's own name (metric joints it measured: kept)
+    ``reproj_px``             (D,) float64  reprojection error of the lift (NaN if none)
+    ``finger_pose``           (D, 15, 3)    optional, float64: a backend's own finger pose (axis-angle,
+                                            e.g. MANO's), kept instead of being recomputed
+    ========================  ============  =========================================================
+
+    Per video: ``t_s`` (n,) float64, strictly increasing, the frames table's times (n = number of
+    frames); ``image_size`` (w, h) of the proxy or None when no frame was read; ``K`` (3, 3) float64
+    intrinsics of the rectified frames, or None with ``image_size``; ``undistorted`` whether frames
+    were rectified; ``timing`` seconds spent in ``decode_s``, ``landmarker_s``, ``lifting_s`` (plus any
+    count such as ``tiled_frames``); ``finger_pose_convention`` names ``finger_pose`` (default
+    :data:`~ego_assets.lib.hands.skeleton.MANO_POSE_CONVENTION`).
+
+    Arrays are converted to the dtypes above on construction; a wrong shape, a frame index out of
+    range, a non-finite keypoint or a missing timing raises :class:`HandDetectionsError` naming the
+    backend and the field.
+    """
+
+    backend: str
+    frame_index: np.ndarray
+    detection: np.ndarray
+    mp_label: np.ndarray
+    mp_score: np.ndarray
+    kp2d: np.ndarray
+    world: np.ndarray
+    joints_cam: np.ndarray
+    fit: np.ndarray
+    reproj_px: np.ndarray
+    t_s: np.ndarray
+    image_size: tuple[int, int] | None
+    K: np.ndarray | None
+    undistorted: bool
+    timing: dict
+    finger_pose: np.ndarray | None = None
+    finger_pose_convention: str | None = None
+
+    TIMING_KEYS: ClassVar[tuple[str, ...]] = ("decode_s", "landmarker_s", "lifting_s")
+    _PER_DETECTION: ClassVar[dict] = {  # field -> (dtype, shape after D)
+        "frame_index": (np.int64, ()), "detection": (np.int64, ()), "mp_label": (str, ()),
+        "mp_score": (np.float64, ()), "kp2d": (np.float64, (21, 2)), "world": (np.float64, (21, 3)),
+        "joints_cam": (np.float64, (21, 3)), "fit": (str, ()), "reproj_px": (np.float64, ()),
+    }
+
+    def _fail(self, field_: str, why: str):
+        raise HandDetectionsError(f"hands backend {self.backend!r}: detect() returned a bad {field_!r}: {why}")
+
+    def __post_init__(self):
+        t = np.asarray(self.t_s, np.float64)
+        if t.ndim != 1 or not np.isfinite(t).all() or np.any(np.diff(t) <= 0):
+            self._fail("t_s", f"expected (n,) finite, strictly increasing times, got shape {t.shape}")
+        object.__setattr__(self, "t_s", t)
+        D = None
+        for name, (dtype, shape) in self._PER_DETECTION.items():
+            v = getattr(self, name)
+            try:
+                a = np.asarray(v, dtype=dtype) if dtype is not str else np.asarray(v).astype(str)
+            except (TypeError, ValueError) as e:
+                self._fail(name, f"cannot be read as {np.dtype(dtype).name}: {e}")
+            if a.size == 0:
+                a = a.reshape((0, *shape))
+            if a.ndim != 1 + len(shape) or a.shape[1:] != shape or (D is not None and len(a) != D):
+                self._fail(name, f"expected shape {(D if D is not None else 'D', *shape)}, got {a.shape}")
+            D = len(a) if D is None else D
+            object.__setattr__(self, name, a)
+        if D and (self.frame_index.min() < 0 or self.frame_index.max() >= len(t)):
+            self._fail("frame_index", f"values must lie in 0..{len(t) - 1} (the frames), got "
+                                      f"{self.frame_index.min()}..{self.frame_index.max()}")
+        for name in ("kp2d", "world", "joints_cam"):
+            if not np.isfinite(getattr(self, name)).all():
+                self._fail(name, "non-finite values (leave a hand out rather than return NaN)")
+        if D and ((self.mp_score < 0) | (self.mp_score > 1)).any():
+            self._fail("mp_score", "probabilities must lie in [0, 1]")
+        if self.finger_pose is not None:
+            fp = np.asarray(self.finger_pose, np.float64)
+            if fp.shape != (D, 15, 3):
+                self._fail("finger_pose", f"expected shape ({D}, 15, 3), got {fp.shape}")
+            object.__setattr__(self, "finger_pose", fp)
+        if self.image_size is not None:
+            try:
+                w, h = (int(x) for x in self.image_size)
+            except (TypeError, ValueError):
+                self._fail("image_size", f"expected (width, height), got {self.image_size!r}")
+            if w <= 0 or h <= 0:
+                self._fail("image_size", f"expected a positive (width, height), got {self.image_size!r}")
+            object.__setattr__(self, "image_size", (w, h))
+        elif D:
+            self._fail("image_size", "None while there are detections")
+        if self.K is not None:
+            K = np.asarray(self.K, np.float64)
+            if K.shape != (3, 3) or not np.isfinite(K).all():
+                self._fail("K", f"expected a finite (3, 3) matrix, got shape {K.shape}")
+            object.__setattr__(self, "K", K)
+        object.__setattr__(self, "undistorted", bool(self.undistorted))
+        if not isinstance(self.timing, dict) or any(k not in self.timing for k in self.TIMING_KEYS):
+            self._fail("timing", f"expected a dict with {', '.join(self.TIMING_KEYS)}, got {self.timing!r}")
+
+    @property
+    def n_frames(self) -> int:
+        return len(self.t_s)
+
+    def __len__(self) -> int:
+        return len(self.frame_index)
 
 
 @dataclass
@@ -158,23 +284,10 @@ class HandsBackend(Backend):
         self.track_skeleton = track_skeleton  # one set of bone lengths per track (its medians)
 
     def detect(self, proxy_path: str, frames: pa.Table, calib: dict,
-               progress: Callable[[int, int], None] | None = None) -> dict:
-        """Per-frame detections as plain arrays, D = number of detections, n = number of frames:
-
-        ``frame_index`` (D,) int; ``detection`` (D,) int, index within its frame; ``mp_label`` (D,)
-        str, the detector's own 'Left'/'Right' guess ('' if none); ``mp_score`` (D,) its probability;
-        ``kp2d`` (D, 21, 2) pixels of the rectified frame; ``world`` (D, 21, 3) the metric hand shape
-        (any origin, camera-aligned axes); ``joints_cam`` (D, 21, 3) metres, camera frame; ``fit``
-        (D,) str; ``reproj_px`` (D,); ``t_s`` (n,) from the frames table; ``n_frames``;
-        ``image_size`` (w, h); ``K`` (3, 3) of the rectified frames; ``undistorted`` bool;
-        ``timing`` dict with ``decode_s``, ``landmarker_s``, ``lifting_s``.
-
-        Optional: ``finger_pose`` (D, 15, 3), a backend's own finger pose (e.g. MANO's, regressed by
-        HaWoR/WiLoR), kept instead of being recomputed from the joints, with ``finger_pose_convention``
-        naming it (default :data:`~ego_assets.lib.hands.skeleton.MANO_POSE_CONVENTION`); a backend
-        that measures metric joints itself gives them a ``fit`` of its own (not ``pnp``/``prior``),
-        and they keep their size.
-        """
+               progress: Callable[[int, int], None] | None = None) -> HandDetections:
+        """The detector on every frame of the proxy: :class:`HandDetections` (its doc is the contract).
+        A backend that measures metric joints itself gives them a ``fit`` of its own (not
+        ``pnp``/``prior``), and they keep their size; its own finger pose goes in ``finger_pose``."""
         raise NotImplementedError
 
     def model_stats(self) -> dict:
@@ -183,39 +296,42 @@ class HandsBackend(Backend):
 
     # -- shared: identities, handedness, clean-up ------------------------------------------------------
 
-    def assemble(self, det: dict) -> HandResult:
+    def assemble(self, det: HandDetections) -> HandResult:
         """Tracks, handedness and temporal clean-up over the detections of one video."""
+        if not isinstance(det, HandDetections):
+            raise HandDetectionsError(f"hands backend {self.name!r}: detect() must return HandDetections, "
+                                      f"got {type(det).__name__}")
         t0 = time.perf_counter()
-        t_s, n = det["t_s"], det["n_frames"]
-        fi = det["frame_index"].astype(np.int64)
+        t_s, n = det.t_s, det.n_frames
+        fi = det.frame_index.astype(np.int64)
         D = len(fi)
-        fit = det["fit"]
+        fit = det.fit
         factor = np.array([FIT_FACTOR.get(f, PRIOR_FIT_FACTOR) for f in fit]) if D else np.zeros(0)
-        score = det["mp_score"] * factor if D else np.zeros(0)
-        own_pose = det.get("finger_pose") is not None
-        convention = (det.get("finger_pose_convention") or skeleton.MANO_POSE_CONVENTION) if own_pose \
+        score = det.mp_score * factor if D else np.zeros(0)
+        own_pose = det.finger_pose is not None
+        convention = (det.finger_pose_convention or skeleton.MANO_POSE_CONVENTION) if own_pose \
             else skeleton.FINGER_POSE_CONVENTION
 
         def detections_table(tid, cue_n, cue_i):
             return _table(DETECTIONS_SCHEMA, dict(
-                frame_index=fi, t_s=t_s[fi] if D else np.zeros(0), detection=det["detection"],
-                mp_label=det["mp_label"], mp_score=det["mp_score"], score=score,
-                kp2d=det["kp2d"].reshape(D, 42), joints_cam=det["joints_cam"].reshape(D, 63), fit=fit,
+                frame_index=fi, t_s=t_s[fi] if D else np.zeros(0), detection=det.detection,
+                mp_label=det.mp_label, mp_score=det.mp_score, score=score,
+                kp2d=det.kp2d.reshape(D, 42), joints_cam=det.joints_cam.reshape(D, 63), fit=fit,
                 track_id=tid, cue_network=cue_n, cue_image=cue_i))
-        stats = dict(n_frames=int(n), n_detections=int(D), undistorted=bool(det["undistorted"]),
-                     image_width=det["image_size"][0] if det["image_size"] else None,
-                     image_height=det["image_size"][1] if det["image_size"] else None,
-                     fx=float(det["K"][0, 0]) if det["K"] is not None else None)
+        stats = dict(n_frames=int(n), n_detections=int(D), undistorted=bool(det.undistorted),
+                     image_width=det.image_size[0] if det.image_size else None,
+                     image_height=det.image_size[1] if det.image_size else None,
+                     fx=float(det.K[0, 0]) if det.K is not None else None)
         stats.update(self.model_stats())
         stats["finger_pose_convention"] = convention
         if D == 0:
             detections = detections_table(np.zeros(0, np.int64), np.zeros(0), np.zeros(0))
             stats.update(_rates(empty_tracks(), n))
-            stats.update(_timing(det["timing"], n, 0, time.perf_counter() - t0))
+            stats.update(_timing(det.timing, n, 0, time.perf_counter() - t0))
             return HandResult(empty_tracks(), detections, _json_safe(stats))
 
-        ev = tracking.detection_evidence(det["kp2d"], det["world"], det["mp_label"], det["mp_score"],
-                                         det["image_size"][0])
+        ev = tracking.detection_evidence(det.kp2d, det.world, det.mp_label, det.mp_score,
+                                         det.image_size[0])
         if self.mp_labels_mirrored is None:
             mp_sign, agreement = tracking.network_polarity(ev, self.weights)
         else:
@@ -224,11 +340,11 @@ class HandsBackend(Backend):
         cue_n = self.weights.network * ev.network(mp_sign)
         cue_i = ev.image(self.weights)
 
-        keep = tracking.suppress_duplicates(fi, det["kp2d"], score, self.track_params.duplicate_rel,
+        keep = tracking.suppress_duplicates(fi, det.kp2d, score, self.track_params.duplicate_rel,
                                             evidence=evidence)
         kept = np.flatnonzero(keep)
         tid = np.full(D, -1, np.int64)
-        tid[kept] = tracking.assign_tracks(fi[kept], det["kp2d"][kept], evidence[kept], self.track_params)
+        tid[kept] = tracking.assign_tracks(fi[kept], det.kp2d[kept], evidence[kept], self.track_params)
         # unconfirmed tracks (too few detections, and cues that do not clearly say which hand: a
         # spurious low-threshold detection) are dropped; a short track whose cues agree on a hand
         # (mean evidence >= 1: two of the three cues) is kept (the first or last frame of a clip)
@@ -254,7 +370,7 @@ class HandsBackend(Backend):
         for t, lab in labels.items():
             idx = kept[tid[kept] == t]
             idx = idx[np.argsort(fi[idx], kind="stable")]
-            J, size = lifting.normalize_track_scale(det["joints_cam"][idx], fit[idx],
+            J, size = lifting.normalize_track_scale(det.joints_cam[idx], fit[idx],
                                                     self.lift_params.size_range, self.lift_params.hand_size_m)
             sizes[t] = size
             J, corrected = cleanup.correct_depth_outliers(J, win, k)
@@ -269,14 +385,14 @@ class HandsBackend(Backend):
                 # finger joint on its keypoint's ray; the palm stays as lifted (and depth-smoothed)
                 bones = np.median(skeleton.bone_lengths(J), axis=0)
                 lifted = all(str(f).split(":")[0] in lifting.LIFTED_FITS for f in fit[idx])
-                J = (lifting.fit_to_rays(J, det["kp2d"][idx], det["K"], bones) if lifted and det["K"] is not None
+                J = (lifting.fit_to_rays(J, det.kp2d[idx], det.K, bones) if lifted and det.K is not None
                      else skeleton.with_bone_lengths(J, bones))
             fill = dict(joints_cam=J)
             if own_pose:
-                fill["finger_pose"] = np.asarray(det["finger_pose"], float).reshape(D, 15, 3)[idx]
+                fill["finger_pose"] = det.finger_pose[idx]
             if self.smooth_shape:
                 fill = cleanup.smooth_shape(fill, fi[idx])
-            fill.update(kp2d=det["kp2d"][idx], score=score[idx])
+            fill.update(kp2d=det.kp2d[idx], score=score[idx])
             f2, arr, interp = cleanup.fill_gaps(fi[idx], fill, self.max_gap)
             m = len(f2)
             rows["frame_index"].append(f2)
@@ -336,14 +452,14 @@ class HandsBackend(Backend):
             if (keep & has_mp).any() else float("nan"),
             hand_size_m={str(t): round(v, 4) for t, v in sizes.items()},
             # the landmarker's own guess of the hand size (not used for depth; see lifting)
-            network_hand_size_m=float(np.median(lifting.hand_scale(det["world"]))),
+            network_hand_size_m=float(np.median(lifting.hand_scale(det.world))),
             handedness_conf_mean=float(np.mean(cat["handedness_conf"])) if len(sel) else float("nan"),
             **{f"fit_{k}": v / D for k, v in fits.items()},
-            reproj_px_median=float(np.median(det["reproj_px"][np.isfinite(det["reproj_px"])]))
-            if np.isfinite(det["reproj_px"]).any() else float("nan"),
+            reproj_px_median=float(np.median(det.reproj_px[np.isfinite(det.reproj_px)]))
+            if np.isfinite(det.reproj_px).any() else float("nan"),
         )
         stats.update(_rates(tracks, n))
-        stats.update(_timing(det["timing"], n, D, time.perf_counter() - t0))
+        stats.update(_timing(det.timing, n, D, time.perf_counter() - t0))
         return HandResult(tracks, detections, _json_safe(stats))
 
     def track(self, proxy_path: str, frames: pa.Table, calib: dict,
@@ -416,8 +532,8 @@ class MediaPipeHands(HandsBackend):
         return vision.HandLandmarker.create_from_options(opts)
 
     def detect(self, proxy_path: str, frames: pa.Table, calib: dict,
-               progress: Callable[[int, int], None] | None = None) -> dict:
-        """Run the landmarker over the proxy and lift every hand; plain arrays, one row per detection."""
+               progress: Callable[[int, int], None] | None = None) -> HandDetections:
+        """Run the landmarker over the proxy and lift every hand, one row per detection."""
         import mediapipe as mp
 
         from ego_assets.lib.video import iter_frames
@@ -496,15 +612,8 @@ class MediaPipeHands(HandsBackend):
         if count != n:
             raise HandTrackingInputError(f"proxy {proxy_path}: decoded {count} frames, the frames table "
                                          f"has {n}")
-        arrays = {k: np.asarray(v) for k, v in out.items()}
-        if len(out["frame_index"]) == 0:
-            arrays.update(kp2d=np.zeros((0, 21, 2)), world=np.zeros((0, 21, 3)),
-                          joints_cam=np.zeros((0, 21, 3)), frame_index=np.zeros(0, np.int64),
-                          detection=np.zeros(0, np.int64), mp_score=np.zeros(0),
-                          mp_label=np.zeros(0, str), fit=np.zeros(0, str), reproj_px=np.zeros(0))
-        arrays.update(t_s=t_s, n_frames=n, image_size=size, K=K, undistorted=undistort is not None,
-                      timing=timing)
-        return arrays
+        return HandDetections(self.name, **out, t_s=t_s, image_size=size, K=K,
+                              undistorted=undistort is not None, timing=timing)
 
 
 @register("hands")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pyarrow as pa
 import pytest
@@ -153,7 +155,7 @@ def test_assemble_on_synthetic_detections_recovers_the_truth():
     keep identities, label the hands, and return the known wrist frame and finger pose."""
     from scipy.spatial.transform import Rotation
 
-    from ego_assets.lib.hands.backends import HandsBackend
+    from ego_assets.lib.hands.backends import HandDetections, HandsBackend
     from ego_assets.lib.hands.skeleton import template_hand
 
     K = np.array([[320.0, 0, 319.5], [0, 320.0, 239.5], [0, 0, 1]])
@@ -177,11 +179,11 @@ def test_assemble_on_synthetic_detections_recovers_the_truth():
 
         def detect(self, proxy_path, frames, calib, progress=None):
             D = len(rows)
-            return dict(frame_index=np.array([r[0] for r in rows]), detection=np.zeros(D, int),
+            return HandDetections(self.name, frame_index=np.array([r[0] for r in rows]), detection=np.zeros(D, int),
                         mp_label=np.array(["Right"] * D), mp_score=np.full(D, 0.6),
                         kp2d=np.array([r[2] for r in rows]), world=np.array([r[4] for r in rows]),
                         joints_cam=np.array([r[3] for r in rows]), fit=np.array([fit] * D),
-                        reproj_px=np.zeros(D), t_s=np.arange(n) * 0.1 + 5.0, n_frames=n,
+                        reproj_px=np.zeros(D), t_s=np.arange(n) * 0.1 + 5.0,
                         image_size=(640, 480), K=K, undistorted=False,
                         timing=dict(decode_s=0.0, landmarker_s=0.0, lifting_s=0.0))
 
@@ -239,9 +241,7 @@ def test_assemble_on_synthetic_detections_recovers_the_truth():
 
     class ManoHands(SyntheticHands):
         def detect(self, proxy_path, frames, calib, progress=None):
-            d = super().detect(proxy_path, frames, calib, progress)
-            d["finger_pose"] = pose
-            return d
+            return dataclasses.replace(super().detect(proxy_path, frames, calib, progress), finger_pose=pose)
 
     r3 = ManoHands().track("unused.mp4", None, {})
     assert r3.stats["finger_pose_convention"] == skeleton.MANO_POSE_CONVENTION
@@ -265,7 +265,7 @@ def test_pipeline_on_projections_of_a_known_moving_hand():
     from scipy.spatial.transform import Rotation
 
     from ego_assets.lib.hands import lifting
-    from ego_assets.lib.hands.backends import HandsBackend
+    from ego_assets.lib.hands.backends import HandDetections, HandsBackend
 
     rng = np.random.default_rng(21)
     K = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
@@ -289,10 +289,10 @@ def test_pipeline_on_projections_of_a_known_moving_hand():
         name, version = "projected", "0"
 
         def detect(self, proxy_path, frames, calib, progress=None):
-            return dict(frame_index=np.arange(n), detection=np.zeros(n, int), mp_label=np.array(["Right"] * n),
+            return HandDetections(self.name, frame_index=np.arange(n), detection=np.zeros(n, int), mp_label=np.array(["Right"] * n),
                         mp_score=np.full(n, 0.95), kp2d=kps, world=worlds,
                         joints_cam=np.array([L.joints_cam for L in lifts]), fit=np.array([L.fit for L in lifts]),
-                        reproj_px=np.array([L.reproj_px for L in lifts]), t_s=np.arange(n) * 0.1, n_frames=n,
+                        reproj_px=np.array([L.reproj_px for L in lifts]), t_s=np.arange(n) * 0.1,
                         image_size=(640, 480), K=K, undistorted=False,
                         timing=dict(decode_s=0.0, landmarker_s=0.0, lifting_s=0.0))
 

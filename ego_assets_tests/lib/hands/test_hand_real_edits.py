@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from ego_assets.lib.hands import checks
-from ego_assets.lib.hands.backends import HandsBackend, MediaPipeHands
+from ego_assets.lib.hands.backends import HandDetections, HandsBackend, MediaPipeHands
 
 DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 POUR = DATA / "egoloc_pour_water_rgb.mp4"
@@ -175,10 +175,10 @@ def test_hands_crossing_with_real_detections(pour):
 
         def detect(self, proxy_path, frames, calib, progress=None):
             s = ~drop
-            return dict(frame_index=fi[s], detection=np.zeros(s.sum(), int), mp_label=labels[s],
+            return HandDetections(self.name, frame_index=fi[s], detection=np.zeros(s.sum(), int), mp_label=labels[s],
                         mp_score=scores[s], kp2d=kp2[s], world=world[s] - world[s].mean(1, keepdims=True),
                         joints_cam=world[s], fit=np.array(["pnp"] * s.sum()), reproj_px=np.zeros(s.sum()),
-                        t_s=np.arange(n) * 0.1, n_frames=n, image_size=(w, imgs[0].shape[0]),
+                        t_s=np.arange(n) * 0.1, image_size=(w, imgs[0].shape[0]),
                         K=np.eye(3), undistorted=False,
                         timing=dict(decode_s=0.0, landmarker_s=0.0, lifting_s=0.0))
 
