@@ -276,15 +276,15 @@ def scale_from_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int, int]
     wrist and knuckles are triangulated from their 2D keypoints and the odometry poses; where they
     reproject well (the hand did not move in the world) with enough parallax, the metric depth of the
     hand (``joints_cam``, metric from the hand stage) over its triangulated depth is the scale."""
-    from ego_assets.lib.geometry.odometry import _fixed_list
+    from ego_assets.lib.geometry.pose_inputs import fixed_list
 
     for name in ("frame_index", "hand", "kp2d", "joints_cam"):
         if name not in hand_tracks.column_names:
             return None, dict(reason=f"hand_tracks has no {name!r} column")
     fi = hand_tracks.column("frame_index").to_numpy()
     hands = np.array(hand_tracks.column("hand").to_pylist(), object)
-    kp = _fixed_list(hand_tracks.column("kp2d"), 42).reshape(-1, 21, 2)
-    jc = _fixed_list(hand_tracks.column("joints_cam"), 63).reshape(-1, 21, 3)
+    kp = fixed_list(hand_tracks.column("kp2d"), 42).reshape(-1, 21, 2)
+    jc = fixed_list(hand_tracks.column("joints_cam"), 63).reshape(-1, 21, 3)
     Kinv = np.linalg.inv(K)
     R_cw, t_cw = world.R_cw, world.t_cw
     ratios = []
@@ -393,11 +393,11 @@ def scale_from_still_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int
             return None, dict(reason=f"hand_tracks has no {name!r} column")
     if not world.tracked.any():
         return None, dict(reason="no tracked pose")
-    from ego_assets.lib.geometry.odometry import _fixed_list
+    from ego_assets.lib.geometry.pose_inputs import fixed_list
 
     fi = hand_tracks.column("frame_index").to_numpy()
     hands = np.array(hand_tracks.column("hand").to_pylist(), object)
-    jc = _fixed_list(hand_tracks.column("joints_cam"), 63).reshape(-1, 21, 3)
+    jc = fixed_list(hand_tracks.column("joints_cam"), 63).reshape(-1, 21, 3)
     palm = jc[:, list(PALM_JOINTS)].mean(1)
     if "interpolated" in hand_tracks.column_names:  # a filled-in gap is no measurement
         filled = np.array([bool(v) for v in hand_tracks.column("interpolated").to_pylist()])

@@ -7,7 +7,7 @@ from scipy.spatial.transform import Rotation
 
 from ego_assets.lib import backends, schemas
 from ego_assets.lib.geometry import calibration as cal
-from ego_assets.lib.geometry import checks, odometry, render
+from ego_assets.lib.geometry import checks, odometry, render, two_view
 
 
 def _calib(seq, motion="moving"):
@@ -91,7 +91,7 @@ def test_rotation_only_fit_recovers_a_rotation_with_outliers():
     b2 = b1 @ R.T
     b2[:40] = rng.normal(0, 1, (40, 3))  # 20 % outliers (hands, say)
     b2 /= np.linalg.norm(b2, axis=1, keepdims=True)
-    R2, inl = odometry.rotation_only(b1, b2, np.radians(0.5))
+    R2, inl = two_view.rotation_only(b1, b2, np.radians(0.5))
     assert np.degrees(Rotation.from_matrix(R2.T @ R).magnitude()) < 1e-6
     assert inl[40:].all() and inl[:40].sum() <= 2
 

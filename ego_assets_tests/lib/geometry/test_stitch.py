@@ -5,7 +5,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from ego_assets.lib.geometry import stitch
-from ego_assets.lib.geometry.odometry import ClipTrajectory
+from ego_assets.lib.geometry.tracker import ClipTrajectory
 
 
 def _sim3(seed=0):
