@@ -1,12 +1,13 @@
 """Backends of the ``calibrations`` stage (registry: ``ego_assets.lib.backends``, stage "calibration").
 
 Interface: ``calibrate(video, proxy_path, frames, proxy_size, hints, progress=None, *, metadata=None,
-mask_fn=None) -> pa.Table`` (one row of the CALIBRATIONS columns, without partition_key).
+mask_fn=None) -> CalibrationResult``: one row of the CALIBRATIONS columns (without partition_key) and,
+from a backend that measures it, the per-frame metric scene depth (see :class:`CalibrationResult`).
 
 * ``prior`` (default, CPU): hints, container metadata or the egocentric field-of-view prior.
 * ``depthpro`` (GPU): Apple's DepthPro through transformers estimates the field of view (when no hint
-  gives the intrinsics) and metric depth; ``scene_depth`` / ``last_scene_depth`` give a per-frame metric
-  depth table that the pose stage takes as its scale cue.
+  gives the intrinsics) and metric depth; ``CalibrationResult.scene_depth`` (and the ``scene_depth``
+  method, for a given calibration) is the per-frame metric depth that the pose stage takes as its scale cue.
 * ``moge`` (GPU): MoGe-2 (package ``moge``, not a dependency of ego_assets) for the same.
 
 Heavy libraries are imported inside the methods, so importing this module stays cheap.
@@ -15,6 +16,7 @@ Heavy libraries are imported inside the methods, so importing this module stays 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -22,12 +24,91 @@ import pyarrow as pa
 
 from ego_assets.lib.backends import Backend, Resources, register
 from ego_assets.lib.geometry import calibration as cal
+from ego_assets.lib.schemas import CALIBRATIONS
 
 DEPTH_GRID = (32, 18)  # (w, h) of the coarse metric depth maps handed to the pose stage
 
 
 class ModelUnavailableError(ValueError):
     """A model backend cannot run here: its package or weights are missing (the message says which)."""
+
+
+class CalibrationResultError(ValueError):
+    """A calibration backend returned a result that breaks the contract of :class:`CalibrationResult`."""
+
+
+# the per-frame metric depth a depth backend hands to the pose stage (lib/geometry/stitch.py reads it)
+SCENE_DEPTH_SCHEMA = pa.schema([
+    pa.field("frame_index", pa.int32()),  # frames of the proxy, increasing
+    pa.field("t_s", pa.float64()),
+    pa.field("depth_m", pa.float64()),  # median metric depth of the frame, finite and > 0
+    # optional, all three or none: a coarse metric depth map, row-major grid_h x grid_w (DEPTH_GRID)
+    pa.field("depth_grid", pa.list_(pa.float32())),
+    pa.field("grid_w", pa.int32()),
+    pa.field("grid_h", pa.int32()),
+])
+_DEPTH_REQUIRED = ("frame_index", "t_s", "depth_m")
+_DEPTH_GRID = ("depth_grid", "grid_w", "grid_h")
+
+
+@dataclass(frozen=True)
+class CalibrationResult:
+    """What ``calibrate`` returns (the contract of the ``calibration`` stage; the conformance test
+    checks every backend).
+
+    ``calibration``: a one-row table with every column of ``schemas.CALIBRATIONS`` but
+    ``partition_key`` (the wiring adds it with ``schemas.conform``). ``scene_depth``: None, or the
+    per-frame metric depth in the columns of :data:`SCENE_DEPTH_SCHEMA` (``frame_index``, ``t_s``,
+    ``depth_m`` required; ``depth_grid``/``grid_w``/``grid_h`` optional together), which becomes the
+    metric scale of ``camera_poses``; an empty table is kept as None. Checked on construction:
+    :class:`CalibrationResultError` names the backend and the field."""
+
+    backend: str
+    calibration: pa.Table
+    scene_depth: pa.Table | None = None
+
+    def _fail(self, field_: str, why: str):
+        raise CalibrationResultError(f"calibration backend {self.backend!r}: calibrate() returned a bad "
+                                     f"{field_!r}: {why}")
+
+    def __post_init__(self):
+        t = self.calibration
+        if not isinstance(t, pa.Table) or t.num_rows != 1:
+            self._fail("calibration", f"expected a one-row pyarrow Table, got "
+                                      f"{t.num_rows if isinstance(t, pa.Table) else type(t).__name__} rows")
+        missing = [f.name for f in CALIBRATIONS if f.name != "partition_key" and f.name not in t.column_names]
+        if missing:
+            self._fail("calibration", f"missing columns {missing}")
+        d = self.scene_depth
+        if d is None:
+            return
+        if not isinstance(d, pa.Table):
+            self._fail("scene_depth", f"expected a pyarrow Table or None, got {type(d).__name__}")
+        if d.num_rows == 0:
+            object.__setattr__(self, "scene_depth", None)
+            return
+        missing = [c for c in _DEPTH_REQUIRED if c not in d.column_names]
+        grid = [c for c in _DEPTH_GRID if c in d.column_names]
+        if missing:
+            self._fail("scene_depth", f"missing columns {missing}")
+        if grid and len(grid) != len(_DEPTH_GRID):
+            self._fail("scene_depth", f"depth_grid, grid_w and grid_h come together, got only {grid}")
+        fi = d.column("frame_index").to_numpy(zero_copy_only=False)
+        if len(fi) > 1 and np.any(np.diff(fi) <= 0):
+            self._fail("scene_depth", "frame_index must be strictly increasing")
+        dm = d.column("depth_m").to_numpy(zero_copy_only=False).astype(float)
+        if not (np.isfinite(dm) & (dm > 0)).all():
+            self._fail("scene_depth", "depth_m must be finite and > 0")
+        if grid:
+            n = np.asarray(d.column("grid_w").to_pylist()) * np.asarray(d.column("grid_h").to_pylist())
+            sizes = np.asarray([len(g) if g is not None else -1 for g in d.column("depth_grid").to_pylist()])
+            if not np.array_equal(n, sizes):
+                self._fail("scene_depth", "each depth_grid must hold grid_w * grid_h values")
+        try:
+            keep = [f for f in SCENE_DEPTH_SCHEMA if f.name in d.column_names]
+            object.__setattr__(self, "scene_depth", d.select([f.name for f in keep]).cast(pa.schema(keep)))
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as e:
+            self._fail("scene_depth", f"columns do not cast to {SCENE_DEPTH_SCHEMA}: {e}")
 
 
 @register("calibration")
@@ -41,8 +122,9 @@ class PriorCalibration(Backend):
     def calibrate(self, video: dict, proxy_path: str, frames: pa.Table, proxy_size: tuple[int, int],
                   hints: dict | None, progress: Callable[[int, int], None] | None = None, *,
                   metadata: dict | None = None,
-                  mask_fn: Callable[[int], np.ndarray | None] | None = None) -> pa.Table:
-        return cal.calibrate_prior(video, proxy_path, frames, proxy_size, hints, progress, metadata, mask_fn)
+                  mask_fn: Callable[[int], np.ndarray | None] | None = None) -> CalibrationResult:
+        return CalibrationResult(self.name, cal.calibrate_prior(video, proxy_path, frames, proxy_size, hints,
+                                                                progress, metadata, mask_fn))
 
 
 class _MonocularGeometryCalibration(Backend):
@@ -60,7 +142,6 @@ class _MonocularGeometryCalibration(Backend):
         self.device = device
         self.n_fov_frames = n_fov_frames
         self.depth_every = max(1, int(depth_every))
-        self.last_scene_depth: pa.Table | None = None
         self._loaded = None
 
     # subclasses: load() -> anything; infer(rgb HxWx3 uint8) -> (hfov_deg or None, unit depth HxW)
@@ -132,9 +213,9 @@ class _MonocularGeometryCalibration(Backend):
     def calibrate(self, video: dict, proxy_path: str, frames: pa.Table, proxy_size: tuple[int, int],
                   hints: dict | None, progress: Callable[[int, int], None] | None = None, *,
                   metadata: dict | None = None,
-                  mask_fn: Callable[[int], np.ndarray | None] | None = None) -> pa.Table:
+                  mask_fn: Callable[[int], np.ndarray | None] | None = None) -> CalibrationResult:
         """Hints or metadata when they give intrinsics (the model's depth then uses that focal length),
-        else the model's median field of view; metric depth per sampled frame in ``last_scene_depth``."""
+        else the model's median field of view; metric depth per sampled frame in ``scene_depth``."""
         cal.frames_count(frames)
         cal._check_size(proxy_size)
         tags = dict(video.get("metadata") or {})
@@ -145,10 +226,10 @@ class _MonocularGeometryCalibration(Backend):
         fovs, rows = self._sample(proxy_path, frames, und, with_fov=known is None, progress=progress)
         intr = known or fov_intrinsics(fovs, proxy_size, self.name)
         rect = cal.rectified_intrinsics(intr)
-        self.last_scene_depth = self._depth_table(rows, rect[0] / proxy_size[0])
+        depth = self._depth_table(rows, rect[0] / proxy_size[0])
         motion = cal.classify_camera_motion(proxy_path, frames.num_rows, mask_fn=mask_fn,
                                             undistort=cal.undistorter(cal._as_row(intr, rect)))
-        return cal.calibration_table(intr, motion, rect)
+        return CalibrationResult(self.name, cal.calibration_table(intr, motion, rect), depth)
 
     def scene_depth(self, proxy_path: str, frames: pa.Table, calib_row: dict,
                     progress: Callable[[int, int], None] | None = None) -> pa.Table:

@@ -29,9 +29,10 @@ def test_registry_defaults_and_resources():
 def test_prior_backend_row(small_proxy):
     p, seq = small_proxy
     b = backends.create("calibration", "prior")
-    t = b.calibrate({"width": 160, "height": 96}, p, seq.frames_table(), (160, 96), None)
-    row = schemas.conform("calibrations", t, "pk").to_pylist()[0]
+    res = b.calibrate({"width": 160, "height": 96}, p, seq.frames_table(), (160, 96), None)
+    row = schemas.conform("calibrations", res.calibration, "pk").to_pylist()[0]
     assert row["method"] == "prior:hfov90" and checks.check_intrinsics(row)[0]
+    assert res.scene_depth is None  # the prior measures no depth
 
 
 @pytest.fixture(scope="module")
@@ -64,22 +65,22 @@ def test_depthpro_loads_from_the_configured_path_and_runs(tiny_depthpro, small_p
     assert isinstance(fov, float) and unit.shape == (96, 160) and np.all(unit > 0)
 
     # no hint: the model's FoV is used if plausible (random weights: usually not, and the method says so)
-    t = b.calibrate({"width": 160, "height": 96}, p, seq.frames_table(), (160, 96), None)
-    row = schemas.conform("calibrations", t, "pk").to_pylist()[0]
+    res = b.calibrate({"width": 160, "height": 96}, p, seq.frames_table(), (160, 96), None)
+    row = schemas.conform("calibrations", res.calibration, "pk").to_pylist()[0]
     assert row["method"] == "depthpro" or row["method"].startswith("prior:hfov90+depthpro:")
     assert checks.check_intrinsics(row)[0]
-    sd = b.last_scene_depth
+    sd = res.scene_depth
     # every 2nd frame, plus the frames sampled for the field of view (here all 5)
     assert sd.column("frame_index").to_pylist() == [0, 1, 2, 3, 4]
     assert np.all(np.isfinite(sd.column("depth_m").to_numpy())) and np.all(sd.column("depth_m").to_numpy() > 0)
     assert len(sd.column("depth_grid")[0].as_py()) == cb.DEPTH_GRID[0] * cb.DEPTH_GRID[1]
 
     # metric depth follows the focal length the calibration settles on: depth = (f / W) / inverse depth
-    d90 = b.calibrate({"width": 160, "height": 96}, p, seq.frames_table(), (160, 96), {"hfov_deg": 90})
-    assert b.last_scene_depth.column("frame_index").to_pylist() == [0, 2, 4]  # a hint: no FoV sampling
-    d90 = b.last_scene_depth.column("depth_m").to_numpy()
-    b.calibrate({"width": 160, "height": 96}, p, seq.frames_table(), (160, 96), {"hfov_deg": 60})
-    d60 = b.last_scene_depth.column("depth_m").to_numpy()
+    sd90 = b.calibrate({"width": 160, "height": 96}, p, seq.frames_table(), (160, 96), {"hfov_deg": 90}).scene_depth
+    assert sd90.column("frame_index").to_pylist() == [0, 2, 4]  # a hint: no FoV sampling
+    d90 = sd90.column("depth_m").to_numpy()
+    d60 = b.calibrate({"width": 160, "height": 96}, p, seq.frames_table(), (160, 96),
+                      {"hfov_deg": 60}).scene_depth.column("depth_m").to_numpy()
     np.testing.assert_allclose(d60 / d90, math.tan(math.radians(45)) / math.tan(math.radians(30)), rtol=1e-5)
 
 
