@@ -15,16 +15,47 @@ from contextlib import contextmanager
 
 import duckdb
 
-from ego_assets.lib import schemas
+from ego_assets.lib import catalog_segments, schemas
 from ego_assets.lib.storage import Store
 
 CATALOG_FILE = "catalog.duckdb"
 
 
-def _view_sql(store: Store, table: str) -> str:
-    glob = store.url(store.table_glob(table)).replace("'", "''")
-    return (f"CREATE OR REPLACE VIEW {table} AS SELECT * FROM "
-            f"read_parquet('{glob}', union_by_name = true)")
+def _lit(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _select(store: Store, table: str, snap: catalog_segments.Snapshot, persistent: bool) -> str:
+    """The view's SELECT over a snapshot: the segments (less their dead rows) and the files no segment
+    holds. The sandbox reads the snapshot's exact files. A persistent view reads the segments of the
+    last refresh and globs the table's files less those the segments hold (DuckDB skips those by name
+    without opening them), so a file written since is visible at once; a file changed since shows its
+    rows as of the last refresh until the next one. Paths are absolute (object stores: URLs, read
+    through the filesystem registered on each connection); :func:`connect` re-roots a catalog whose
+    home was moved."""
+    def url(rel: str) -> str:
+        return store.url(store.join(rel))
+
+    src = catalog_segments.SOURCE_COLUMN
+    parts = []
+    for seg, dead in snap.segments.items():
+        where = f" WHERE {src} NOT IN ({', '.join(map(_lit, dead))})" if dead else ""
+        parts.append(f"SELECT * EXCLUDE ({src}) FROM read_parquet({_lit(url(seg))}){where}")
+    if not persistent:
+        if snap.fresh:
+            files = ", ".join(_lit(url(f)) for f in snap.fresh)
+            parts.append(f"SELECT * FROM read_parquet([{files}], union_by_name = true)")
+        return " UNION ALL BY NAME ".join(parts)
+    held = sorted(catalog_segments.held(store, table))
+    glob = store.table_glob(table)[len(store.root) + 1:]
+    where = f" WHERE filename NOT IN ({', '.join(_lit(url(h)) for h in held)})" if held else ""
+    parts.append(f"SELECT * EXCLUDE (filename) FROM read_parquet({_lit(url(glob))}, union_by_name = true, "
+                 f"filename = true){where}")
+    return " UNION ALL BY NAME ".join(parts)
+
+
+def _view_sql(store: Store, table: str, snap: catalog_segments.Snapshot, persistent: bool) -> str:
+    return f"CREATE OR REPLACE VIEW {table} AS {_select(store, table, snap, persistent)}"
 
 
 def _has_files(store: Store, table: str) -> bool:
@@ -43,10 +74,11 @@ def _define(con: duckdb.DuckDBPyConnection, store: Store, table: str, persistent
     _register(con, store)
     kind = con.execute(
         "SELECT table_type FROM information_schema.tables WHERE table_name = ?", [table]).fetchone()
-    if _has_files(store, table):
+    snap = catalog_segments.snapshot(store, table)
+    if snap.fresh or (snap.segments and _has_files(store, table)):
         if kind and kind[0] == "BASE TABLE":
             con.execute(f"DROP TABLE {table}")
-        con.execute(_view_sql(store, table))
+        con.execute(_view_sql(store, table, snap, persistent))
         return True
     if kind is None:
         empty = schemas.empty(table)  # noqa: F841 (referenced by name in the SQL below)
@@ -79,8 +111,12 @@ def _marker(store: Store, table: str) -> str:
     return os.path.join(os.path.dirname(catalog_path(store)), ".catalog", f"{table}.view")
 
 
-def refresh(store: Store, tables: list[str] | None = None) -> dict[str, bool]:
-    """(Re)define the views in ``<home>/catalog.duckdb``. Returns table -> has data."""
+def refresh(store: Store, tables: list[str] | None = None, compact: bool = True) -> dict[str, bool]:
+    """(Re)define the views in ``<home>/catalog.duckdb``, first folding the files written since the last
+    refresh into the tables' segments (``compact``). Returns table -> has data."""
+    if compact:
+        for t in tables or list(schemas.TABLES):
+            catalog_segments.compact(store, t)
     path = catalog_path(store)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     out = {}
@@ -106,7 +142,7 @@ def ensure_view(store: Store, table: str) -> None:
     """Called by writers after a commit: cheap unless this table has never had a view."""
     if os.path.exists(_marker(store, table)) and os.path.exists(catalog_path(store)):
         return
-    refresh(store, [table])
+    refresh(store, [table], compact=False)
 
 
 def connect(store: Store, in_memory: bool = False) -> duckdb.DuckDBPyConnection:
@@ -118,9 +154,12 @@ def connect(store: Store, in_memory: bool = False) -> duckdb.DuckDBPyConnection:
         try:
             con = duckdb.connect(path, read_only=True)
             _register(con, store)
-            # Views over tables that appeared since the file was written are redefined in memory.
+                    # Views over tables that appeared since the file was written, and every view of a home
+            # that was moved since (the views hold its old paths), are redefined in memory.
             # (the local lookup first: on object stores each glob is a LIST request)
-            missing = [t for t in schemas.TABLES if con.execute(
+            moved = any(store.url(store.root) not in sql for (sql,) in con.execute(
+                "SELECT sql FROM duckdb_views() WHERE NOT internal").fetchall())
+            missing = moved or [t for t in schemas.TABLES if con.execute(
                 "SELECT table_type FROM information_schema.tables WHERE table_name = ?",
                 [t]).fetchone() != ("VIEW",) and _has_files(store, t)]
             if not missing:
@@ -154,11 +193,10 @@ def sandboxed(store: Store) -> duckdb.DuckDBPyConnection:
     _register(con, store)
     allowed: list[str] = []
     for t in schemas.TABLES:
-        files = [store.url(p) for p in sorted(store.fs.glob(store.table_glob(t)))]
-        if files:
-            lst = ", ".join("'" + f.replace("'", "''") + "'" for f in files)
-            con.execute(f"CREATE VIEW {t} AS SELECT * FROM read_parquet([{lst}], union_by_name = true)")
-            allowed.extend(files)
+        snap = catalog_segments.snapshot(store, t)
+        if snap.files:
+            con.execute(_view_sql(store, t, snap, persistent=False))
+            allowed.extend(store.url(store.join(f)) for f in snap.files)
         else:
             empty = schemas.empty(t)  # noqa: F841 (referenced by name in the SQL below)
             con.execute(f"CREATE TABLE {t} AS SELECT * FROM empty")
