@@ -101,7 +101,7 @@ class KinematicCaptioner(Backend):
                 progress(i + 1, len(views))
         table = captions_table(rows)
         n_valid = sum(r["valid"] for r in rows)
-        return CaptionResult(table, dict(segments=len(rows), valid=n_valid, na=len(rows) - n_valid,
+        return CaptionResult(self.name, table, dict(segments=len(rows), valid=n_valid, na=len(rows) - n_valid,
                                          seconds=round(time.perf_counter() - t0, 3)))
 
 
@@ -242,4 +242,4 @@ class OpenAICaptioner(Backend):
         table = captions_table(list(rows.values()))
         stats["valid"] = int(sum(r["valid"] for r in rows.values()))
         stats["na"] = len(rows) - stats["valid"]
-        return CaptionResult(table, stats)
+        return CaptionResult(self.name, table, stats)

@@ -35,10 +35,42 @@ class CaptionConfigError(ValueError):
     """A captioner is misconfigured (a missing setting); the message names the setting."""
 
 
-@dataclass
+class CaptionResultError(ValueError):
+    """A captioner returned a result that breaks the contract of :class:`CaptionResult`."""
+
+
+@dataclass(frozen=True)
 class CaptionResult:
-    captions: pa.Table  # columns of the ``captions`` table without partition_key
+    """What ``caption`` returns (the contract of the ``captions`` stage; the conformance test checks
+    every backend): ``captions``, one row per segment, with every column of ``schemas.CAPTIONS`` but
+    ``partition_key`` (``segment_id`` and ``hand`` unique together, ``instruction`` a non-empty string,
+    ``N/A`` with ``valid=False`` when nothing meaningful happened); ``stats``, a JSON-safe dict of counts
+    and timings for the asset's metadata. Checked on construction: :class:`CaptionResultError` names the
+    backend and the field."""
+
+    backend: str
+    captions: pa.Table
     stats: dict = field(default_factory=dict)
+
+    def _fail(self, field_: str, why: str):
+        raise CaptionResultError(f"captions backend {self.backend!r}: caption() returned a bad {field_!r}: {why}")
+
+    def __post_init__(self):
+        t = self.captions
+        if not isinstance(t, pa.Table):
+            self._fail("captions", f"expected a pyarrow Table, got {type(t).__name__}")
+        missing = [n for n in schema_without_key("captions").names if n not in t.column_names]
+        if missing:
+            self._fail("captions", f"missing columns {missing}")
+        keys = list(zip(t.column("segment_id").to_pylist(), t.column("hand").to_pylist()))
+        if len(set(keys)) != len(keys):
+            self._fail("captions", "more than one row for a (segment_id, hand)")
+        if any(not isinstance(x, str) or not x.strip() for x in t.column("instruction").to_pylist()):
+            self._fail("captions", f"every instruction must be a non-empty string ({NA!r} for none)")
+        if any(v is None for v in t.column("valid").to_pylist()):
+            self._fail("captions", "valid must be true or false on every row")
+        if not isinstance(self.stats, dict):
+            self._fail("stats", f"expected a dict, got {type(self.stats).__name__}")
 
 
 @dataclass
