@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ego_assets.lib.quality import CheckDef, CheckOutcome
+from ego_assets.lib.quality import CheckDef, CheckInput, CheckOutcome
 from ego_assets.lib.storage import Store
 
 
@@ -19,7 +19,7 @@ def all_checks() -> list[CheckDef]:
     return [c for m in ASSET_MODULES for c in getattr(m, "CHECKS", [])]
 
 
-class _Quality:
+class QualityWriter:
     """Writes check results to ``quality``; on a home that cannot be written (a read-only mount, a
     full disk) the checks are still evaluated and reported, and ``unwritable`` says why."""
 
@@ -35,23 +35,28 @@ class _Quality:
             self.unwritable = f"{getattr(e, 'filename', None) or self.store.root}: {e.strerror or e}"
 
 
+_Quality = QualityWriter  # transitional: cli.py imports this name until it takes QualityWriter
+
+
 def evaluate_all(store: Store, source: str | None = None,
-                 quality: _Quality | None = None) -> list[tuple[str, str, CheckOutcome]]:
+                 quality: QualityWriter | None = None) -> list[tuple[str, str, CheckOutcome]]:
     """Evaluate every check on every registered video that has the check's asset materialized (or that
-    failed in it); writes the ``quality`` table (best effort, see :class:`_Quality`); returns
+    failed in it); writes the ``quality`` table (best effort, see :class:`QualityWriter`); returns
     (partition, asset, outcome) rows."""
-    quality = quality or _Quality(store)
+    quality = quality or QualityWriter(store)
     per_video = _per_video_assets()
     out = []
     for pk in store.registered():
         if source and store.video_record(pk).get("source") != source:
             continue
+        inputs: dict[str, CheckInput] = {}  # per asset: each table read once for all its checks
         for c in all_checks():
+            inp = inputs.setdefault(c.asset, CheckInput(store, pk, c.asset))
             rows = store.lineage(c.asset, pk)
             if not rows and c.asset not in per_video:
                 # an asset over all videos (skills) that has not seen this video: its check says
                 # whether that matters (a video with no valid segment needs no skill)
-                o = c.evaluate(store, pk)
+                o = c.evaluate(inp)
             elif not rows:
                 # a registered video whose asset never ran is not "passing": the gate must see it
                 o = CheckOutcome(c.name, False, c.severity, None,
@@ -62,7 +67,7 @@ def evaluate_all(store: Store, source: str | None = None,
                 o = CheckOutcome(c.name, False, c.severity, None,
                                  f"{c.asset} {last['status']}: {last['error']}")
             else:
-                o = c.evaluate(store, pk)
+                o = c.evaluate(inp)
             quality.write(c.asset, pk, [o.row(c.asset)])
             out.append((pk, c.asset, o))
     if source is None:
@@ -91,12 +96,12 @@ def expected_dataset_missing(store: Store) -> str | None:
     return None
 
 
-def dataset_outcomes(store: Store, quality: _Quality | None = None) -> list[CheckOutcome]:
+def dataset_outcomes(store: Store, quality: QualityWriter | None = None) -> list[CheckOutcome]:
     """The dataset's validation (load with LeRobotDataset, decode, lengths, stats) if it exists; an
     ERROR ``dataset_exists`` when it should exist and does not."""
     from ego_assets.defs.dataset import WARN_ONLY, dataset_dir
 
-    quality = quality or _Quality(store)
+    quality = quality or QualityWriter(store)
     root = dataset_dir(store)
     if not store.exists(f"{root}/meta/info.json"):
         why = expected_dataset_missing(store)

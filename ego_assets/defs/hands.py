@@ -2,55 +2,49 @@
 
 import dagster as dg
 
-from ego_assets.defs.k8s import op_tags, pool
-from ego_assets.defs.partitions import backfill_policy, videos
-from ego_assets.defs.runner import PartitionOutput, check_specs, progress_logger, run_partitions
-from ego_assets.defs.settings import EgoStorage
-from ego_assets.defs.stages import LazyBackend, backend_code_version, calib_row, proxy
+from ego_assets.defs.per_video import Step, per_video_asset
+from ego_assets.defs.runner import PartitionOutput
+from ego_assets.defs.stages import LazyBackend, backend_code_version, backend_name, calib_row, proxy
 from ego_assets.lib import schemas
-from ego_assets.lib.quality import ERROR, WARN, CheckDef
+from ego_assets.lib.quality import ERROR, WARN, CheckDef, CheckInput
 
 GROUP = "hands"
 STAGE = "hands"
 
 
-def _tracks(store, pk):
-    return store.read_table("hand_tracks", pk)
+def _n_frames(inp: CheckInput) -> int:
+    return inp.table("frames", ["frame_index"]).num_rows
 
 
-def _n_frames(store, pk):
-    return store.read_table("frames", pk, ["frame_index"]).num_rows
-
-
-def _detection_rate(store, pk):
+def _detection_rate(inp: CheckInput):
     from ego_assets.lib.hands.checks import check_detection_rate
 
-    return check_detection_rate(_tracks(store, pk), _n_frames(store, pk))
+    return check_detection_rate(inp.table("hand_tracks"), _n_frames(inp))
 
 
-def _hands_found(store, pk):
+def _hands_found(inp: CheckInput):
     from ego_assets.lib.hands.checks import check_hands_found
 
-    v = store.read_table("videos", pk, ["duration_s"]).to_pylist()[0]
-    return check_hands_found(_tracks(store, pk), _n_frames(store, pk), v["duration_s"])
+    v = inp.table("videos", ["duration_s"]).to_pylist()[0]
+    return check_hands_found(inp.table("hand_tracks"), _n_frames(inp), v["duration_s"])
 
 
-def _joints(store, pk):
+def _joints(inp: CheckInput):
     from ego_assets.lib.hands.checks import check_joints_plausible
 
-    return check_joints_plausible(_tracks(store, pk))
+    return check_joints_plausible(inp.table("hand_tracks"))
 
 
-def _handedness(store, pk):
+def _handedness(inp: CheckInput):
     from ego_assets.lib.hands.checks import check_handedness_consistent
 
-    return check_handedness_consistent(_tracks(store, pk))
+    return check_handedness_consistent(inp.table("hand_tracks"))
 
 
-def _handedness_cues(store, pk):
+def _handedness_cues(inp: CheckInput):
     from ego_assets.lib.hands.checks import check_handedness_cues_agree
 
-    return check_handedness_cues_agree(store.read_table("hand_detections", pk))
+    return check_handedness_cues_agree(inp.table("hand_detections"))
 
 
 CHECKS = [
@@ -68,8 +62,7 @@ CHECKS = [
 ]
 
 
-class HandsConfig(dg.Config):
-    force: bool = False
+_BACKEND = LazyBackend(STAGE)
 
 
 def _preview(proxy_path: str, tracks) -> str | None:
@@ -90,35 +83,24 @@ def _preview(proxy_path: str, tracks) -> str | None:
     return md_image(png(draw_skeletons(img, rows)), f"hands at frame {best}")
 
 
-@dg.asset(
-    partitions_def=videos, backfill_policy=backfill_policy, group_name=GROUP,
-    code_version=backend_code_version(STAGE), deps=["frames", "calibrations"],
-    op_tags=op_tags(STAGE), pool=pool(STAGE),
-    kinds={"mediapipe", "parquet"}, check_specs=check_specs("hand_tracks", CHECKS),
+@per_video_asset(
+    group=GROUP, code_version=backend_code_version(STAGE), deps=["frames", "calibrations"],
+    kinds={"mediapipe", "parquet"}, checks=CHECKS, stage=STAGE,
+    params=lambda step: {"backend": backend_name(STAGE)},
     description="Per frame and hand, in the camera frame: 2D keypoints, 21 metric 3D joints, wrist "
                 "rotation, finger pose (MANO order), handedness with confidence. Table hand_tracks "
                 "(cleaned: outliers rejected, short gaps filled) and hand_detections (raw).",
 )
-def hand_tracks(context: dg.AssetExecutionContext, config: HandsConfig, ego: EgoStorage):
-    from ego_assets.lib import backends
-
-    store = ego.store()
-    backend = LazyBackend(STAGE)
-
-    def body(pk: str) -> PartitionOutput:
-        p = proxy(store, pk)
-        frames = store.read_table("frames", pk, ["frame_index", "t_s"])
-        res = backend().track(p, frames, calib_row(store, pk),
-                              progress=progress_logger(context, "hand_tracks", pk))
-        with store.write_partition("hand_tracks", pk) as w:
-            w.write_table("hand_tracks", schemas.conform("hand_tracks", res.tracks, pk))
-            w.write_table("hand_detections", schemas.conform("hand_detections", res.detections, pk))
-        meta = {k: v for k, v in res.stats.items() if isinstance(v, (int, float, str, bool))}
-        meta["rows"] = res.tracks.num_rows
-        prev = _preview(p, res.tracks)
-        if prev:
-            meta["preview"] = dg.MetadataValue.md(prev)
-        return PartitionOutput(tables=["hand_tracks", "hand_detections"], metadata=meta)
-
-    bcls = backends.backend_class(STAGE)
-    return run_partitions(context, store, body, params={"backend": bcls.name}, checks=CHECKS, force=config.force)
+def hand_tracks(step: Step) -> PartitionOutput:
+    p = proxy(step.store, step.pk)
+    res = _BACKEND().track(p, step.table("frames", ["frame_index", "t_s"]), calib_row(step.store, step.pk),
+                           progress=step.progress())
+    with step.write() as w:
+        w.write_table("hand_tracks", schemas.conform("hand_tracks", res.tracks, step.pk))
+        w.write_table("hand_detections", schemas.conform("hand_detections", res.detections, step.pk))
+    meta = {k: v for k, v in res.stats.items() if isinstance(v, (int, float, str, bool))}
+    meta["rows"] = res.tracks.num_rows
+    prev = _preview(p, res.tracks)
+    if prev:
+        meta["preview"] = dg.MetadataValue.md(prev)
+    return PartitionOutput(metadata=meta)

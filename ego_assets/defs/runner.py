@@ -24,24 +24,41 @@ from typing import Callable
 
 import dagster as dg
 
-from ego_assets.lib.quality import ERROR, CheckDef, CheckOutcome
-from ego_assets.lib.storage import Store
+from ego_assets.lib.quality import ERROR, CheckDef, CheckInput, CheckOutcome
+from ego_assets.lib.storage import PartitionWriter, Store
 
 
 @dataclass
 class PartitionOutput:
-    """What an asset body returns for one partition."""
+    """What an asset body returns for one partition: its metadata, and what it wrote. ``written`` (set
+    by :mod:`ego_assets.defs.per_video` from ``Step.write``) carries the tables as written, with their
+    digests: the data version and the checks take them from memory. A body that wrote its tables some
+    other way names them in ``tables`` (their files are then hashed and the checks read the store)."""
 
     metadata: dict = field(default_factory=dict)
-    tables: list[str] = field(default_factory=list)  # tables written (for the catalog and data version)
+    tables: list[str] = field(default_factory=list)
+    written: PartitionWriter | None = None
+
+    def digests(self, store: Store, pk: str) -> dict[str, str]:
+        out = dict(self.written.digests) if self.written is not None else {}
+        for t in self.tables:
+            if t not in out:
+                out[t] = store.table_digest(t, pk)
+        return out
+
+    def produced(self) -> dict:
+        return dict(self.written.tables) if self.written is not None else {}
 
 
 class UpstreamNotReady(RuntimeError):
     pass
 
 
-def _now() -> datetime:
+def now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+_now = now  # transitional: defs/dataset.py imports this name until it takes ``now``
 
 
 def latest_ok(store: Store, asset: str, pk: str) -> dict | None:
@@ -63,12 +80,11 @@ def upstream_versions(store: Store, upstream: list[str], pk: str) -> dict[str, s
     return out
 
 
-def _data_version(store: Store, asset: str, pk: str, code_version: str, params: dict,
-                  upstream: dict, tables: list[str]) -> str:
-    h = hashlib.sha256(json.dumps([code_version, params, upstream], sort_keys=True).encode())
-    for t in sorted(tables):
-        h.update(store.read_bytes(store.table_path(t, pk)))
-    return h.hexdigest()[:16]
+def data_version(code_version: str, params: dict, upstream: dict, digests: dict[str, str]) -> str:
+    """A partition's data version: its code, parameters, upstream versions and the SHA-256 of each table
+    it wrote (taken as the tables were written)."""
+    return hashlib.sha256(json.dumps([code_version, params, upstream, sorted(digests.items())],
+                                     sort_keys=True).encode()).hexdigest()[:16]
 
 
 def declared(context: dg.AssetExecutionContext) -> tuple[str, str, list[str]]:
@@ -257,7 +273,7 @@ def _run_one(context, store: Store, asset: str, body, pk: str, prefix: str, *, c
 
 def _attempt(context, store: Store, asset: str, body, pk: str, prefix: str, *, code_version: str,
              upstream: list[str], params, checks, force: bool) -> _Outcome:
-    started = _now()
+    started = now()
     up: dict = {}
     p_pk: dict = {}
     try:
@@ -273,16 +289,19 @@ def _attempt(context, store: Store, asset: str, body, pk: str, prefix: str, *, c
                                      code_version=code_version, data_version=dv,
                                      upstream=json.dumps(up, sort_keys=True),
                                      params=json.dumps(p_pk, sort_keys=True), status="ok",
-                                     error=None, started_at=started, finished_at=_now()))
+                                     error=None, started_at=started, finished_at=now()))
             # the previews of the materialization being reused stay on the latest event
             meta = {**last_real_metadata(context, pk),
                     "reused": f"up to date since run {prev['run_id'][:8]}"}
-            return _Outcome("skipped", meta, dv, [c.evaluate(store, pk) for c in checks])
+            inp = CheckInput(store, pk, asset, params=p_pk)  # each table read once for all the checks
+            return _Outcome("skipped", meta, dv, [c.evaluate(inp) for c in checks])
         context.log.info(f"{prev_fmt(prefix, pk)}: {asset} started")
         t0 = time.perf_counter()
         out = body(pk)
-        dv = _data_version(store, asset, pk, code_version, p_pk, up, out.tables)
-        results = [c.evaluate(store, pk) for c in checks]
+        t_body = time.perf_counter() - t0
+        dv = data_version(code_version, p_pk, up, out.digests(store, pk))
+        inp = CheckInput(store, pk, asset, produced=out.produced(), params=p_pk)
+        results = [c.evaluate(inp) for c in checks]
         store.write_quality(asset, pk, [r.row(asset) for r in results])
         bad = [r for r in results if not r.passed and r.severity == ERROR]
         err = "; ".join(f"check {r.check_name} failed: {r.detail}" for r in bad) or None
@@ -291,9 +310,11 @@ def _attempt(context, store: Store, asset: str, body, pk: str, prefix: str, *, c
                                  upstream=json.dumps(up, sort_keys=True),
                                  params=json.dumps(p_pk, sort_keys=True),
                                  status="blocked" if bad else "ok", error=err,
-                                 started_at=started, finished_at=_now()))
+                                 started_at=started, finished_at=now()))
         seconds = time.perf_counter() - t0
-        meta = {**out.metadata, "seconds": round(seconds, 1), "data_version": dv}
+        # the step's own time outside the body (data version, checks, quality and lineage rows)
+        meta = {**out.metadata, "seconds": round(seconds, 1), "data_version": dv,
+                "overhead_s": round(seconds - t_body, 3)}
         if bad:
             context.log.error(f"{prev_fmt(prefix, pk)}: {asset} blocked: {err}")
             return _Outcome("blocked", meta, dv, results, err)
@@ -306,7 +327,7 @@ def _attempt(context, store: Store, asset: str, body, pk: str, prefix: str, *, c
                                  code_version=code_version, data_version=None,
                                  upstream=json.dumps(up, sort_keys=True),
                                  params=json.dumps(p_pk, sort_keys=True), status=status,
-                                 error=msg, started_at=started, finished_at=_now()))
+                                 error=msg, started_at=started, finished_at=now()))
         context.log.error(f"{prev_fmt(prefix, pk)}: {asset} {status}: {msg}")
         if not isinstance(e, (ValueError, UpstreamNotReady, FileNotFoundError)):
             context.log.debug(traceback.format_exc())

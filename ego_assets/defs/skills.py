@@ -24,11 +24,11 @@ import time
 import dagster as dg
 
 from ego_assets.defs.k8s import GPU_POOL, op_tags
-from ego_assets.defs.runner import _now
+from ego_assets.defs.runner import now
 from ego_assets.defs.settings import EgoStorage
 from ego_assets.lib import schemas
 from ego_assets.lib.plots import md_image
-from ego_assets.lib.quality import ERROR, CheckDef
+from ego_assets.lib.quality import ERROR, CheckDef, CheckInput
 
 ASSET = "skills"
 GROUP = "dataset"  # the groups over all videos (jobs.ALL_VIDEO_GROUPS): built with the dataset
@@ -133,18 +133,18 @@ def skill_map(store) -> dict[tuple[str, int, str], tuple[int, str]]:
     return out
 
 
-def _every_segment_assigned(store, pk):
+def _every_segment_assigned(inp: CheckInput):
     """Every valid segment of the video has a row in the ``skills`` table."""
     from ego_assets.lib.skills import segment_inputs
 
-    if not (_ok(store, "segments", pk) and store.has_table("segments", pk) and store.has_table("hand_world", pk)):
+    store, pk = inp.store, inp.pk
+    if not (_ok(store, "segments", pk) and inp.has_table("segments") and inp.has_table("hand_world")):
         # the video stopped before segments (its own checks say why): it has no segment to assign
         return True, 0.0, "no segments materialized: nothing to assign"
-    caps = store.read_table("captions", pk) if store.has_table("captions", pk) else None
-    want = {s.key for s in segment_inputs(pk, store.read_table("segments", pk), store.read_table("hand_world", pk),
-                                          caps)}
-    have = ({(pk, int(r["segment_id"]), r["hand"]) for r in store.read_table(ASSET, pk).to_pylist()}
-            if store.has_table(ASSET, pk) else set())
+    caps = inp.table("captions") if inp.has_table("captions") else None
+    want = {s.key for s in segment_inputs(pk, inp.table("segments"), inp.table("hand_world"), caps)}
+    have = ({(pk, int(r["segment_id"]), r["hand"]) for r in inp.table(ASSET).to_pylist()}
+            if inp.has_table(ASSET) else set())
     missing = sorted(want - have)
     if missing:
         return False, float(len(missing)), (f"{len(missing)} of {len(want)} valid segment(s) have no skill "
@@ -251,7 +251,7 @@ def skills(context: dg.AssetExecutionContext, config: SkillsConfig, ego: EgoStor
     from ego_assets.lib import skills as sk
 
     store = ego.store()
-    t0, started = time.perf_counter(), _now()
+    t0, started = time.perf_counter(), now()
     res = run_skills(store, config, context.log, context.run.run_id)
     rows, model = res["rows"], res["model"]
     missing = len(res["segs"]) - len(rows)
@@ -260,7 +260,7 @@ def skills(context: dg.AssetExecutionContext, config: SkillsConfig, ego: EgoStor
                              code_version=CODE_VERSION, data_version=res["data_version"],
                              upstream=json.dumps(res["versions"], sort_keys=True),
                              params=json.dumps(config.model_dump(), sort_keys=True), status="ok", error=None,
-                             started_at=started, finished_at=_now()))
+                             started_at=started, finished_at=now()))
     meta = {"segments": len(res["segs"]), "skills": model.k if model else 0, "videos": len(res["versions"]),
             "refit": res["refit"] or "no (assigned to the kept model)",
             "seconds": round(time.perf_counter() - t0, 2)}

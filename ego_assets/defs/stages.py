@@ -10,6 +10,11 @@ def backend_code_version(stage: str, asset_version: str = "1") -> str:
     return f"{asset_version}+{backends.backend_class(stage).code_version()}"
 
 
+def backend_name(stage: str) -> str:
+    """The configured backend's name (an asset's parameter: another backend recomputes the video)."""
+    return backends.backend_class(stage).name
+
+
 def calib_row(store, pk: str) -> dict:
     return store.read_table("calibrations", pk).to_pylist()[0]
 

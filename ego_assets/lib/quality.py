@@ -1,17 +1,23 @@
-"""Quality checks as plain functions over stored tables (docs/architecture.md §8).
+"""Quality checks (docs/architecture.md §8): one shape for every check of every asset.
 
-A check reads what one asset wrote for one partition and returns a :class:`CheckOutcome`. The Dagster
-wiring turns them into asset checks (ERROR = blocking); ``ego-assets check`` runs the same functions over
-everything materialized; both write the ``quality`` table.
+A :class:`CheckDef` names a check of one asset and holds a function of a :class:`CheckInput`: the tables
+the asset has just produced for one video (in memory, as written: a check right after the asset's body
+reads nothing back) and the store for anything else (read once per table and kept). The function
+returns ``(passed, value, detail)``; a check that raises fails with the reason. The Dagster wiring
+turns the checks into asset checks (ERROR = blocking) evaluated after each write; ``ego-assets check``
+evaluates the same checks over everything materialized (the tables then come from the store); both
+write the ``quality`` table.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
+import pyarrow as pa
 
 from ego_assets.lib import frames as frames_lib
 from ego_assets.lib.clips import coverage_gaps
@@ -34,17 +40,56 @@ class CheckOutcome:
                     detail=self.detail)
 
 
+@dataclass
+class CheckInput:
+    """What the checks of ``asset`` read for video ``pk``: ``produced`` holds the tables the asset has just
+    written (empty when the checks run over the store); any other table is read from the store once and
+    kept for the next check. ``params``: the parameters of the attempt being checked (None: those of the
+    asset's latest successful attempt, from the lineage)."""
+
+    store: Store
+    pk: str
+    asset: str
+    produced: dict[str, pa.Table] = field(default_factory=dict)
+    params: dict | None = None
+    _read: dict[str, pa.Table] = field(default_factory=dict, repr=False)
+
+    def table(self, name: str, columns: list[str] | None = None) -> pa.Table:
+        t = self.produced.get(name)
+        if t is None:
+            t = self._read.get(name)
+        if t is None:
+            t = self._read[name] = self.store.read_table(name, self.pk)
+        return t.select(columns) if columns else t
+
+    def has_table(self, name: str) -> bool:
+        return name in self.produced or name in self._read or self.store.has_table(name, self.pk)
+
+    def attempt_params(self) -> dict:
+        if self.params is None:
+            ok = [r for r in self.store.lineage(self.asset, self.pk) if r["status"] == "ok"]
+            self.params = json.loads(ok[-1]["params"] or "{}") if ok else {}
+        return self.params
+
+
+CheckFn = Callable[[CheckInput], "tuple[bool, float | None, str]"]
+
+
 @dataclass(frozen=True)
 class CheckDef:
     name: str
     asset: str
     severity: str
     description: str
-    fn: Callable[[Store, str], tuple[bool, float | None, str]]
+    fn: CheckFn
 
-    def evaluate(self, store: Store, pk: str) -> CheckOutcome:
+    def evaluate(self, inp: CheckInput) -> CheckOutcome:
         try:
-            passed, value, detail = self.fn(store, pk)
+            if _takes_store_and_key(self.fn):
+                # transitional: a check still written as fn(store, pk) (defs/dataset.py's, until converted)
+                passed, value, detail = self.fn(inp.store, inp.pk)
+            else:
+                passed, value, detail = self.fn(inp)
         except FileNotFoundError as e:
             passed, value, detail = False, None, f"not materialized: {e}"
         except Exception as e:  # a check that crashes fails, with the reason
@@ -52,18 +97,25 @@ class CheckDef:
         return CheckOutcome(self.name, bool(passed), self.severity, value, detail)
 
 
+def _takes_store_and_key(fn) -> bool:
+    try:
+        return len(inspect.signature(fn).parameters) == 2
+    except (TypeError, ValueError):
+        return False
+
+
 # -- ingest checks ------------------------------------------------------------------------------
 
-def video_decodable(store: Store, pk: str):
-    v = store.read_table("videos", pk).to_pylist()[0]
+def video_decodable(inp: CheckInput):
+    v = inp.table("videos").to_pylist()[0]
     ok = v["n_frames"] >= 2 and v["duration_s"] > 0 and v["width"] > 0 and v["height"] > 0
     return ok, float(v["n_frames"]), (f"{v['n_frames']} frames, {v['duration_s']:.2f} s, "
                                       f"{v['width']}x{v['height']} {v['codec']}")
 
 
-def clips_cover(store: Store, pk: str):
-    v = store.read_table("videos", pk, ["duration_s"]).to_pylist()[0]
-    rows = store.read_table("clips", pk).to_pylist()
+def clips_cover(inp: CheckInput):
+    v = inp.table("videos", ["duration_s"]).to_pylist()[0]
+    rows = inp.table("clips").to_pylist()
     gaps = coverage_gaps(rows, v["duration_s"])
     bad_end = abs(max(r["end_s"] for r in rows) - v["duration_s"]) > 1e-6 if rows else True
     ok = bool(rows) and not gaps and not bad_end and min(r["start_s"] for r in rows) <= 1e-9
@@ -72,11 +124,10 @@ def clips_cover(store: Store, pk: str):
                      f"{len(rows)} clips; uncovered: {gaps[:5]}")
 
 
-def frame_times(store: Store, pk: str):
-    v = store.read_table("videos", pk, ["duration_s", "n_frames"]).to_pylist()[0]
-    t = store.read_table("frames", pk, ["t_s"]).column("t_s").to_numpy()
-    params = _params(store, "frames", pk)
-    rate = float(params.get("rate_hz", frames_lib.FrameParams.rate_hz))
+def frame_times(inp: CheckInput):
+    v = inp.table("videos", ["duration_s", "n_frames"]).to_pylist()[0]
+    t = inp.table("frames", ["t_s"]).column("t_s").to_numpy()
+    rate = float(inp.attempt_params().get("rate_hz", frames_lib.FrameParams.rate_hz))
     exp = frames_lib.expected_count(v["duration_s"], v["n_frames"], rate)
     increasing = bool(len(t) > 0 and np.all(np.diff(t) > 0))
     tol = max(2, int(0.02 * exp))
@@ -86,15 +137,10 @@ def frame_times(store: Store, pk: str):
                                f"{'strictly increasing' if increasing else 'NOT strictly increasing'}")
 
 
-def proxy_count(store: Store, pk: str):
-    n = store.read_table("frames", pk, ["frame_index"]).num_rows
-    m = frames_lib.count_frames(store.local_path("frames", pk, "proxy.mp4"))
+def proxy_count(inp: CheckInput):
+    n = inp.table("frames", ["frame_index"]).num_rows
+    m = frames_lib.count_frames(inp.store.local_path("frames", inp.pk, "proxy.mp4"))
     return n == m, float(m), f"proxy has {m} frames, table has {n}"
-
-
-def _params(store: Store, asset: str, pk: str) -> dict:
-    ok = [r for r in store.lineage(asset, pk) if r["status"] == "ok"]
-    return json.loads(ok[-1]["params"] or "{}") if ok else {}
 
 
 INGEST_CHECKS = [

@@ -17,6 +17,7 @@ partition, and a step killed at any moment leaves only leftovers that the next w
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -25,7 +26,7 @@ import tempfile
 import time
 import uuid
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -33,14 +34,14 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ego_assets.lib import schemas
+from ego_assets.lib import schemas, settings
 from ego_assets.lib.keys import check_key
 
-DEFAULT_HOME = "./.ego_assets"
+DEFAULT_HOME = settings.SETTINGS["HOME"].default
 
 
 def default_home() -> str:
-    return os.environ.get("EGO_ASSETS_HOME") or DEFAULT_HOME
+    return settings.get("HOME")
 
 
 def table_file(table: str) -> str:
@@ -53,9 +54,15 @@ class StorageError(RuntimeError):
 
 @dataclass
 class PartitionWriter:
-    """Collects one asset partition's files in a local staging folder; committed by the store."""
+    """Collects one asset partition's files in a local staging folder; committed by the store.
+
+    Each table written is kept (``tables``) with the SHA-256 of its file (``digests``), hashed as it is
+    written: the runner takes the partition's data version and its checks' input from here, and reads
+    nothing back."""
 
     staging: Path
+    tables: dict[str, pa.Table] = field(default_factory=dict)
+    digests: dict[str, str] = field(default_factory=dict)
 
     def path(self, name: str) -> str:
         """A local path to write ``name`` into (sub-folders allowed)."""
@@ -67,7 +74,13 @@ class PartitionWriter:
         if data.schema.names != schemas.TABLES[table].schema.names:
             raise StorageError(f"table {table!r} does not match its schema; use schemas.conform()")
         p = self.path(table_file(table))
-        pq.write_table(data, p, compression="zstd")
+        sink = pa.BufferOutputStream()
+        pq.write_table(data, sink, compression="zstd")
+        buf = sink.getvalue()
+        with open(p, "wb") as f:
+            f.write(buf)
+        self.digests[table] = hashlib.sha256(buf).hexdigest()
+        self.tables[table] = data
         return p
 
 
@@ -97,8 +110,6 @@ def pid_alive(pid: int) -> bool:
 
 
 def _fingerprint(path: Path) -> tuple[int, str]:
-    import hashlib
-
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -162,6 +173,10 @@ class Store:
 
     def read_bytes(self, path: str) -> bytes:
         return self.fs.cat_file(path)
+
+    def table_digest(self, table: str, pk: str) -> str:
+        """The SHA-256 of a committed table's file (as :class:`PartitionWriter` records it when written)."""
+        return hashlib.sha256(self.read_bytes(self.table_path(table, pk))).hexdigest()
 
     def write_json(self, path: str, obj) -> None:
         self.write_bytes(path, json.dumps(obj, indent=1, sort_keys=True, default=str).encode())

@@ -14,7 +14,7 @@ from ego_assets.defs.geometry import SCENE_DEPTH
 from ego_assets.defs.partitions import videos
 from ego_assets.lib import backends
 from ego_assets.lib.geometry import render
-from ego_assets.lib.geometry.calibration_backends import PriorCalibration
+from ego_assets.lib.geometry.calibration_backends import CalibrationResult, PriorCalibration
 from ego_assets.lib.sources import Source, discover_file, list_files
 from ego_assets.lib.storage import Store
 
@@ -26,9 +26,8 @@ class TruthDepthCalibration(PriorCalibration):
     """The source's intrinsics, plus the rendered scene's exact depth in the depth backends' table form."""
 
     def calibrate(self, video, proxy_path, frames, proxy_size, hints, progress=None):
-        table = super().calibrate(video, proxy_path, frames, proxy_size, hints, progress)
-        self.last_scene_depth = TRUTH["seq"].scene_depth(every=2)
-        return table
+        res = super().calibrate(video, proxy_path, frames, proxy_size, hints, progress)
+        return CalibrationResult(self.name, res.calibration, TRUTH["seq"].scene_depth(every=2))
 
 
 def _run(tmp_path, monkeypatch, backend: str):
