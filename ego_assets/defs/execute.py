@@ -193,11 +193,16 @@ def up_to_date_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store:
 
 
 def _execute_one(defs, instance, pk: str, run_config, assets):
+    from ego_assets.lib.video import clear_decoded
+
     job = defs.resolve_job_def("per_video_job")
-    return job.execute_in_process(instance=instance, partition_key=pk,
-                                  asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
-                                  tags={HOST_TAG: socket.gethostname()},
-                                  run_config=_with_quiet_logs(run_config), raise_on_error=False)
+    try:
+        return job.execute_in_process(instance=instance, partition_key=pk,
+                                      asset_selection=[dg.AssetKey(a) for a in assets] if assets else None,
+                                      tags={HOST_TAG: socket.gethostname()},
+                                      run_config=_with_quiet_logs(run_config), raise_on_error=False)
+    finally:
+        clear_decoded()  # the video's proxy frames, kept for its steps (lib/video.py)
 
 
 def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> dict[str, VideoStatus]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Iterator
 
@@ -24,20 +27,82 @@ def open_av(*args, **kwargs):
     return av.open(*args, **kwargs)
 
 
+# The decoded frames of the last video read in this process are kept (as PyAV frames: their YUV planes, so
+# an image converted from them is exactly the one a new decode gives) while they fit in this many MiB: the
+# steps of one video run one after the other in one process, and each reads the same proxy (calibration,
+# hands, odometry, the episodes' video, the previews), which is then decoded once. A 640 px proxy frame is
+# 0.35 MB: about 70 s of proxy at 10 Hz; a longer one is decoded by each step, one frame in memory.
+DECODE_CACHE_MIB = 256
+
+
+@dataclass
+class _Decoded:
+    key: tuple
+    frames: list = field(default_factory=list)  # (t_s, av.VideoFrame)
+    nbytes: int = 0
+    complete: bool = False
+
+
+_cache_lock = threading.Lock()
+_cache: _Decoded | None = None
+
+
+def _file_key(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None  # av.open names the file and the reason
+    return (os.path.realpath(path), st.st_mtime_ns, st.st_size, st.st_ino)
+
+
 def iter_frames(path: str, start_index: int = 0, stop_index: int | None = None,
                 fmt: str = "rgb24") -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield ``(frame_index, t_s, image)`` for the frames of a proxy video (frame_index counts decoded
-    frames from 0; ``image`` is HxWx3 uint8 RGB, or HxW for ``fmt='gray'``)."""
+    frames from 0; ``image`` is HxWx3 uint8 RGB, or HxW for ``fmt='gray'``).
+
+    A video whose frames fit in ``DECODE_CACHE_MIB`` is decoded once per process: its frames are kept
+    (the last such video only) and later calls, any range or format, convert the kept frames. A call
+    that stops early while the frames are being kept decodes the rest into the cache before returning."""
+    global _cache
+    key = _file_key(path)
+    with _cache_lock:
+        hit = _cache if _cache is not None and _cache.complete and _cache.key == key else None
+    if hit is not None:
+        stop = len(hit.frames) if stop_index is None else min(stop_index, len(hit.frames))
+        for i in range(start_index, stop):
+            t, frame = hit.frames[i]
+            yield i, t, frame.to_ndarray(format=fmt)
+        return
+    keep = _Decoded(key) if key is not None else None
+    budget = DECODE_CACHE_MIB * 2 ** 20
     with open_av(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         for i, frame in enumerate(container.decode(stream)):
-            if i < start_index:
-                continue
-            if stop_index is not None and i >= stop_index:
-                break
             t = float(frame.pts * frame.time_base) if frame.pts is not None else float("nan")
-            yield i, t, frame.to_ndarray(format=fmt)
+            if keep is not None:
+                keep.nbytes += sum(p.buffer_size for p in frame.planes)
+                if keep.nbytes > budget:
+                    keep = None  # too long to keep: stream, one frame in memory
+                else:
+                    keep.frames.append((t, frame))
+            if stop_index is not None and i >= stop_index:
+                if keep is None:
+                    break
+                continue  # the rest into the cache, for the next step
+            if i >= start_index:
+                yield i, t, frame.to_ndarray(format=fmt)
+    if keep is not None:
+        keep.complete = True
+        with _cache_lock:
+            _cache = keep
+
+
+def clear_decoded() -> None:
+    """Drop the kept frames (the end of a video's run)."""
+    global _cache
+    with _cache_lock:
+        _cache = None
 
 
 def read_frames(path: str, indices: list[int] | None = None, fmt: str = "rgb24") -> dict[int, np.ndarray]:
