@@ -58,7 +58,8 @@ def make_inputs(work: Path, episodes: int, frames: int, partitions: int, w: int,
 
 
 def run_ours(parts, work: Path, vcodec: str) -> tuple[float, Path, int, int]:
-    from ego_assets.lib.lerobot.writer import VideoSettings, assemble
+    from ego_assets.lib.lerobot.assembly import assemble
+    from ego_assets.lib.lerobot.staging import VideoSettings
     from ego_assets_tests.lib.lerobot.synth import stage
 
     root = work / "ours"
@@ -72,7 +73,9 @@ def run_append(parts, work: Path) -> list[tuple[str, float]]:
     """Appending the last source video to a dataset of the others (staged by ``run_ours``): assembled in
     place, and as ``lerobot_dataset`` does it, into a new version (files hard-linked) published by one
     rename once it validates (validation excluded here: it is the same in both)."""
-    from ego_assets.lib.lerobot.writer import assemble, assemble_versioned, load_staged
+    from ego_assets.lib.lerobot.assembly import assemble
+    from ego_assets.lib.lerobot.staging import load_staged
+    from ego_assets.lib.lerobot.versions import assemble_versioned
 
     *base, extra = [load_staged(work / "staged" / p.key) for p in parts]
     out = []
@@ -90,7 +93,7 @@ def run_lerobot(parts, work: Path, vcodec: str, streaming: bool, name: str) -> t
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from ego_assets.lib.lerobot.actions import HandTrack, compute_state_action
-    from ego_assets.lib.lerobot.writer import _camera_arrays, _ffmpeg_logs_off, _hand_arrays, _plans
+    from ego_assets.lib.lerobot.staging import camera_arrays, episode_plans, ffmpeg_logs_off, hand_arrays
     from ego_assets.lib.video import iter_frames
 
     root = work / name
@@ -99,11 +102,11 @@ def run_lerobot(parts, work: Path, vcodec: str, streaming: bool, name: str) -> t
     ds = None
     n_ep = n_fr = 0
     for p in parts:
-        plans, _ = _plans(p.frames, p.segments, p.captions, 10)
+        plans, _ = episode_plans(p.frames, p.segments, p.captions, 10)
         n = p.frames.num_rows
-        hands = _hand_arrays(p.hand_world, n)
-        R, c, _ = _camera_arrays(p.camera_poses, n)
-        with _ffmpeg_logs_off():  # same decode work as ours (and the same deadlock guard)
+        hands = hand_arrays(p.hand_world, n)
+        R, c, _ = camera_arrays(p.camera_poses, n)
+        with ffmpeg_logs_off():  # same decode work as ours (and the same deadlock guard)
             imgs = {i: img for i, _, img in iter_frames(str(p.proxy))}
         for pl in plans:
             ch = pl.chosen

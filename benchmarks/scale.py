@@ -110,7 +110,7 @@ def start_moto() -> None:
 def template(work: Path):
     """A real dataset of one synthetic partition (the metadata to replicate) and a second staged one (the
     video that is added)."""
-    from ego_assets.lib.lerobot.writer import assemble
+    from ego_assets.lib.lerobot.assembly import assemble
     from ego_assets_tests.lib.lerobot.synth import make_partition, stage
 
     staged = {}
@@ -124,13 +124,13 @@ def template(work: Path):
 
 def build(fs, root: str, tmpl: Path, n: int, episodes: int) -> None:
     """The metadata of an N-partition dataset in the bucket, and N placeholder data/video files."""
-    from ego_assets.lib.lerobot import writer as w
+    from ego_assets.lib.lerobot.layout import EPISODES_PER_META_FILE, HEADER_PATH, STATE_PATH
     from ego_assets.lib.lerobot.features import VIDEO_KEY
     from ego_assets.lib.lerobot.format import DEFAULT_DATA_PATH, DEFAULT_EPISODES_PATH, DEFAULT_VIDEO_PATH
 
     meta = pa.concat_tables([pq.read_table(f) for f in sorted((tmpl / "meta/episodes").glob("*/*.parquet"))])
     info = json.loads((tmpl / "meta/info.json").read_text())
-    state = json.loads((tmpl / w.STATE_PATH).read_text())
+    state = json.loads((tmpl / STATE_PATH).read_text())
     chunks = state["chunks_size"]
     total = n * episodes
     t = meta.take(pa.array(np.arange(total) % meta.num_rows))
@@ -138,7 +138,7 @@ def build(fs, root: str, tmpl: Path, n: int, episodes: int) -> None:
     to = np.cumsum(lengths)
     part = np.arange(total) // episodes
     ch, fi = np.divmod(part, chunks)
-    mf = np.arange(total) // w.EPISODES_PER_META_FILE
+    mf = np.arange(total) // EPISODES_PER_META_FILE
     mch, mfi = np.divmod(mf, chunks)
     keys = pa.array([f"p{i:06d}" for i in part])
     cols = {"episode_index": pa.array(np.arange(total)), "dataset_from_index": pa.array(to - lengths),
@@ -150,10 +150,10 @@ def build(fs, root: str, tmpl: Path, n: int, episodes: int) -> None:
         i = t.schema.get_field_index(c)
         t = t.set_column(i, t.schema.field(i), v.cast(t.schema.field(i).type))
     files = {}
-    for s in range(0, total, w.EPISODES_PER_META_FILE):
-        c, f = divmod(s // w.EPISODES_PER_META_FILE, chunks)
+    for s in range(0, total, EPISODES_PER_META_FILE):
+        c, f = divmod(s // EPISODES_PER_META_FILE, chunks)
         sink = pa.BufferOutputStream()
-        pq.write_table(t.slice(s, w.EPISODES_PER_META_FILE), sink, compression="snappy")
+        pq.write_table(t.slice(s, EPISODES_PER_META_FILE), sink, compression="snappy")
         files[f"{root}/{DEFAULT_EPISODES_PATH.format(chunk_index=c, file_index=f)}"] = sink.getvalue().to_pybytes()
     info.update(total_episodes=total, total_frames=int(to[-1]), splits={"train": f"0:{total}"})
     files[f"{root}/meta/info.json"] = json.dumps(info, indent=4).encode()
@@ -168,9 +168,9 @@ def build(fs, root: str, tmpl: Path, n: int, episodes: int) -> None:
         state["partitions"][f"p{i:06d}"] = {**entry, "data_file": d, "video_file": v, "n_episodes": episodes}
         files[f"{root}/{d}"] = b"placeholder data file: an append must not read it"
         files[f"{root}/{v}"] = b"placeholder video file: an append must not read it"
-    files[f"{root}/{w.STATE_PATH}"] = json.dumps(state, indent=1).encode()
+    files[f"{root}/{STATE_PATH}"] = json.dumps(state, indent=1).encode()
     header = {k: v for k, v in state.items() if k != "partitions"} | {"n_partitions": n}
-    files[f"{root}/{w.HEADER_PATH}"] = json.dumps(header, indent=1).encode()
+    files[f"{root}/{HEADER_PATH}"] = json.dumps(header, indent=1).encode()
     fs.pipe(files)
 
 

@@ -79,7 +79,7 @@ def staged_dir(store, pk: str) -> str:
 # -- per video: lerobot_episodes ----------------------------------------------------------------------
 
 def _manifest(store, pk: str) -> dict | None:
-    from ego_assets.lib.lerobot.writer import STAGED_MANIFEST
+    from ego_assets.lib.lerobot.layout import STAGED_MANIFEST
 
     rej = store.artifact(EPISODES_ASSET, pk, REJECTED)
     if store.exists(rej):
@@ -173,7 +173,7 @@ def stage_video(store, pk: str, fmt) -> dict:
     """Stage one video's episodes (committed atomically); a video that cannot be staged is committed as
     rejected with the reason, which its checks report. Returns the partition's metadata."""
     from ego_assets.lib.geometry.calibration import undistorter
-    from ego_assets.lib.lerobot import writer
+    from ego_assets.lib.lerobot.staging import stage_partition
 
     rec = store.video_record(pk)
     inputs = {a: store.lineage(a, pk)[-1]["data_version"] for a in INPUTS}
@@ -184,7 +184,7 @@ def stage_video(store, pk: str, fmt) -> dict:
             calib = calib_row(store, pk)
             v = store.read_table("videos", pk).to_pylist()[0]
             src = (v.get("display_width") or v["width"], v.get("display_height") or v["height"])
-            sp = writer.stage_partition(
+            sp = stage_partition(
                 pk, proxy(store, pk), store.read_table("frames", pk), store.read_table("segments", pk),
                 store.read_table("captions", pk), store.read_table("hand_world", pk),
                 store.read_table("camera_poses", pk), prov, w.path(STAGED), fps=fmt.fps,
@@ -260,7 +260,10 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
 
 
 def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
-    from ego_assets.lib.lerobot import writer
+    from ego_assets.lib.lerobot.assembly import assemble
+    from ego_assets.lib.lerobot.layout import STAGED_MANIFEST
+    from ego_assets.lib.lerobot.staging import load_staged
+    from ego_assets.lib.lerobot.versions import assemble_versioned
 
     fmt = dataset_format()
     remote_root = dataset_dir(store)
@@ -281,7 +284,7 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
     to_append: list[tuple[str, str]] = []
     for pk in ready:
         sdir = staged_dir(store, pk)
-        m = store.read_json(f"{sdir}/{writer.STAGED_MANIFEST}")
+        m = store.read_json(f"{sdir}/{STAGED_MANIFEST}")
         bad = misfit(m, fmt)
         if bad:  # staged under another format; its lerobot_episodes reruns with the current one
             left_out[pk] = f"{EPISODES_ASSET}: {bad}"
@@ -295,14 +298,14 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
         if appendable:
             to_append.append((pk, sdir))
             continue
-        staged.append(writer.load_staged(_local_staged(store, sdir, scratch, pk, whole)))
+        staged.append(load_staged(_local_staged(store, sdir, scratch, pk, whole)))
     for pk, why in left_out.items():
         context.log.warning(f"{pk} ({store.video_uri(pk)}) is left out of the dataset: {why}")
     if appendable and (set(in_dataset_versions) - set(unchanged) - {pk for pk, _ in to_append}
                        or any(pk in in_dataset_versions for pk, _ in to_append)):
         # a video is removed or replaced: the full assembly (every staged partition)
         appendable = False
-        staged = [writer.load_staged(_local_staged(store, staged_dir(store, pk), scratch, pk, pk not in unchanged))
+        staged = [load_staged(_local_staged(store, staged_dir(store, pk), scratch, pk, pk not in unchanged))
                   for pk in unchanged + [pk for pk, _ in to_append]]
     if appendable:
         return _append(context, config, store, remote_root, to_append, unchanged, versions, left_out, fmt,
@@ -341,12 +344,12 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
 
     if store.is_local:
         # a new version next to the published one (files hard-linked), published in one rename once valid
-        res, _, published_now = writer.assemble_versioned(remote_root, staged, accept=accept, **kwargs)
+        res, _, published_now = assemble_versioned(remote_root, staged, accept=accept, **kwargs)
     else:
         # The LeRobot writer and loader need a filesystem: on an object store the dataset is assembled in
         # a local working copy and uploaded, meta/ last (readers open it first)
         with store.working_copy(remote_root, publish_last=("meta/",)) as root:
-            res = writer.assemble(root, staged, **kwargs)
+            res = assemble(root, staged, **kwargs)
             published_now = accept(root, res)
     errors = [c for c in checks if not c[1] and c[0] not in WARN_ONLY]
     warns = [c for c in checks if not c[1] and c[0] in WARN_ONLY]
@@ -442,9 +445,9 @@ def _append(context, config: DatasetConfig, store, remote_root: str, to_append, 
 
 
 def _published_state(store, remote_root: str) -> dict | None:
-    from ego_assets.lib.lerobot.writer import STATE_PATH
+    from ego_assets.lib.lerobot.layout import STATE_PATH
 
-    from ego_assets.lib.lerobot.writer import APPENDED_DIR
+    from ego_assets.lib.lerobot.layout import APPENDED_DIR
 
     p = f"{remote_root}/{STATE_PATH}"
     if not store.exists(p):
@@ -460,7 +463,7 @@ def _published_state(store, remote_root: str) -> dict | None:
 def _rebuild_reason(state: dict, fmt) -> str | None:
     """Why the published dataset cannot be extended with episodes of format ``fmt`` (None: it can)."""
     from ego_assets.lib.lerobot.features import VIDEO_KEY
-    from ego_assets.lib.lerobot.writer import STATE_FORMAT
+    from ego_assets.lib.lerobot.layout import STATE_FORMAT
 
     if state.get("format") != STATE_FORMAT:
         return f"its state format {state.get('format')!r} is not this code's {STATE_FORMAT}"
@@ -475,12 +478,12 @@ def _rebuild_reason(state: dict, fmt) -> str | None:
 def _local_staged(store, sdir: str, scratch: str, pk: str, whole: bool) -> str:
     """A local folder with a staged partition: the store's folder itself, or (object stores) a download
     of its manifest and episodes, or of every file when ``whole``."""
-    from ego_assets.lib.lerobot import writer
+    from ego_assets.lib.lerobot.layout import STAGED_DATA, STAGED_EPISODES, STAGED_MANIFEST, STAGED_VIDEO
 
     if store.is_local:
         return sdir
-    names = (writer.STAGED_MANIFEST, writer.STAGED_EPISODES) + (
-        (writer.STAGED_DATA, writer.STAGED_VIDEO) if whole else ())
+    names = (STAGED_MANIFEST, STAGED_EPISODES) + (
+        (STAGED_DATA, STAGED_VIDEO) if whole else ())
     dst = os.path.join(scratch, pk)
     shutil.rmtree(dst, ignore_errors=True)
     os.makedirs(dst, exist_ok=True)

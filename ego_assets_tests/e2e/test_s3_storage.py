@@ -320,7 +320,8 @@ def test_lerobot_dataset_assembled_in_the_bucket(s3, tmp_path):
     copy, published with its metadata last; the next assembly adds a video without uploading the
     existing ones again; a failed assembly uploads nothing; the published dataset loads with LeRobot."""
     from ego_assets.lib.lerobot.validate import validate_dataset
-    from ego_assets.lib.lerobot.writer import assemble, load_staged
+    from ego_assets.lib.lerobot.assembly import assemble
+    from ego_assets.lib.lerobot.staging import load_staged
     from ego_assets_tests.lib.lerobot.synth import make_partition, stage
 
     src = tmp_path / "src"
@@ -372,7 +373,8 @@ def test_video_appended_in_the_bucket_reads_only_its_files_and_the_metadata(s3, 
     no data or video file of the dataset is read or written; the result loads with LeRobot."""
     from ego_assets.lib.lerobot import incremental
     from ego_assets.lib.lerobot.validate import validate_dataset
-    from ego_assets.lib.lerobot.writer import assemble, load_staged
+    from ego_assets.lib.lerobot.assembly import assemble
+    from ego_assets.lib.lerobot.staging import load_staged
     from ego_assets_tests.lib.lerobot.synth import make_partition, stage
 
     src = tmp_path / "src"

@@ -1,6 +1,6 @@
 """Append staged partitions to a published LeRobot v3.0 dataset on any fsspec filesystem (issue 19).
 
-The full assembly (``writer.assemble``) renumbers the whole dataset in (split, key) order and so needs a
+The full assembly (``assembly.assemble``) renumbers the whole dataset in (split, key) order and so needs a
 local copy of it. Adding a video does not need that: its episodes take the next episode and frame indices,
 its data and video become new files of the v3.0 layout (one file index per partition, as the full assembly
 already lays them out), its episodes a new ``meta/episodes`` file, and the small metadata LeRobot reads
@@ -32,7 +32,30 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ego_assets.lib.lerobot import writer as w
+from ego_assets.lib import schemas
+from ego_assets.lib.lerobot.assembly import (
+    AssemblyResult,
+    data_table,
+    episode_meta_row,
+    part_from_staged,
+    split_of,
+)
+from ego_assets.lib.lerobot.features import CAMERA_PREFIX
+from ego_assets.lib.lerobot.layout import (
+    APPENDED_DIR,
+    DEFAULT_REPO_ID,
+    DatasetStateError,
+    EPISODES_PER_META_FILE,
+    HEADER_PATH,
+    IncompatiblePartitionError,
+    LeRobotExportError,
+    STAGED_DATA,
+    STAGED_EPISODES,
+    STAGED_MANIFEST,
+    STAGED_VIDEO,
+    STATE_FORMAT,
+)
+from ego_assets.lib.lerobot.staging import load_staged, norm_features, typed_camera
 from ego_assets.lib.lerobot.format import (DEFAULT_DATA_PATH, DEFAULT_EPISODES_PATH, DEFAULT_FEATURES,
                                            DEFAULT_TASKS_PATH, DEFAULT_VIDEO_PATH, EPISODES_DIR, INFO_PATH,
                                            STATS_PATH, aggregate_stats, data_schema)
@@ -41,7 +64,7 @@ from ego_assets.lib.lerobot.features import VIDEO_KEY
 PROVENANCE_APPEND = "meta/ego_assets_provenance.append-{slot:06d}.parquet"
 
 
-class NeedsFullAssembly(w.LeRobotExportError):
+class NeedsFullAssembly(LeRobotExportError):
     """The change cannot be appended (replacement, removal, format change, no dataset yet)."""
 
 
@@ -92,10 +115,10 @@ def _splits(info_splits: dict, n_before: int, n_new: int, split: str) -> dict:
 
 
 def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
-                     repo_id: str = w.DEFAULT_REPO_ID, skills: dict | None = None,
-                     in_dataset: str | None = None) -> w.AssemblyResult:
+                     repo_id: str = DEFAULT_REPO_ID, skills: dict | None = None,
+                     in_dataset: str | None = None) -> AssemblyResult:
     """Append the staged partition at ``staged_dir`` (a folder on ``fs`` written by
-    ``writer.stage_partition``) to the dataset at ``root`` on ``fs``. ``scratch``: a local folder for the
+    ``staging.stage_partition``) to the dataset at ``root`` on ``fs``. ``scratch``: a local folder for the
     partition's files. Raises :class:`NeedsFullAssembly` when only the full assembly can make the
     change; a partition already in the dataset at the same staged version is a no-op. ``in_dataset``: the
     staged version the caller knows the dataset holds of this partition (from the full state); else only
@@ -105,23 +128,23 @@ def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
 
     t0 = time.perf_counter()
     root, staged_dir = root.rstrip("/"), staged_dir.rstrip("/")
-    head_path = f"{root}/{w.HEADER_PATH}"
+    head_path = f"{root}/{HEADER_PATH}"
     if not fs.exists(head_path) or not fs.exists(f"{root}/{INFO_PATH}"):
         raise NeedsFullAssembly(f"{root}: no assembled dataset to append to")
     state = json.loads(fs.cat_file(head_path))  # small: the state without its partitions
-    if state.get("format") != w.STATE_FORMAT or not state.get("features"):
+    if state.get("format") != STATE_FORMAT or not state.get("features"):
         raise NeedsFullAssembly(f"{root}: state format {state.get('format')!r}")
-    manifest = json.loads(fs.cat_file(f"{staged_dir}/{w.STAGED_MANIFEST}"))
+    manifest = json.loads(fs.cat_file(f"{staged_dir}/{STAGED_MANIFEST}"))
     key, version = manifest["partition_key"], manifest["version"]
     if in_dataset is None:
-        entry_path = f"{root}/{w.APPENDED_DIR}/{key}.json"
+        entry_path = f"{root}/{APPENDED_DIR}/{key}.json"
         old = json.loads(fs.cat_file(entry_path)) if fs.exists(entry_path) else None
     else:
         old = {"version": in_dataset}
     info = json.loads(fs.cat_file(f"{root}/{INFO_PATH}"))
     if old is not None:
         if old["version"] == version:
-            return w.AssemblyResult(Path(root), repo_id, info["total_episodes"], info["total_frames"],
+            return AssemblyResult(Path(root), repo_id, info["total_episodes"], info["total_frames"],
                                     info["total_tasks"], info.get("splits", {}), _empty_prov(), [], [], [],
                                     [key], [], [], time.perf_counter() - t0, state.get("version", ""))
         raise NeedsFullAssembly(f"partition {key!r} is replaced (staged {version}, in the dataset "
@@ -129,26 +152,26 @@ def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
 
     local = Path(scratch) / key
     local.mkdir(parents=True, exist_ok=True)
-    (local / w.STAGED_MANIFEST).write_bytes(json.dumps(manifest).encode())
-    for name in (w.STAGED_EPISODES, w.STAGED_DATA, w.STAGED_VIDEO):
+    (local / STAGED_MANIFEST).write_bytes(json.dumps(manifest).encode())
+    for name in (STAGED_EPISODES, STAGED_DATA, STAGED_VIDEO):
         if fs.exists(f"{staged_dir}/{name}"):
             fs.get_file(f"{staged_dir}/{name}", str(local / name))
-    sp = w.load_staged(local)
-    part = w._part_from_staged(sp)
+    sp = load_staged(local)
+    part = part_from_staged(sp)
     if not part.episodes:
         raise NeedsFullAssembly(f"partition {key!r} has no episode")  # nothing to append; full path records it
-    features = w._norm_features(state["features"])
+    features = norm_features(state["features"])
     for what, a, b in (("fps", part.fps, state["fps"]), ("action_space", part.action_space, state["action_space"]),
                        ("features", part.features, features),
                        ("vcodec", part.video.get("vcodec"), (state.get("video") or {}).get("vcodec"))):
         if a != b:
-            raise w.IncompatiblePartitionError(f"partition {key!r} does not fit the dataset: {what} {a!r} vs {b!r}")
+            raise IncompatiblePartitionError(f"partition {key!r} does not fit the dataset: {what} {a!r} vs {b!r}")
 
     chunks_size = state.get("chunks_size") or info.get("chunks_size")
     slot = int(state.get("next_slot", state["n_partitions"]))
     chunk, fidx = divmod(slot, chunks_size)
     ep_base, idx_base = int(info["total_episodes"]), int(info["total_frames"])
-    split = w.split_of(key, float(state["val_fraction"]))
+    split = split_of(key, float(state["val_fraction"]))
 
     # tasks: existing indices keep their meaning, new task strings get the next ones
     tasks_t = pq.read_table(io.BytesIO(fs.cat_file(f"{root}/{DEFAULT_TASKS_PATH}")))
@@ -162,23 +185,23 @@ def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
     data_rel = DEFAULT_DATA_PATH.format(chunk_index=chunk, file_index=fidx)
     video_rel = DEFAULT_VIDEO_PATH.format(video_key=VIDEO_KEY, chunk_index=chunk, file_index=fidx)
     if fs.exists(f"{root}/{data_rel}"):
-        raise w.DatasetStateError(f"{root}/{data_rel} exists but the state's next slot is {slot}")
-    table = w._data_table(part, ep_base, idx_base, task_idx, full_features, hf_schema)
+        raise DatasetStateError(f"{root}/{data_rel} exists but the state's next slot is {slot}")
+    table = data_table(part, ep_base, idx_base, task_idx, full_features, hf_schema)
     data_bytes = _parquet_bytes(table)
     _put_bytes(fs, f"{root}/{data_rel}", data_bytes)
     if part.video_src is not None:
         _put_file(fs, str(part.video_src), f"{root}/{video_rel}")
 
     # metadata rows, stats, provenance
-    meta_file = int(state.get("meta_files", -(-ep_base // w.EPISODES_PER_META_FILE)))
+    meta_file = int(state.get("meta_files", -(-ep_base // EPISODES_PER_META_FILE)))
     m_chunk, m_file = divmod(meta_file, chunks_size)
     q = dict(chunk=chunk, file=fidx, split=split)
     rows, prov_rows, new_stats = [], [], []
     frame = idx_base
     for j, ep in enumerate(part.episodes):
-        row, prov, st = w.episode_meta_row(part, ep, q, ep_base + j, task_idx[j], frame, repo_id)
+        row, prov, st = episode_meta_row(part, ep, q, ep_base + j, task_idx[j], frame, repo_id)
         row["meta/episodes/chunk_index"], row["meta/episodes/file_index"] = m_chunk, m_file
-        if skills is not None:  # as writer.assemble puts them: {(key, segment_id, hand): (id, label)}
+        if skills is not None:  # as assembly.assemble puts them: {(key, segment_id, hand): (id, label)}
             sk = skills.get((key, int(ep.segment_id), ep.hand), (None, None))
             row.update({"source/skill_id": sk[0], "source/skill_label": sk[1]})
             prov.update({"skill_id": sk[0], "skill_label": sk[1]})
@@ -186,7 +209,7 @@ def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
         prov_rows.append(prov)
         new_stats.append(st)
         frame += ep.length
-    meta_table = w._typed_camera(pa.Table.from_pylist(rows), w.CAMERA_PREFIX)
+    meta_table = typed_camera(pa.Table.from_pylist(rows), CAMERA_PREFIX)
     first_meta = f"{root}/{DEFAULT_EPISODES_PATH.format(chunk_index=0, file_index=0)}"
     with fs.open(first_meta, "rb", block_size=1 << 16, cache_type="bytes") as f:
         ref_schema = pq.ParquetFile(f).schema_arrow
@@ -194,7 +217,7 @@ def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
         if f.name not in meta_table.column_names:
             meta_table = meta_table.append_column(f, pa.nulls(meta_table.num_rows, f.type))
     meta_table = meta_table.select(ref_schema.names).cast(ref_schema)
-    prov_table = pa.Table.from_pylist(prov_rows, schema=w.schemas.EPISODES)
+    prov_table = pa.Table.from_pylist(prov_rows, schema=schemas.EPISODES)
 
     if len(tasks) > n_tasks_before:
         names = sorted(tasks, key=tasks.get)
@@ -216,15 +239,15 @@ def append_partition(fs, root: str, staged_dir: str, scratch: str | Path, *,
         "data_size": len(data_bytes), "data_fingerprint": None,
         "video_file": video_rel if part.video_src is not None else None,
         "video_size": part.video_src.stat().st_size if part.video_src is not None else None}
-    _put_bytes(fs, f"{root}/{w.APPENDED_DIR}/{key}.json", json.dumps(entry).encode())
+    _put_bytes(fs, f"{root}/{APPENDED_DIR}/{key}.json", json.dumps(entry).encode())
     state.update(next_slot=slot + 1, meta_files=meta_file + 1, appended=int(state.get("appended", 0)) + 1)
     import hashlib
 
     state["version"] = hashlib.sha256(json.dumps([state.get("version", ""), key, version]).encode()).hexdigest()[:32]
     _put_bytes(fs, head_path, json.dumps(state, indent=1).encode())
-    return w.AssemblyResult(Path(root), repo_id, ep_base + n_new, frame, len(tasks), info["splits"], prov_table,
+    return AssemblyResult(Path(root), repo_id, ep_base + n_new, frame, len(tasks), info["splits"], prov_table,
                             [key], [], [], [], [key], [key], time.perf_counter() - t0, state["version"])
 
 
 def _empty_prov() -> pa.Table:
-    return w.schemas.empty("episodes")
+    return schemas.empty("episodes")

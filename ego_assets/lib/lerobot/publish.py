@@ -25,7 +25,7 @@ class PublishError(ValueError):
 
 def _sources(root: Path) -> dict[str, dict]:
     """Per source name: uri(s), licence(s), number of videos and episodes, backends seen."""
-    from ego_assets.lib.lerobot.writer import PROVENANCE_PATH
+    from ego_assets.lib.lerobot.layout import PROVENANCE_PATH
 
     path = root / PROVENANCE_PATH
     out: dict[str, dict] = defaultdict(lambda: {"uris": set(), "licences": set(), "videos": set(), "episodes": 0,
@@ -54,7 +54,7 @@ def _sources(root: Path) -> dict[str, dict]:
 
 def card_text(root: str | Path, repo_id: str, description: str | None = None) -> tuple[str, str]:
     """(markdown description, hub licence id) for the dataset card."""
-    from ego_assets.lib.lerobot.writer import STATE_PATH
+    from ego_assets.lib.lerobot.layout import STATE_PATH
 
     root = Path(root)
     info = json.loads((root / INFO_PATH).read_text())
@@ -122,7 +122,7 @@ def _skills_section(root: Path) -> list[str]:
     """The card's skills (issue 15): episodes per skill, from the provenance table's skill columns."""
     import pyarrow.parquet as pq
 
-    from ego_assets.lib.lerobot.writer import PROVENANCE_PATH
+    from ego_assets.lib.lerobot.layout import PROVENANCE_PATH
 
     path = root / PROVENANCE_PATH
     if not path.exists() or "skill_id" not in pq.read_schema(path).names:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from ego_assets.lib.lerobot.writer import split_of
+from ego_assets.lib.lerobot.assembly import split_of
 from ego_assets_tests.lib.lerobot.synth import make_partition, stage
 
 VAL_FRACTION = 0.5
@@ -60,7 +60,7 @@ def staged(parts, work):
 @pytest.fixture(scope="session")
 def dataset_ab(staged, work, datasets_cache):
     """A and B assembled (the base every test copies before changing it)."""
-    from ego_assets.lib.lerobot.writer import assemble
+    from ego_assets.lib.lerobot.assembly import assemble
 
     root = work / "ds_ab"
     result = assemble(root, [staged["A"], staged["B"]], val_fraction=VAL_FRACTION)

@@ -181,7 +181,7 @@ def make_partition(tmp: Path, key: str, n_frames: int = 60, w: int = 64, h: int 
 
 
 def stage(sp: SynthPartition, out: Path, **kw):
-    from ego_assets.lib.lerobot.writer import stage_partition
+    from ego_assets.lib.lerobot.staging import stage_partition
 
     return stage_partition(sp.key, sp.proxy, sp.frames, sp.segments, sp.captions, sp.hand_world,
                            sp.camera_poses, sp.provenance, out, **kw)

@@ -14,7 +14,7 @@ import pytest
 from ego_assets.lib.lerobot import incremental
 from ego_assets.lib.lerobot.format import aggregate_stats
 from ego_assets.lib.lerobot.validate import validate_dataset
-from ego_assets.lib.lerobot.writer import assemble
+from ego_assets.lib.lerobot.assembly import assemble
 from ego_assets_tests.lib.lerobot.conftest import VAL_FRACTION
 
 

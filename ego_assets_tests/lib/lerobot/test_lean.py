@@ -37,7 +37,7 @@ def test_pipeline_writes_and_checks_a_dataset_without_lerobot_or_torch(tmp_path)
         from pathlib import Path
         import ego_assets.lib.lerobot.validate as V
         from ego_assets_tests.lib.lerobot.synth import make_partition, stage
-        from ego_assets.lib.lerobot.writer import assemble
+        from ego_assets.lib.lerobot.assembly import assemble
         tmp = Path({str(tmp_path)!r})
         sps = [stage(make_partition(tmp / "src", k, seed=i, source="lab"), tmp / "staged" / k)
                for i, k in enumerate(["vid-a", "vid-b"])]
@@ -140,7 +140,7 @@ def test_format_is_lerobots(dataset_ab, tmp_path):
 
     from lerobot.configs.video import RGBEncoderConfig
 
-    from ego_assets.lib.lerobot.writer import VideoSettings
+    from ego_assets.lib.lerobot.staging import VideoSettings
 
     video = sorted((root / F.VIDEO_DIR).rglob("*.mp4"))[0]
     assert F.video_info(video) == {k: v for k, v in get_video_info(video).items()}
@@ -160,7 +160,7 @@ def test_bimanual_24_dataset_has_named_dims_and_quantile_stats(tmp_path, dataset
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from ego_assets.lib.lerobot.features import action_names, state_names
-    from ego_assets.lib.lerobot.writer import assemble
+    from ego_assets.lib.lerobot.assembly import assemble
     from ego_assets_tests.lib.lerobot.synth import make_partition, stage
 
     sp = stage(make_partition(tmp_path / "src", "vid-bi", seed=5, source="lab"), tmp_path / "staged",

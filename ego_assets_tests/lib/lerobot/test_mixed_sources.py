@@ -18,15 +18,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from ego_assets.lib.lerobot.features import CAMERA_PREFIX, VIDEO_KEY, DatasetFormat, dataset_format
-from ego_assets.lib.lerobot.writer import (
-    LeRobotExportError,
-    assemble,
-    assemble_versioned,
-    episode_camera,
-    letterbox_geometry,
-    published_version,
-    versions_dir,
-)
+from ego_assets.lib.lerobot.assembly import assemble
+from ego_assets.lib.lerobot.layout import LeRobotExportError
+from ego_assets.lib.lerobot.staging import episode_camera, letterbox_geometry
+from ego_assets.lib.lerobot.versions import assemble_versioned, published_version, versions_dir
 from ego_assets_tests.lib.lerobot import synth
 from ego_assets_tests.lib.lerobot.conftest import VAL_FRACTION, keys_by_split
 
@@ -141,7 +136,7 @@ def test_videos_of_different_sizes_make_one_dataset(mixed, tmp_path, datasets_ca
 def test_a_partition_staged_at_another_size_is_refused_by_the_assembly(mixed, parts, tmp_path):
     """The lib-level assembly still refuses a misfit (the Dagster asset never passes one: it leaves the
     video out with that reason)."""
-    from ego_assets.lib.lerobot.writer import IncompatiblePartitionError
+    from ego_assets.lib.lerobot.layout import IncompatiblePartitionError
 
     other = synth.stage(parts["A"], tmp_path / "a_small", image_size=(32, 24))
     with pytest.raises(IncompatiblePartitionError, match="does not fit the dataset"):
@@ -152,13 +147,14 @@ def test_a_partition_staged_at_another_size_is_refused_by_the_assembly(mixed, pa
 
 CHILD = r"""
 import os, signal, sys, time
-from ego_assets.lib.lerobot import writer
+from ego_assets.lib.lerobot import assembly
+from ego_assets.lib.lerobot.versions import assemble_versioned
 mode, root, staged, when = sys.argv[1:]
 if when == "write_info":  # the moment the data files have moved and meta/ is half rewritten
     def die(*a, **k):
         os.kill(os.getpid(), signal.SIGKILL)
-    writer.write_info = die  # the writer's own (lerobot.format's), not lerobot's
-fn = writer.assemble_versioned if mode == "versioned" else writer.assemble
+    assembly.write_info = die  # the assembly's own (lerobot.format's), not lerobot's
+fn = assemble_versioned if mode == "versioned" else assembly.assemble
 print("assembling", flush=True)
 fn(root, [staged], val_fraction=%r)
 print("done", flush=True)
@@ -238,7 +234,7 @@ def test_a_format_change_is_a_rebuild_and_a_restaged_video_is_a_misfit_until_the
     extends the dataset; another image size (or fps, action space) rebuilds it, saying why; a video staged
     under the old format is left out, with that reason, until its lerobot_episodes reruns."""
     from ego_assets.defs.dataset import _rebuild_reason, misfit
-    from ego_assets.lib.lerobot.writer import STATE_PATH
+    from ego_assets.lib.lerobot.layout import STATE_PATH
 
     assemble_versioned(tmp_path / "ds", [s for _, s in mixed.values()], val_fraction=0.0)
     state = json.loads((tmp_path / "ds" / STATE_PATH).read_text())

@@ -16,15 +16,14 @@ import pytest
 
 from ego_assets.lib import schemas
 from ego_assets.lib.lerobot.features import ACTION_PAD_KEY, SOURCE_T_KEY, STATE_KEY, VIDEO_KEY
-from ego_assets.lib.lerobot.writer import (
+from ego_assets.lib.lerobot.assembly import assemble, split_of
+from ego_assets.lib.lerobot.layout import (
     DatasetStateError,
     IncompatiblePartitionError,
     LeRobotExportError,
     TMP_DIR,
-    assemble,
-    grid_frames,
-    split_of,
 )
+from ego_assets.lib.lerobot.staging import grid_frames
 from ego_assets_tests.lib.lerobot import synth
 from ego_assets_tests.lib.lerobot.conftest import VAL_FRACTION
 
@@ -57,8 +56,9 @@ def meta_table(root: Path) -> pa.Table:
 
 def test_import_is_light():
     """The Dagster definitions import this package: no torch / lerobot.datasets at import time."""
-    code = ("import sys; import ego_assets.lib.lerobot.writer, ego_assets.lib.lerobot.validate, "
-            "ego_assets.lib.lerobot.publish; "
+    code = ("import sys; import ego_assets.lib.lerobot.staging, ego_assets.lib.lerobot.assembly, "
+            "ego_assets.lib.lerobot.versions, ego_assets.lib.lerobot.incremental, "
+            "ego_assets.lib.lerobot.validate, ego_assets.lib.lerobot.publish; "
             "bad = [m for m in ('torch', 'datasets', 'lerobot.datasets') if m in sys.modules]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[3])
@@ -251,7 +251,7 @@ def test_restaged_partition_replaces_its_episodes(dataset_copy, parts, work):
     seg = seg.set_column(seg.schema.get_field_index("end_frame"), "end_frame",
                          pa.array([25 if s == 0 else e for s, e in zip(seg["segment_id"].to_pylist(),
                                                                      seg["end_frame"].to_pylist())], pa.int32()))
-    from ego_assets.lib.lerobot.writer import stage_partition
+    from ego_assets.lib.lerobot.staging import stage_partition
 
     s2 = stage_partition(a.key, a.proxy, a.frames, seg, a.captions, a.hand_world, a.camera_poses, a.provenance,
                          work / "restaged" / a.key)
@@ -298,7 +298,7 @@ def test_assembly_recovers_from_an_interrupted_run(dataset_copy, staged):
 
 
 def test_bad_inputs_name_the_problem(parts, work, staged, tmp_path):
-    from ego_assets.lib.lerobot.writer import stage_partition
+    from ego_assets.lib.lerobot.staging import stage_partition
 
     a = parts["A"]
     args = (a.key, a.proxy, a.frames, a.segments, a.captions, a.hand_world, a.camera_poses, a.provenance)
@@ -335,7 +335,7 @@ def test_eef_7_dataset_with_undistort_and_letterbox(parts, tmp_path, datasets_ca
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     from ego_assets.lib.lerobot.validate import validate_dataset
-    from ego_assets.lib.lerobot.writer import stage_partition
+    from ego_assets.lib.lerobot.staging import stage_partition
 
     c = parts["C"]
     calls = []
