@@ -10,6 +10,23 @@ looked up, so heavy libraries never load with the Dagster definitions. A user pl
 (say HaWoR for ``hands``) without touching ego_assets, either with an entry point in the group
 ``ego_assets.backends`` or by naming its module in ``EGO_ASSETS_PLUGINS`` (comma-separated); the module
 calls :func:`register` and the backend is then selected with ``EGO_ASSETS_HANDS_BACKEND=hawor``.
+
+What each stage's backend implements and returns (typed results, checked on construction; every
+registered backend, built-in or plugged in, must pass ``ego_assets_tests/lib/test_backend_conformance.py``):
+
+=============  ============================================================  ==============================
+stage          method                                                        returns
+=============  ============================================================  ==============================
+calibration    ``calibrate(video, proxy_path, frames, proxy_size, hints,      ``calibration_backends.
+               progress=None, *, metadata=None, mask_fn=None)``              CalibrationResult``
+hands          ``track(proxy_path, frames, calib, progress=None)``;          ``hands.backends.HandResult``
+               a :class:`~ego_assets.lib.hands.backends.HandsBackend`        (``detect``:
+               subclass writes only ``detect`` (same arguments)              ``HandDetections``)
+poses          ``estimate(proxy_path, frames, clips, calib, hand_tracks,     ``geometry.odometry.PoseResult``
+               progress=None, *, scene_depth=None)``
+captions       ``caption(segments, hand_world, frames, proxy_path, calib,     ``captions.base.CaptionResult``
+               camera_poses, out_dir, progress=None)``
+=============  ============================================================  ==============================
 """
 
 from __future__ import annotations
@@ -87,7 +104,16 @@ def register(stage: str, name: str | None = None) -> Callable[[B], B]:
     return deco
 
 
+def plugin_modules() -> list[str]:
+    """The modules named in ``EGO_ASSETS_PLUGINS`` (comma-separated)."""
+    return [m for m in (m.strip() for m in os.environ.get("EGO_ASSETS_PLUGINS", "").split(",")) if m]
+
+
 def _load(stage: str) -> None:
+    # plugin modules on every lookup (an import already done costs nothing), so that one named after
+    # the first lookup still registers; built-ins and entry points once
+    for mod in plugin_modules():
+        importlib.import_module(mod)
     if stage in _loaded:
         return
     _loaded.add(stage)
@@ -97,8 +123,6 @@ def _load(stage: str) -> None:
         except ModuleNotFoundError as e:  # a stage whose module is not written yet has no built-ins
             if e.name != mod:
                 raise
-    for mod in filter(None, (m.strip() for m in os.environ.get("EGO_ASSETS_PLUGINS", "").split(","))):
-        importlib.import_module(mod)
     from importlib.metadata import entry_points
 
     for ep in entry_points(group=ENTRY_POINT_GROUP):

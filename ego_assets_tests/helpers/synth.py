@@ -135,10 +135,12 @@ def read_frames(path: str | Path, start: int = 0, stop: int | None = None) -> li
 
 def write_frames(path: str | Path, frames, fps: float = 30.0, times: list[float] | None = None,
                  rotation: int = 0, fmt: str = "mp4", codec: str = "libx264", pix_fmt: str = "yuv420p",
-                 size: tuple[int, int] | None = None, gop: int | None = None, options: dict | None = None) -> None:
+                 size: tuple[int, int] | None = None, gop: int | None = None, options: dict | None = None,
+                 codec_options: dict | None = None) -> None:
     """Encode ``frames`` (HxWx3 uint8, all one size; a list, or any iterable with ``size=(w, h)``) with
     presentation ``times`` (default i / fps); a ``rotation`` (clockwise degrees) goes into the MP4 display
-    matrix, as phones record portrait video. ``options``: the container's (e.g. movflags)."""
+    matrix, as phones record portrait video. ``options``: the container's (e.g. movflags);
+    ``codec_options``: the encoder's (default for libx264: ultrafast, no B-frames)."""
     import av
 
     if size is None:
@@ -153,7 +155,9 @@ def write_frames(path: str | Path, frames, fps: float = 30.0, times: list[float]
         st.codec_context.time_base = Fraction(1, 1000)
         if gop is not None:
             st.gop_size = gop
-        if codec == "libx264":
+        if codec_options is not None:
+            st.options = dict(codec_options)
+        elif codec == "libx264":
             st.options = {"preset": "ultrafast", "bf": "0"}
         for i, img in enumerate(frames):
             t = times[i] if times is not None else i / fps
@@ -203,3 +207,40 @@ def write_size_change(path: str | Path, first: list[np.ndarray], second: list[np
                          fmt="mpegts")
             data += p.read_bytes()
     Path(path).write_bytes(data)
+
+
+def frames_table(times) -> "pa.Table":
+    """The frames table of a proxy whose frame i is shown at ``times[i]`` (frame_index, t_s)."""
+    import pyarrow as pa
+
+    t = np.asarray(times, float)
+    return pa.table({"frame_index": pa.array(np.arange(len(t)), pa.int32()), "t_s": pa.array(t, pa.float64())})
+
+
+def real_proxy(src: str | Path, dst: str | Path, start_s: float = 0.0, dur_s: float | None = None,
+               fps: float = 10.0, long_side: int = 640) -> np.ndarray:
+    """Part of a real clip re-encoded as the frames stage writes a proxy (``fps``, long side
+    ``long_side``, H.264 CRF 18, pts = t_s in ms); returns the frames' times t_s."""
+    import av
+    import cv2
+
+    images, times = [], []
+    nxt = start_s
+    with av.open(str(src)) as c:
+        for f in c.decode(video=0):
+            t = float(f.pts * f.time_base)
+            if t + 1e-6 < nxt:
+                continue
+            if dur_s is not None and t >= start_s + dur_s:
+                break
+            img = f.to_ndarray(format="rgb24")
+            h, w = img.shape[:2]
+            s = long_side / max(h, w)
+            if s != 1.0:
+                img = cv2.resize(img, (int(round(w * s / 2)) * 2, int(round(h * s / 2)) * 2),
+                                 interpolation=cv2.INTER_AREA)
+            images.append(img)
+            times.append(t)
+            nxt += 1.0 / fps
+    write_frames(dst, images, fps=int(round(fps)), times=times, codec_options={"crf": "18", "preset": "veryfast"})
+    return np.array(times)

@@ -1,7 +1,6 @@
 """A small captioning scene: two hands with known motion, seen by a turned camera, and its proxy video."""
 
 from dataclasses import dataclass
-from fractions import Fraction
 
 import numpy as np
 import pyarrow as pa
@@ -11,6 +10,7 @@ from scipy.spatial.transform import Rotation
 from ego_assets.lib.motion.segment import segment_by_wrist_speed
 from ego_assets.lib.motion.synthetic import SyntheticSequence, min_jerk, synthetic_tables
 from ego_assets.lib.motion.world import build_hand_world
+from ego_assets_tests.helpers import synth
 
 SIZE = (160, 120)
 # the camera looks along world +x (turned 90 deg about y): camera axes differ from world axes, so a
@@ -19,29 +19,12 @@ CAMERA_BASE = Rotation.from_euler("y", 90, degrees=True)
 
 
 def write_proxy(path, t_s: np.ndarray, size=SIZE, seed=0) -> None:
-    """An H.264 (or MPEG-4) proxy with pts = t_s in ms, textured frames."""
-    import av
-
+    """An H.264 proxy with pts = t_s in ms, textured frames."""
     rng = np.random.default_rng(seed)
     w, h = size
-    base = rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8)
-    base = np.kron(base, np.ones((8, 8, 1), np.uint8))
-    with av.open(str(path), "w", format="mp4") as out:
-        try:
-            st = out.add_stream("libx264", rate=10)
-        except Exception:
-            st = out.add_stream("mpeg4", rate=10)
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        st.time_base = Fraction(1, 1000)
-        for i, t in enumerate(t_s):
-            img = np.roll(base, i, axis=1)
-            fr = av.VideoFrame.from_ndarray(img, format="rgb24")
-            fr.pts = int(round(t * 1000))
-            fr.time_base = Fraction(1, 1000)
-            for pkt in st.encode(fr):
-                out.mux(pkt)
-        for pkt in st.encode():
-            out.mux(pkt)
+    base = np.kron(rng.integers(0, 255, (h // 8, w // 8, 3), dtype=np.uint8), np.ones((8, 8, 1), np.uint8))
+    synth.write_frames(path, [np.roll(base, i, axis=1) for i in range(len(t_s))], fps=10, times=list(t_s),
+                       codec_options={})
 
 
 def _in_camera(p_cam0: np.ndarray) -> np.ndarray:

@@ -9,6 +9,7 @@ import pytest
 from ego_assets.lib import backends, schemas
 from ego_assets.lib.geometry import calibration_backends as cb
 from ego_assets.lib.geometry import checks, render
+from ego_assets_tests.helpers import tiny_models
 
 
 @pytest.fixture(scope="module")
@@ -37,23 +38,7 @@ def test_prior_backend_row(small_proxy):
 
 @pytest.fixture(scope="module")
 def tiny_depthpro(tmp_path_factory):
-    from transformers import DepthProConfig, DepthProForDepthEstimation, DepthProImageProcessorFast
-
-    sub = dict(model_type="dinov2", hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-               intermediate_size=32, patch_size=4, image_size=32, out_indices=[2], out_features=["stage2"],
-               stage_names=["stem", "stage1", "stage2"])
-    cfg = DepthProConfig(patch_size=32, fusion_hidden_size=16, intermediate_hook_ids=[1, 0],
-                         intermediate_feature_dims=[8, 8], scaled_images_ratios=[0.5, 1.0],
-                         scaled_images_overlap_ratios=[0.0, 0.25], scaled_images_feature_dims=[16, 16],
-                         merge_padding_value=1, use_fov_model=True, num_fov_head_layers=1,
-                         image_model_config=dict(sub), patch_model_config=dict(sub), fov_model_config=dict(sub))
-    import torch
-
-    torch.manual_seed(0)
-    d = tmp_path_factory.mktemp("depthpro")
-    DepthProForDepthEstimation(cfg).save_pretrained(d)
-    DepthProImageProcessorFast(size={"height": 64, "width": 64}).save_pretrained(d)
-    return str(d)
+    return tiny_models.tiny_depthpro(tmp_path_factory.mktemp("depthpro"))
 
 
 def test_depthpro_loads_from_the_configured_path_and_runs(tiny_depthpro, small_proxy, monkeypatch):

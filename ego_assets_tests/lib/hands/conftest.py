@@ -4,7 +4,6 @@ real-clip proxies, synthetic hands."""
 from __future__ import annotations
 
 import os
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +11,7 @@ import pyarrow as pa
 import pytest
 
 from ego_assets.lib.hands import model as hand_model
+from ego_assets_tests.helpers import synth
 
 REPO = Path(__file__).resolve().parents[3]
 POUR_CLIP = REPO.parent / "shared" / "data" / "egoloc_pour_water_rgb.mp4"
@@ -52,59 +52,18 @@ def real_model_lite(tmp_path_factory) -> Path:
 
 def write_proxy(path: Path, images: list[np.ndarray], times: list[float], fps: int = 10) -> None:
     """An H.264 proxy as the frames stage writes it: time base 1/1000, pts = t_s * 1000."""
-    import av
-
-    h, w = images[0].shape[:2]
-    with av.open(str(path), "w") as out:
-        st = out.add_stream("libx264", rate=fps)
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        st.time_base = Fraction(1, 1000)
-        st.options = {"crf": "18", "preset": "veryfast"}
-        for img, t in zip(images, times):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            vf.pts = int(round(t * 1000))
-            vf.time_base = Fraction(1, 1000)
-            for p in st.encode(vf):
-                out.mux(p)
-        for p in st.encode():
-            out.mux(p)
+    synth.write_frames(path, images, fps=fps, times=times, codec_options={"crf": "18", "preset": "veryfast"})
 
 
-def frames_table(times) -> pa.Table:
-    t = np.asarray(times, float)
-    return pa.table({"frame_index": pa.array(np.arange(len(t)), pa.int32()),
-                     "t_s": pa.array(t, pa.float64())})
+frames_table = synth.frames_table
 
 
 def make_real_proxy(dst: Path, start_s: float = 0.0, dur_s: float | None = None, fps: float = 10.0,
                     long_side: int = 640) -> np.ndarray:
     """Re-encode part of the real clip to a proxy (``fps``, long side ``long_side``); returns t_s."""
-    import av
-
     if not POUR_CLIP.is_file():
         pytest.skip(f"real clip {POUR_CLIP} not found (shared test data is outside the repo)")
-    images, times = [], []
-    nxt = start_s
-    with av.open(str(POUR_CLIP)) as c:
-        for f in c.decode(video=0):
-            t = float(f.pts * f.time_base)
-            if t + 1e-6 < nxt:
-                continue
-            if dur_s is not None and t >= start_s + dur_s:
-                break
-            img = f.to_ndarray(format="rgb24")
-            h, w = img.shape[:2]
-            s = long_side / max(h, w)
-            if s != 1.0:
-                import cv2
-
-                img = cv2.resize(img, (int(round(w * s / 2)) * 2, int(round(h * s / 2)) * 2),
-                                 interpolation=cv2.INTER_AREA)
-            images.append(img)
-            times.append(t)
-            nxt += 1.0 / fps
-    write_proxy(dst, images, times, int(round(fps)))
-    return np.array(times)
+    return synth.real_proxy(POUR_CLIP, dst, start_s, dur_s, fps, long_side)
 
 
 @pytest.fixture(scope="session")
