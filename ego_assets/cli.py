@@ -258,6 +258,18 @@ def cmd_catalog(args) -> int:
     store = _store(args)
     from ego_assets.lib import catalog
 
+    if args.refresh:  # rewrite <home>/catalog.duckdb (compacted, rooted at this home) for your own client
+        has = catalog.refresh(store)
+        print(f"catalog: {catalog.catalog_path(store)} ({sum(has.values())} tables with data)")
+        if args.sql is None:
+            return EXIT_OK
+    if args.sql is None:  # an interactive prompt: one statement per line, until EOF
+        rc, args.refresh = EXIT_OK, False
+        for line in sys.stdin:
+            if line.strip():
+                args.sql = line
+                rc = max(rc, cmd_catalog(args))
+        return rc
     # read only: the catalog file is refreshed by runs, never by a query
     try:
         cols, rows = catalog.query(store, args.sql)
@@ -383,7 +395,9 @@ def _main(argv=None) -> int:
     r.add_argument("--intrinsics", help="FX,FY,CX,CY at the source resolution")
     r.add_argument("-v", "--verbose", action="store_true")
     c = sub.add_parser("catalog", help="read-only SQL on the catalog")
-    c.add_argument("sql")
+    c.add_argument("sql", nargs="?", help="one SELECT; none: read statements from stdin, one a line")
+    c.add_argument("--refresh", action="store_true",
+                   help="(re)write the catalog file for this home (after a move, too) and print its path")
     c.add_argument("--home")
     c.add_argument("--format", choices=["table", "csv", "json"], default="table")
     k = sub.add_parser("check", help="evaluate the asset checks on what is materialized")
