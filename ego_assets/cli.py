@@ -23,25 +23,26 @@ def _store(args):
 
 
 class _Bar:
-    """A one-line progress display on stderr for long steps (frames decoded, hands tracked, ...)."""
+    """The progress hook of the CLI (lib/progress): one tqdm bar on stderr per long step (frames decoded,
+    hands tracked, ...) of a video, closed when the step is done; redrawn at most every 0.2 s on a
+    terminal, every 5 s in a log."""
 
     def __init__(self):
-        self.last = 0.0
-        self.tty = sys.stderr.isatty()
+        self.bars: dict = {}
+        self.interval = 0.2 if sys.stderr.isatty() else 5.0
 
     def __call__(self, stage: str, key: str, done: int, total: int):
-        now = time.monotonic()
-        if done < total and now - self.last < (0.2 if self.tty else 5.0):
-            return
-        self.last = now
-        frac = done / max(total, 1)
-        bar = "#" * int(frac * 30)
-        line = f"  {stage:<13} {key[:40]:<40} [{bar:<30}] {done}/{total}"
-        if self.tty:
-            sys.stderr.write("\r" + line + ("\n" if done >= total else ""))
-        else:
-            sys.stderr.write(line + "\n")
-        sys.stderr.flush()
+        from tqdm import tqdm
+
+        bar = self.bars.get((stage, key))
+        if bar is None:
+            bar = self.bars[(stage, key)] = tqdm(total=total, desc=f"  {stage:<13} {key[:40]}", file=sys.stderr,
+                                                 mininterval=self.interval, dynamic_ncols=True, leave=True)
+        bar.total = total
+        bar.update(done - bar.n)
+        if done >= total:
+            bar.close()
+            del self.bars[(stage, key)]
 
 
 def _quiet_dagster():
@@ -368,7 +369,9 @@ def main(argv=None) -> int:
         print("interrupted", file=sys.stderr)
         rc = 130
     except Exception as e:  # noqa: BLE001 - one line naming the file and the reason, not a traceback
-        if os.environ.get("EGO_ASSETS_DEBUG"):
+        from ego_assets.lib import settings
+
+        if settings.get("DEBUG"):
             raise
         print(f"error: {printable(one_line_error(e))} (EGO_ASSETS_DEBUG=1 shows the traceback)",
               file=sys.stderr)
