@@ -58,7 +58,7 @@ def _positive_int(v: str) -> int:
 
 
 def _flag(v: str) -> bool:
-    return v.lower() not in ("0", "false", "no", "off")
+    return bool(v)  # set (to anything) is on
 
 
 _ALL = [

@@ -253,3 +253,75 @@ def test_default_workers_one_per_core_within_memory(monkeypatch):
     assert execute.default_workers(16) == 1
     monkeypatch.setenv("EGO_ASSETS_WORKERS", "3")  # the user's choice stands
     assert execute.default_workers(16) == 3 and execute.default_workers(2) == 2
+
+
+def test_a_declared_asset_is_checked_on_what_it_just_wrote_and_hashed_as_written(tmp_path, monkeypatch):
+    """per_video_asset (the one way to declare a per-video asset): the body writes through
+    ``step.write()``; its checks get the very tables it wrote (nothing is read back from the store),
+    and the data version is built from the SHA-256 of the files as committed; an upstream table is
+    read once for all the checks of a video."""
+    import hashlib
+
+    from ego_assets.defs.per_video import PerVideoConfig, Step, config_from, per_video_asset
+    from ego_assets.defs.runner import data_version
+    from ego_assets.lib import schemas
+    from ego_assets.lib.clips import ClipParams
+    from ego_assets.lib.quality import CheckInput
+
+    seen: dict = {}
+
+    def _n_clips(inp: CheckInput):
+        seen.setdefault("tables", []).append(inp.table("clips"))
+        n = inp.table("clips").num_rows
+        return n == 3, float(n), f"{n} clips"
+
+    def _window(inp: CheckInput):
+        n = inp.table("clips").num_rows
+        return inp.attempt_params()["window_s"] == 5.0, float(n), "window from the attempt's params"
+
+    checks = [CheckDef("three_clips", "clips", ERROR, "three rows", _n_clips),
+              CheckDef("window_param", "clips", WARN, "params reach the checks", _window)]
+    cfg_cls = config_from(ClipParams, name="ToyClipsConfig")
+    assert issubclass(cfg_cls, PerVideoConfig) and cfg_cls().window_s == ClipParams.window_s  # lib default
+
+    @per_video_asset(group="toy", code_version="7", kinds={"parquet"}, checks=checks, config=cfg_cls,
+                     params=lambda step: {"window_s": step.config.window_s}, description="toy clips")
+    def clips(step: Step) -> PartitionOutput:
+        rows = {"clip_index": [0, 1, 2], "start_s": [0.0, 1.0, 2.0], "end_s": [1.0, 2.0, 3.0],
+                "uri": ["a", "b", "c"], "file_start_s": [0.0, 1.0, 2.0], "n_frames": [10, 10, 10]}
+        with step.write() as w:
+            seen["written"] = schemas.conform("clips", rows, step.pk)
+            w.write_table("clips", seen["written"])
+        return PartitionOutput(metadata={"n": 3})
+
+    reads: list = []
+    orig = Store.read_table
+
+    def counting(self, table, pk, columns=None):
+        reads.append(table)
+        return orig(self, table, pk, columns)
+
+    monkeypatch.setattr(Store, "read_table", counting)
+    home = tmp_path / "home"
+    store = Store(str(home))
+    defs = dg.Definitions(assets=[clips], jobs=[dg.define_asset_job("per_video_job", selection=[clips])],
+                          resources={"ego": EgoStorage(home=str(home))}, executor=dg.in_process_executor)
+    with dg.DagsterInstance.ephemeral() as instance:
+        instance.add_dynamic_partitions(videos.name, ["cam-one"])
+        cfg = {"ops": {"clips": {"config": {"window_s": 5.0}}}}
+        st = materialize_videos(defs, instance, store, ["cam-one"], run_config=cfg)["cam-one"]
+        assert st.status == "ok", st
+        assert reads == []  # neither the data version nor the checks read the table back
+        assert all(t is seen["written"] for t in seen["tables"])
+        for name in ("three_clips", "window_param"):  # Dagster's check results of this video
+            (rec,) = instance.event_log_storage.get_asset_check_execution_history(
+                dg.AssetCheckKey(dg.AssetKey("clips"), name), limit=5)
+            assert rec.event.dagster_event.event_specific_data.passed, name
+        lin = store.lineage("clips", "cam-one")[-1]
+        digest = hashlib.sha256(store.read_bytes(store.table_path("clips", "cam-one"))).hexdigest()
+        assert lin["data_version"] == data_version("7", {"window_s": 5.0}, {}, {"clips": digest})
+        # the checks as `ego-assets check` runs them (from the store): each table read once per video
+        reads.clear()
+        inp = CheckInput(store, "cam-one", "clips")
+        outcomes = [c.evaluate(inp) for c in checks]
+        assert [o.passed for o in outcomes] == [True, True] and reads == ["clips"]
