@@ -62,8 +62,9 @@ test test-fast: EXTRAS = lerobot gpu
 test: setup browser postgres
 	$(BIN)/python -m pytest -q
 
+# the unit layer (pyproject's markers): no subprocess CLI, no real-clip pipeline, no services, no kills
 test-fast: setup
-	$(BIN)/python -m pytest -q -m "not ui and not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not e2e and not ui"
 
 # Dagster's UI + daemon on 127.0.0.1:PORT (exit 1 with a clear line when the port is taken; Ctrl-C or
 # SIGTERM stops every process within seconds). See ego_assets/ui.py.

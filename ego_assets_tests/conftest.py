@@ -30,3 +30,15 @@ def real_clip():
 
 def pytest_configure(config):
     os.environ.setdefault("DAGSTER_DISABLE_TELEMETRY", "1")
+
+
+E2E_DIR = Path(__file__).resolve().parent / "e2e"
+
+
+def pytest_collection_modifyitems(config, items):
+    """The test layers (pyproject's markers): everything under e2e/ is the ``e2e`` layer (the command
+    line in subprocesses, whole Dagster runs over real clips, Postgres/S3 services, kill-and-rerun),
+    so a new test there is never part of ``make test-fast`` by mistake."""
+    for item in items:
+        if E2E_DIR in Path(item.fspath).resolve().parents:
+            item.add_marker(pytest.mark.e2e)

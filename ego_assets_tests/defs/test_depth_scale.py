@@ -8,6 +8,7 @@ lib/geometry/test_calibration_backends.py.
 """
 
 import numpy as np
+import pytest
 
 from ego_assets.defs.execute import materialize_videos
 from ego_assets.defs.geometry import SCENE_DEPTH
@@ -62,6 +63,7 @@ def _run(tmp_path, monkeypatch, backend: str):
 # 2.9 s: under the 3 s from which the hands gate expects hands (the rendered room has none)
 
 
+@pytest.mark.slow
 def test_depth_from_calibration_makes_camera_poses_metric(tmp_path, monkeypatch):
     store, pk, seq = _run(tmp_path, monkeypatch, "test_truth_depth")
     assert store.exists(store.artifact("calibrations", pk, SCENE_DEPTH))

@@ -7,11 +7,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from ego_assets.definitions import defs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@pytest.mark.slow
 def test_dg_lists_the_projects_definitions():
     dg = Path(sys.executable).with_name("dg")
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}  # no instance is needed to list

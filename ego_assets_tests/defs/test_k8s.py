@@ -502,6 +502,7 @@ def test_dockerfile_installs_from_the_lock_and_provisions_the_model():
     assert ".venv" in ignored and ".ego_assets" in ignored
 
 
+@pytest.mark.slow
 def test_dagster_definitions_validate_on_k8s(tmp_path):
     env = dict(os.environ, EGO_ASSETS_RUNTIME="k8s", EGO_ASSETS_HOME=str(tmp_path / "home"),
                DAGSTER_HOME=str(tmp_path / "dh"), DAGSTER_DISABLE_TELEMETRY="1")

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import dagster as dg
+import pytest
 
 from ego_assets.defs.monitoring import LocalRunLauncher, fail_dead_runs
 
@@ -29,6 +30,7 @@ SLOW_RUN = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_a_killed_run_is_marked_failed(tmp_path):
     home = tmp_path / "dagster"
     home.mkdir()

@@ -8,6 +8,7 @@ import sys
 import time
 
 import dagster as dg
+import pytest
 
 from ego_assets.defs.execute import materialize_videos
 from ego_assets.defs.partitions import backfill_policy, videos
@@ -146,6 +147,7 @@ def run_toy(home: str, pk: str, sleep_s: float) -> None:
     print(json.dumps({k: v.status for k, v in st.items()}))
 
 
+@pytest.mark.slow
 def test_two_concurrent_runs_of_a_video_compute_it_once(tmp_path):
     """Issue 16.7: two runs of the same video at once (two CLIs, or the CLI and the UI): the second
     waits for the first's write of each asset, then finds it up to date; both end ok, nothing is

@@ -92,6 +92,7 @@ def _check_history(instance, asset: str, check: str, pk: str):
             for r in out]
 
 
+@pytest.mark.slow
 def test_a_bad_video_fails_alone_and_dagster_holds_each_videos_truth(tmp_path, monkeypatch):
     """Three good videos and a truncated file: one run per video; the bad one's partition is failed in
     Dagster with its failed check (value and reason); the good ones go through every asset, each with
@@ -223,6 +224,7 @@ def test_dataset_automation_waits_for_the_videos_then_rebuilds_once(tmp_path, mo
         assert n == (1, 0)  # a re-materialized video leads to one rebuild
 
 
+@pytest.mark.slow
 def test_videos_run_in_worker_processes_each_video_its_own_run(tmp_path, monkeypatch):
     """workers=2 (the CLI's default on two cores): each video's run in a worker process, not this one;
     a bad file fails its own run with its reason; the workers' progress reaches this process's hook."""

@@ -165,6 +165,7 @@ def check_captions(b, clip) -> None:
 CHECKS = dict(calibration=check_calibration, hands=check_hands, poses=check_poses, captions=check_captions)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("stage", "name"), _registered())
 def test_backend_conforms(stage, name, clip, monkeypatch):
     clip.closers = []

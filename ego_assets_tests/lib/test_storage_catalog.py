@@ -99,6 +99,7 @@ KILL_SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_killed_writer_leaves_nothing_a_rerun_trips_over(tmp_path):
     store = Store(str(tmp_path))
     with store.write_partition("frames", "v1") as w:
@@ -117,6 +118,7 @@ def test_killed_writer_leaves_nothing_a_rerun_trips_over(tmp_path):
     assert store.read_table("frames", "v1").num_rows == 6
 
 
+@pytest.mark.slow
 def test_live_writers_staging_is_not_removed(tmp_path):
     """A second writer of the same partition must not delete a folder another live process is writing."""
     store = Store(str(tmp_path))

@@ -31,6 +31,7 @@ BLOCK = textwrap.dedent(f"""
 """)
 
 
+@pytest.mark.slow
 def test_pipeline_writes_and_checks_a_dataset_without_lerobot_or_torch(tmp_path):
     code = BLOCK + textwrap.dedent(f"""
         import json, sys

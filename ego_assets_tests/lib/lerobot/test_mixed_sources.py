@@ -190,6 +190,7 @@ def _consistent(root: Path) -> tuple[int, int]:
     return ds.num_episodes, len(ds)
 
 
+@pytest.mark.slow
 def test_kill_during_assembly_in_place_tears_the_dataset(dataset_copy, staged, datasets_cache):
     """The hazard, reproduced: assembling in place and killed once the data files moved, the dataset's
     metadata and its data disagree until a later assembly repairs it."""
@@ -200,6 +201,7 @@ def test_kill_during_assembly_in_place_tears_the_dataset(dataset_copy, staged, d
         _consistent(root)
 
 
+@pytest.mark.slow
 def test_kill_during_a_versioned_assembly_leaves_the_published_dataset_whole(staged, tmp_path, datasets_cache):
     """Killed at the worst moment (metadata half rewritten) or 0.1 s in, readers see the last published version,
     complete; the next assembly publishes the new one and removes what the killed one left."""

@@ -54,6 +54,7 @@ def meta_table(root: Path) -> pa.Table:
     return pa.concat_tables([pq.read_table(f) for f in files]).sort_by("episode_index")
 
 
+@pytest.mark.slow
 def test_import_is_light():
     """The Dagster definitions import this package: no torch / lerobot.datasets at import time."""
     code = ("import sys; import ego_assets.lib.lerobot.staging, ego_assets.lib.lerobot.assembly, "
