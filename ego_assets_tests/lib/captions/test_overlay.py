@@ -51,9 +51,14 @@ def test_overlay_frames_and_drawing(moving, tmp_path):
     assert patch.sum(axis=1).max() > 100
     reddest = patch[np.argmax(patch.sum(axis=1))]
     assert reddest[0] > reddest[2]
-    # the label "1" box sits in the top-left corner; the bottom-left corner is untouched
-    assert img[:10, :10].max() > 0 or img[:20, :20].max() >= 0
-    assert img[-10:, :10].max() == 0
+    # the label: a black box in the top-left corner with the order in white (seen on a grey frame);
+    # another order, another label; the bottom-left corner is untouched
+    grey = np.full((120, 160, 3), 128, np.uint8)
+    one, two = draw_overlay(grey, v, f, 1, proj), draw_overlay(grey, v, f, 2, proj)
+    assert (one[:4, :4] == 0).all() and one[:20, :20].max() == 255
+    assert not np.array_equal(one[:20, :20], two[:20, :20])
+    assert img[:20, :20].max() == 255  # the number is drawn on a black frame too
+    assert img[-10:, :10].max() == 0 and (one[-10:, :10] == 128).all()
     overlays = render_overlays(moving.proxy, views, moving.calib, n_frames=4)
     assert {sid: [f for f, _ in lst] for sid, lst in overlays.items()}[v.segment_id] == idx
     assert all(b[:2] == b"\xff\xd8" for lst in overlays.values() for _, b in lst)
