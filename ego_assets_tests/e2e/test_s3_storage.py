@@ -245,6 +245,18 @@ def test_catalog_over_s3(s3):
     # the catalog file is local (DuckDB files need a filesystem), the views point at s3://
     path = catalog.catalog_path(store)
     assert path.startswith(os.environ["EGO_ASSETS_CATALOG_DIR"])
+    # the refresh folded a and b into a segment in the bucket; the file's views read it and glob c
+    from ego_assets.lib import catalog_segments
+
+    assert sorted(catalog_segments.held(store, "frames")) == [
+        "artifacts/frames/a/frames.parquet", "artifacts/frames/b/frames.parquet"]
+    assert catalog_segments.snapshot(store, "frames").fresh == ["artifacts/frames/c/frames.parquet"]
+    con = catalog.connect(store)
+    try:
+        assert con.execute("select partition_key, count(*) from frames group by 1 order by 1").fetchall() == [
+            ("a", 3), ("b", 4), ("c", 5)]
+    finally:
+        con.close()
 
 
 @pytest.mark.slow
