@@ -314,7 +314,7 @@ def _attempt(context, store: Store, asset: str, body, pk: str, prefix: str, *, c
         seconds = time.perf_counter() - t0
         # the step's own time outside the body (data version, checks, quality and lineage rows)
         meta = {**out.metadata, "seconds": round(seconds, 1), "data_version": dv,
-                "overhead_s": round(seconds - t_body, 3)}
+                "body_s": round(t_body, 3), "overhead_s": round(seconds - t_body, 3)}
         if bad:
             context.log.error(f"{prev_fmt(prefix, pk)}: {asset} blocked: {err}")
             return _Outcome("blocked", meta, dv, results, err)
