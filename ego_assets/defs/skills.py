@@ -29,6 +29,7 @@ from ego_assets.defs.settings import EgoStorage
 from ego_assets.lib import schemas
 from ego_assets.lib.plots import md_image
 from ego_assets.lib.quality import ERROR, CheckDef, CheckInput
+from ego_assets.lib.skills import DEFAULT_MAX_SKILLS, DEFAULT_SEED
 
 ASSET = "skills"
 GROUP = "dataset"  # the groups over all videos (jobs.ALL_VIDEO_GROUPS): built with the dataset
@@ -55,8 +56,8 @@ RESOURCES = _declared_resources()
 class SkillsConfig(dg.Config):
     refit: bool = False     # fit the skills again on every current segment (marks the dataset stale)
     n_skills: int = 0       # 0: chosen from the data (silhouette over 2..max_skills)
-    max_skills: int = 10
-    seed: int = 0
+    max_skills: int = DEFAULT_MAX_SKILLS  # lib/skills.py's defaults, declared there once
+    seed: int = DEFAULT_SEED
 
 
 def model_path(store) -> str:

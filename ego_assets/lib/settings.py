@@ -24,6 +24,7 @@ class Setting:
     type: Callable[[str], Any]
     default: Any
     doc: str
+    blank_is_value: bool = False  # set but empty means "" (e.g. no node selector), not the default
 
     @property
     def var(self) -> str:
@@ -33,7 +34,7 @@ class Setting:
         """The value from ``environ`` (default ``os.environ``); unset or blank: the default. A value that
         does not parse raises ValueError naming the variable."""
         raw = (os.environ if environ is None else environ).get(self.var)
-        if raw is None or not raw.strip():
+        if raw is None or (not raw.strip() and not self.blank_is_value):
             return self.default
         try:
             return self.type(raw.strip())
@@ -96,10 +97,13 @@ _ALL = [
     Setting("VALIDATE_MAX_EPISODES", _positive_int, 200, "Episodes decoded by the dataset's validation."),
     # -- Kubernetes (EGO_ASSETS_RUNTIME=k8s); defaults fit NVIDIA's device plugin + GPU feature discovery
     Setting("K8S_GPU_RESOURCE", str, "nvidia.com/gpu", "The GPU's extended resource name."),
-    Setting("K8S_GPU_NODE_SELECTOR", str, "nvidia.com/gpu.present=true", "k=v,k2=v2 for GPU steps."),
-    Setting("K8S_GPU_TOLERATIONS", str, "nvidia.com/gpu:NoSchedule", "key[=value][:effect],... for GPU steps."),
-    Setting("K8S_GPU_MEMORY_LABEL", str, "nvidia.com/gpu.memory", "The node label with the GPU memory in MiB."),
-    Setting("K8S_CPU_NODE_SELECTOR", str, "", "k=v,... for CPU steps."),
+    Setting("K8S_GPU_NODE_SELECTOR", str, "nvidia.com/gpu.present=true", "k=v,k2=v2 for GPU steps (empty: none).",
+            blank_is_value=True),
+    Setting("K8S_GPU_TOLERATIONS", str, "nvidia.com/gpu:NoSchedule", "key[=value][:effect],... for GPU steps (empty: none).",
+            blank_is_value=True),
+    Setting("K8S_GPU_MEMORY_LABEL", str, "nvidia.com/gpu.memory", "The node label with the GPU memory in MiB (empty: off).",
+            blank_is_value=True),
+    Setting("K8S_CPU_NODE_SELECTOR", str, "", "k=v,... for CPU steps.", blank_is_value=True),
     Setting("K8S_MEMORY_LIMIT_FACTOR", float, 1.5, "A step's memory limit over its request."),
     Setting("K8S_SCRATCH_GIB", float, 50.0, "Scratch space (TMPDIR) per step pod, GiB."),
 ]
