@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 from collections import defaultdict
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -178,40 +179,113 @@ def upload_files(root: str | Path) -> list[tuple[str, int]]:
     return out
 
 
+HASH_CACHE = ".ego_assets_tmp/hub_hashes.json"  # (path, size, mtime) -> sha256 / git sha1 of files pushed
+
+
+@dataclass
+class PushPlan:
+    """What an incremental push does: ``upload`` (new or changed: (path, size)), ``unchanged`` (same
+    content on the Hub: not read, not sent), ``delete`` (on the Hub, no longer in the dataset)."""
+
+    upload: list[tuple[str, int]]
+    unchanged: list[str]
+    delete: list[str]
+
+    @property
+    def bytes_to_upload(self) -> int:
+        return sum(n for _, n in self.upload)
+
+
+def _hashes(root: Path, rel: str, cache: dict) -> dict:
+    """sha256 and git sha1 of a local file, cached by (size, mtime): an unchanged file is not read again.
+    (The Hub identifies an LFS file by the sha256 of its content, a regular file by its git blob sha1;
+    huggingface_hub hashes every file it is given, so the files are compared here, before the call.)"""
+    import hashlib
+
+    st = (root / rel).stat()
+    stamp = f"{st.st_size}:{st.st_mtime_ns}"
+    hit = cache.get(rel)
+    if hit and hit["stamp"] == stamp:
+        return hit
+    sha256 = hashlib.sha256()
+    sha1 = hashlib.sha1()
+    sha1.update(f"blob {st.st_size}\0".encode())  # git's blob header (huggingface_hub.utils.sha.git_hash)
+    with open(root / rel, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            sha256.update(block)
+            sha1.update(block)
+    cache[rel] = {"stamp": stamp, "sha256": sha256.hexdigest(), "git_sha1": sha1.hexdigest()}
+    return cache[rel]
+
+
+def plan_push(dataset_dir: str | Path, remote) -> PushPlan:
+    """Compare the dataset with the Hub repo's files (``remote``: ``HfApi.list_repo_tree(...,
+    recursive=True)``'s ``RepoFile``/``RepoFolder`` items; empty for a new repo). A file is uploaded when
+    the Hub has no file at its path or one of another size or content; only files whose size matches are
+    hashed (through a cache, so a file pushed before and not changed since is not read). Hub files that
+    the dataset no longer has are deleted, except the repo's own ``.gitattributes``."""
+    root = Path(dataset_dir)
+    cache_path = root / HASH_CACHE
+    try:
+        cache = json.loads(cache_path.read_text())
+    except (OSError, ValueError):
+        cache = {}
+    by_path = {f.path: f for f in remote if getattr(f, "blob_id", None) is not None}  # files, not folders
+    upload, unchanged = [], []
+    for rel, size in upload_files(root):
+        r = by_path.get(rel)
+        if r is None or r.size != size:
+            upload.append((rel, size))
+            continue
+        h = _hashes(root, rel, cache)
+        same = h["sha256"] == r.lfs.sha256 if r.lfs is not None else h["git_sha1"] == r.blob_id
+        (unchanged.append(rel) if same else upload.append((rel, size)))
+    local = {rel for rel, _ in upload_files(root)}
+    delete = sorted(p for p in by_path if p not in local and p != ".gitattributes")
+    cache_path.parent.mkdir(parents=True, exist_ok=True)
+    cache_path.write_text(json.dumps(cache))
+    return PushPlan(upload, unchanged, delete)
+
+
 def push(dataset_dir: str | Path, repo_id: str, token: str | None = None, dry_run: bool = False,
          private: bool = False, tag_version: bool = True) -> list[tuple[str, int]]:
-    """Upload the dataset to the Hub as a dataset repo (create_repo + upload_folder) and tag it with the
-    LeRobot codebase version (``LeRobotDataset(repo_id)`` looks for that tag). The token comes from
-    ``token`` or ``HF_TOKEN`` and is never printed. ``dry_run`` touches no network and returns what would
-    be uploaded with sizes."""
+    """Upload the dataset to the Hub as a dataset repo and tag it with the LeRobot codebase version
+    (``LeRobotDataset(repo_id)`` looks for that tag). Incremental: only the files :func:`plan_push`
+    finds new or changed are sent, in one commit that also deletes the files the dataset no longer has.
+    The token comes from ``token`` or ``HF_TOKEN`` and is never printed. ``dry_run`` touches no network
+    and returns every file that a first push uploads, with sizes. Returns what was uploaded."""
     root = Path(dataset_dir)
     if not (root / INFO_PATH).is_file():
         raise PublishError(f"{str(root)!r} is not a LeRobot dataset (no meta/info.json)")
     if not isinstance(repo_id, str) or repo_id.count("/") != 1 or not all(repo_id.split("/")):
         raise PublishError(f"repo_id {repo_id!r} must look like 'owner/name'")
-    files = upload_files(root)
     if dry_run:
-        return files
+        return upload_files(root)
     token = token or os.environ.get("HF_TOKEN")
     if not token:
         raise PublishError("no Hugging Face token: pass token= or set HF_TOKEN")
     try:
-        from huggingface_hub import HfApi
+        from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     except ImportError:
         raise PublishError("uploading needs huggingface_hub: install the lerobot extra "
                            "(pip install 'ego-assets[lerobot]')") from None
 
     api = HfApi(token=token)
     api.create_repo(repo_id=repo_id, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(repo_id=repo_id, repo_type="dataset", folder_path=str(root),
-                      allow_patterns=[f for f, _ in files])
+    plan = plan_push(root, api.list_repo_tree(repo_id, repo_type="dataset", recursive=True, expand=True))
+    if plan.upload or plan.delete:
+        ops = [CommitOperationAdd(path_in_repo=rel, path_or_fileobj=str(root / rel)) for rel, _ in plan.upload]
+        ops += [CommitOperationDelete(path_in_repo=rel) for rel in plan.delete]
+        api.create_commit(repo_id=repo_id, repo_type="dataset", operations=ops,
+                          commit_message=f"ego_assets: {len(plan.upload)} files added or changed, "
+                                         f"{len(plan.delete)} deleted")
     if tag_version:
         try:
             api.delete_tag(repo_id, tag=CODEBASE_VERSION, repo_type="dataset")
         except Exception:  # no such tag yet
             pass
         api.create_tag(repo_id, tag=CODEBASE_VERSION, repo_type="dataset")
-    return files
+    return plan.upload
 
 
-__all__ = ["write_card", "card_text", "push", "upload_files", "PublishError"]
+__all__ = ["write_card", "card_text", "push", "plan_push", "PushPlan", "upload_files", "PublishError"]
