@@ -20,7 +20,7 @@ MODEL := models/hand_landmarker.task
 # dagster, scipy and torch from source: seconds per step process).
 unexport PYTHONDONTWRITEBYTECODE
 
-.PHONY: sync setup demo test test-fast ui bench browser postgres clean
+.PHONY: sync setup demo test test-fast lint ui bench browser postgres clean
 
 $(UV):
 	$(PY) -m venv $(TOOLS)
@@ -65,6 +65,10 @@ test: setup browser postgres
 # the unit layer (pyproject's markers): no subprocess CLI, no real-clip pipeline, no services, no kills
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow and not e2e and not ui"
+
+# ruff with the rule set of pyproject's [tool.ruff] (pyflakes and a few bug classes; the reasons are there)
+lint: sync
+	$(BIN)/ruff check .
 
 # Dagster's UI + daemon on 127.0.0.1:PORT (exit 1 with a clear line when the port is taken; Ctrl-C or
 # SIGTERM stops every process within seconds). See ego_assets/ui.py.

@@ -14,6 +14,7 @@ import importlib.util
 EXTRAS = {
     "lerobot": "LeRobot 0.6 and torch: load, train and publish the dataset",
     "gpu": "transformers and torch: the GPU model backends (depthpro)",
+    "synthetic": "scikit-image: the sample images that texture the synthetic renderer (tests, benchmarks)",
 }
 
 

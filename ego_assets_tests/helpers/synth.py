@@ -8,6 +8,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 
 
 def texture(h: int, w: int, seed: int = 0) -> np.ndarray:
@@ -209,10 +210,8 @@ def write_size_change(path: str | Path, first: list[np.ndarray], second: list[np
     Path(path).write_bytes(data)
 
 
-def frames_table(times) -> "pa.Table":
+def frames_table(times) -> pa.Table:
     """The frames table of a proxy whose frame i is shown at ``times[i]`` (frame_index, t_s)."""
-    import pyarrow as pa
-
     t = np.asarray(times, float)
     return pa.table({"frame_index": pa.array(np.arange(len(t)), pa.int32()), "t_s": pa.array(t, pa.float64())})
 

@@ -1,7 +1,7 @@
 """Captions from any OpenAI-compatible chat-completions endpoint (vLLM, SGLang, hosted APIs).
 
-Only the standard library talks HTTP here (``urllib``): no SDK to pin, and the protocol we use is one
-POST. What a production caller needs and is here:
+httpx talks HTTP and tenacity retries (the protocol we use is one POST, so no SDK to pin). What a
+production caller needs and is here:
 
 - settings from the environment: ``EGO_ASSETS_VLM_BASE_URL`` (e.g. ``http://gpu-box:8000/v1``),
   ``EGO_ASSETS_VLM_MODEL``, ``EGO_ASSETS_VLM_API_KEY`` (optional; sent as a bearer token, never logged,
@@ -22,18 +22,16 @@ from __future__ import annotations
 import base64
 import email.utils
 import hashlib
-import http.client
 import json
 import logging
-import random
 import re
-import socket
 import threading
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
+
+import httpx
+import tenacity
 
 from ego_assets.lib.captions.base import NA, CaptionConfigError, CaptionError, SegmentView
 
@@ -204,10 +202,14 @@ class ChatClient:
         self.max_tokens = max_tokens
         self.stats = ClientStats()
         self._lock = threading.Lock()
+        # a local endpoint never goes through an environment proxy (trust_env=False); one client per
+        # ChatClient, shared by the captioner's threads (httpx.Client is thread-safe), keeps connections
         local = parsed.hostname in ("127.0.0.1", "localhost", "::1")
-        # a local endpoint never goes through an environment proxy
-        self._opener = (urllib.request.build_opener(urllib.request.ProxyHandler({})) if local
-                        else urllib.request.build_opener())
+        self._http = httpx.Client(timeout=timeout_s, trust_env=not local)
+        # exponential backoff from backoff_s, capped at max_backoff_s, plus up to a quarter of backoff_s
+        # of jitter; a Retry-After header wins (capped at max_retry_after_s)
+        self._backoff = (tenacity.wait_exponential(multiplier=backoff_s, max=max_backoff_s)
+                         + tenacity.wait_random(0, 0.25 * backoff_s))
 
     def __repr__(self) -> str:  # never the key
         return f"ChatClient(url={self.url!r}, model={self.model!r}, api_key={'set' if self._key else 'unset'})"
@@ -224,35 +226,26 @@ class ChatClient:
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if self._key:
             headers["Authorization"] = f"Bearer {self._key}"
-        req = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         self._count(requests=1)
         try:
-            with self._opener.open(req, timeout=self.timeout_s) as resp:
-                raw = resp.read()
-        except urllib.error.HTTPError as e:
-            detail = ""
-            try:
-                detail = e.read(300).decode("utf-8", "replace")
-            except Exception:
-                pass
-            msg = self._redact(f"HTTP {e.code} from {self.url}: {detail.strip()[:200]}")
-            if e.code == 429:
-                self._count(throttled=1)
-                raise _Retryable(msg, _retry_after_s(e.headers.get("Retry-After"))) from None
-            if 500 <= e.code < 600:
-                self._count(server_errors=1)
-                raise _Retryable(msg, _retry_after_s(e.headers.get("Retry-After"))) from None
-            raise CaptionError(msg) from None
-        except (TimeoutError, socket.timeout) as e:
+            resp = self._http.post(self.url, content=body, headers=headers)
+        except httpx.TimeoutException:
             self._count(timeouts=1)
-            raise _Retryable(f"timeout after {self.timeout_s} s from {self.url}") from e
-        except urllib.error.URLError as e:
-            if isinstance(e.reason, (TimeoutError, socket.timeout)):
-                self._count(timeouts=1)
-                raise _Retryable(f"timeout after {self.timeout_s} s from {self.url}") from None
-            raise _Retryable(self._redact(f"cannot reach {self.url}: {e.reason}")) from None
-        except (ConnectionError, http.client.HTTPException, OSError) as e:
+            raise _Retryable(f"timeout after {self.timeout_s} s from {self.url}") from None
+        except httpx.ConnectError as e:
+            raise _Retryable(self._redact(f"cannot reach {self.url}: {e}")) from None
+        except httpx.TransportError as e:
             raise _Retryable(self._redact(f"connection to {self.url} failed: {type(e).__name__}: {e}")) from None
+        if resp.status_code >= 400:
+            msg = self._redact(f"HTTP {resp.status_code} from {self.url}: {resp.text[:300].strip()[:200]}")
+            if resp.status_code == 429:
+                self._count(throttled=1)
+                raise _Retryable(msg, _retry_after_s(resp.headers.get("Retry-After")))
+            if resp.status_code >= 500:
+                self._count(server_errors=1)
+                raise _Retryable(msg, _retry_after_s(resp.headers.get("Retry-After")))
+            raise CaptionError(msg)
+        raw = resp.content
         try:
             payload = json.loads(raw)
             content = payload["choices"][0]["message"]["content"]
@@ -262,27 +255,27 @@ class ChatClient:
             content = "".join(p.get("text", "") for p in content if isinstance(p, dict))
         return content if isinstance(content, str) else ""
 
+    def _wait(self, state: tenacity.RetryCallState) -> float:
+        after = getattr(state.outcome.exception(), "retry_after", None)
+        return min(after, self.max_retry_after_s) if after is not None else self._backoff(state)
+
+    def _before_sleep(self, state: tenacity.RetryCallState) -> None:
+        self._count(retries=1)
+        log.info("VLM request failed (%s); retry %d/%d in %.2f s", state.outcome.exception(),
+                 state.attempt_number, self.max_retries, state.next_action.sleep)
+
     def complete(self, messages: list[dict]) -> str:
-        """The assistant's text for ``messages``, retrying transient failures; :class:`CaptionError`
-        when the endpoint refuses or the retries are spent."""
+        """The assistant's text for ``messages``, retrying transient failures (429, 5xx, timeouts,
+        connection errors); :class:`CaptionError` when the endpoint refuses or the retries are spent."""
         body = json.dumps({"model": self.model, "messages": messages, "temperature": self.temperature,
                            "max_tokens": self.max_tokens}).encode()
-        last = None
-        for attempt in range(self.max_retries + 1):
-            try:
-                return self._post(body)
-            except _Retryable as e:
-                last = e
-                if attempt == self.max_retries:
-                    break
-                if e.retry_after is not None:
-                    delay = min(e.retry_after, self.max_retry_after_s)
-                else:
-                    delay = min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * (1 + 0.25 * random.random())
-                self._count(retries=1)
-                log.info("VLM request failed (%s); retry %d/%d in %.2f s", e, attempt + 1, self.max_retries, delay)
-                time.sleep(delay)
-        raise CaptionError(f"VLM endpoint gave up after {self.max_retries + 1} attempt(s): {last}")
+        retrying = tenacity.Retrying(stop=tenacity.stop_after_attempt(self.max_retries + 1), wait=self._wait,
+                                     retry=tenacity.retry_if_exception_type(_Retryable),
+                                     before_sleep=self._before_sleep, reraise=True)
+        try:
+            return retrying(self._post, body)
+        except _Retryable as e:
+            raise CaptionError(f"VLM endpoint gave up after {self.max_retries + 1} attempt(s): {e}") from None
 
 
 def ask(client: ChatClient, text: str, images: list[bytes], max_format_retries: int = 2,

@@ -43,6 +43,10 @@ class Plane:
 
 def _texture(name: str, size: int = 512) -> np.ndarray:
     import cv2
+
+    from ego_assets.lib.extras import require
+
+    require("skimage", "synthetic", "the synthetic renderer's textures")
     import skimage.data
 
     img = getattr(skimage.data, name)()

@@ -12,7 +12,7 @@ from ego_assets.lib.captions.backends import OpenAICaptioner
 from ego_assets.lib.captions.checks import check_captions_cover_segments
 from ego_assets.lib.captions.openai_compat import (PROMPT_VERSION, SYSTEM_PROMPT, ChatClient, MalformedAnswer,
                                                    parse_answer)
-from ego_assets_tests.helpers.fake_vlm import FakeVLM, good_answer
+from ego_assets_tests.helpers.fake_vlm import FakeVLM
 
 KEY = "sk-test-SECRET-4242"
 
