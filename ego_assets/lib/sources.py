@@ -153,22 +153,29 @@ def list_files(src: Source, exclude: tuple[str, ...] | list[str] = ()) -> list[s
     """Files of a source as URLs/paths, sorted (deterministic discovery order). Files under a folder
     of ``exclude`` (the storage home: clips, proxies and dataset videos are the pipeline's own output,
     never sources) are left out."""
+    return [uri for uri, _ in list_file_infos(src, exclude)]
+
+
+def list_file_infos(src: Source, exclude: tuple[str, ...] | list[str] = ()) -> list[tuple[str, dict]]:
+    """:func:`list_files` with each file's listing entry (size, mtime or ETag): the listing's own
+    details, so that stamping a file costs no request of its own (one LIST per 1,000 keys on S3)."""
     fs, root = _fs(src.uri)
     if not fs.exists(root):
         raise SourcesError(f"source {src.name!r}: {src.uri} does not exist")
     if fs.isfile(root):
-        found = [root]
+        found = {root: fs.info(root)}
     else:
-        found = set()
+        found = {}
         for g in _expand_braces(src.glob):
-            found.update(fs.glob(f"{root.rstrip('/')}/{g}"))
-        found = [f for f in found if fs.isfile(f)]
+            found.update(fs.glob(f"{root.rstrip('/')}/{g}", detail=True))
+        found = {f: info for f, info in found.items() if info.get("type") == "file"}
     proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     local = proto in ("file", "local")
-    out = sorted(os.path.abspath(f) if local else f"{proto}://{f}" for f in found)
+    out = sorted(((os.path.abspath(f) if local else f"{proto}://{f}", info) for f, info in found.items()),
+                 key=lambda x: x[0])
     if exclude:
         ex = [os.path.realpath(e) if local and "://" not in e else e for e in exclude]
-        out = [f for f in out if not any(_under(os.path.realpath(f) if local else f, e) for e in ex)]
+        out = [(f, i) for f, i in out if not any(_under(os.path.realpath(f) if local else f, e) for e in ex)]
     return out
 
 
@@ -227,19 +234,13 @@ def discover(sources: list[Source], seen: dict[str, str], known_keys: set[str], 
     keys = set(known_keys)
     for src in sources:
         try:
-            files = list_files(src, exclude)
+            files = list_file_infos(src, exclude)
         except Exception as e:  # noqa: BLE001 - one unreachable source must not stop the others
             errors[src.name] = str(e)
             continue
-        for uri in files:
+        for uri, info in files:  # the listing's size and mtime/ETag: no request per file
             if len(new) >= limit:
                 return new, seen, errors
-            # list_files has just refreshed this filesystem's listings: no fresh invalidation per file
-            fs, p = fsspec.core.url_to_fs(uri)
-            try:
-                info = fs.info(p)
-            except FileNotFoundError:
-                continue
             file_part = f"{src.name}:{file_stamp(info)}"
             stamp = f"{file_part}|{hints_digest(src.hints())}"
             prev = seen.get(uri)
