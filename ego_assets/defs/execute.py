@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,8 +83,9 @@ def run_status(instance: dg.DagsterInstance, run_id: str, pk: str) -> VideoStatu
 
 # What one worker process may hold at its peak with the default backends, with headroom (measured:
 # the CLI and two workers peaked at 2.2 GiB together on 15 s 1080p clips, benchmarks/throughput.py; one
-# process ~0.7 GiB on a 10 min video, long_video.py): the default number of workers never plans for more
-# than the memory available.
+# process ~0.7 GiB on a 10 min video, long_video.py; the proxy frames a worker keeps for a video's steps
+# are bounded by lib/video.DECODE_CACHE_MIB, 0.25 GiB): the default number of workers never plans for
+# more than the memory available.
 WORKER_MEMORY_GIB = 1.5
 
 
@@ -94,11 +96,15 @@ def default_workers(n_videos: int) -> int:
     if env:
         n = int(env)
     else:
-        n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        n = _cores()
         avail = _available_memory_gib()
         if avail is not None:
             n = min(n, int(avail // WORKER_MEMORY_GIB))
     return max(1, min(n, n_videos))
+
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _available_memory_gib() -> float | None:
@@ -210,7 +216,6 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
     SQLite connections or threads), the next video to whichever worker is free. Progress reports
     of the workers come back through a queue to this process's hook (the CLI's bar)."""
     import multiprocessing as mp
-    import threading
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     from ego_assets.lib import progress
@@ -229,7 +234,11 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
         with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                  initargs=(q,)) as pool:
             futures = {pool.submit(_worker_run, pk, run_config, assets): pk for pk in keys}
+            left = len(futures)
             for fut in as_completed(futures):
+                left -= 1
+                if left < workers and not assets:
+                    preload_dataset_modules()  # a core is free from now on
                 pk = futures[fut]
                 try:
                     status[pk] = fut.result()
@@ -241,6 +250,38 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
         q.put(None)
         relay_thread.join(timeout=5)
     return {pk: status[pk] for pk in keys}
+
+
+# What the dataset's steps import (lerobot's dataset loader, which brings torch, for the validation: ~11
+# core-seconds), loaded in this process once a worker has no video left, so that it overlaps the last
+# videos instead of following them on one core.
+DATASET_MODULES = ("ego_assets.lib.skills", "ego_assets.lib.lerobot.assembly", "ego_assets.lib.lerobot.validate",
+                   "lerobot.datasets.lerobot_dataset")
+_preloading: threading.Thread | None = None
+
+
+def preload_dataset_modules() -> None:
+    """Import :data:`DATASET_MODULES` in a background thread (once per process; a module that is not
+    installed is skipped: its step reports that itself)."""
+    global _preloading
+    if _preloading is not None:
+        return
+
+    def load():
+        import importlib
+        import logging
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            for name in DATASET_MODULES:
+                try:
+                    importlib.import_module(name)
+                except Exception as e:  # noqa: BLE001 - only a head start: the step imports it again
+                    logging.getLogger(__name__).debug("preload of %s failed: %s", name, e)
+
+    _preloading = threading.Thread(target=load, name="preload-dataset-modules", daemon=True)
+    _preloading.start()
 
 
 def _worker_init(q) -> None:
