@@ -33,10 +33,11 @@ sync: $(UV)
 	$(UV) sync --frozen --inexact --quiet \
 	  $(if $(PYTHON),--python $(PYTHON)) $(EXTRA_FLAGS)
 
-# The hand model: built from the two networks inside the mediapipe 0.10.21 wheel (PyPI), verified by
-# sha256 (see README, "Hand model", for the official bundle).
+# The hand models: built from the networks inside the mediapipe 0.10.21 wheel (PyPI), verified by
+# sha256 (see README, "Hand model", for the official bundle). A setup step: the runtime package only
+# verifies a model, it never reaches an index.
 $(MODEL): | sync
-	$(BIN)/python -m ego_assets.lib.hands.model provision
+	$(BIN)/python scripts/provision_hand_model.py provision
 
 setup: sync $(MODEL)
 	@echo "environment ready: $(VENV) (activate with: source $(BIN)/activate)$(if $(EXTRAS),; extras: $(EXTRAS),; lean: add LeRobot with make setup EXTRAS=lerobot)"

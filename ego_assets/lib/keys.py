@@ -32,11 +32,13 @@ def validate_source_name(name: str) -> str:
     return name
 
 
-def file_sha256(fs, path: str, chunk: int = _CHUNK) -> str:
-    """SHA-256 of the whole file (hex). Identity is always decided on the full content: a sample of
-    blocks (size, head, middle, tail) let two different 16 MB files share a key (issue 16)."""
+def file_sha256(fs, path, chunk: int = _CHUNK) -> str:
+    """SHA-256 of the whole file (hex), read through the fsspec filesystem ``fs`` (None: a local path).
+    The one file hash of the project: partition keys, model files, dataset files. Identity is always
+    decided on the full content: a sample of blocks (size, head, middle, tail) let two different 16 MB
+    files share a key (issue 16)."""
     h = hashlib.sha256()
-    with fs.open(path, "rb") as f:
+    with (open(path, "rb") if fs is None else fs.open(path, "rb")) as f:
         while True:
             b = f.read(chunk)
             if not b:

@@ -1,23 +1,17 @@
-"""The MediaPipe hand landmarker model: provisioning and verification.
+"""The MediaPipe hand landmarker model at run time: which file, and is it the one we expect (sha256).
 
 mediapipe >= 0.10.30 ships no model files and run time must not reach a model hub (docs/architecture.md §6), so
-``make setup`` builds the model itself from what a package registry serves: the mediapipe 0.10.21
-wheel on PyPI still carries the palm detector and the full hand landmark network as plain .tflite
-files. A Tasks ``.task`` file is nothing more than an *uncompressed* zip holding
-``hand_detector.tflite`` and ``hand_landmarks_detector.tflite`` (the layout of Google's published
-``hand_landmarker.task``), so we repack the two networks under those names. The zip is written with
-fixed timestamps and attributes so that the bundle is byte-identical on every machine and can be
-pinned by its sha256.
+``make setup`` builds the models (``scripts/provision_hand_model.py``, a setup step outside this package)
+from what a package registry serves: the mediapipe 0.10.21 wheel on PyPI still carries the palm detector
+and the hand landmark networks as plain .tflite files, repacked as Tasks bundles (uncompressed zips
+holding ``hand_detector.tflite`` and ``hand_landmarks_detector.tflite``) byte-identical on every
+machine. This module holds the pins (wheel, members, bundles) and the verification.
 
 Users may instead point ``EGO_ASSETS_HAND_MODEL`` at any bundle (it replaces the ``full`` model),
 e.g. Google's published ``hand_landmarker.task`` (float16, version 1, see :data:`OFFICIAL_URL`), whose
 sha256 is known here.
 
-Command line (what ``make setup`` runs; idempotent, returns at once when the model is in place)::
-
-    python -m ego_assets.lib.hands.model provision [--dest PATH] [--variant full|lite]
-                                                   [--wheel WHEEL] [--from-file TASK]
-    python -m ego_assets.lib.hands.model verify [PATH] [--variant full|lite]
+Command line: ``python -m ego_assets.lib.hands.model [PATH] [--variant full|lite]`` verifies a file.
 
 Two variants are built: ``full`` (``models/hand_landmarker.task``, the networks of the official
 bundle, used by the ``mediapipe`` backend) and ``lite`` (``models/hand_landmarker_lite.task``, the
@@ -30,17 +24,14 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
-import subprocess
 import sys
-import tempfile
-import urllib.parse
-import urllib.request
 import warnings
 import zipfile
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+
+from ego_assets.lib.keys import file_sha256
 
 MODEL_ENV = "EGO_ASSETS_HAND_MODEL"
 MODELS_DIR_ENV = "EGO_ASSETS_MODELS_DIR"  # where the default bundles live (default <repo>/models)
@@ -100,20 +91,12 @@ OFFICIAL_SHA256 = "fbc2a30080c3c557093b5ddfc334698132eb341044ccee322ccf8bcf3607c
 KNOWN_MODELS: dict[str, str] = {v.built_sha256: v.description for v in VARIANTS.values()}
 KNOWN_MODELS[OFFICIAL_SHA256] = "official hand_landmarker.task (float16/1)"
 
-# Fixed zip metadata: the DOS epoch, Unix 'rw-r--r--' regular files.
-_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-_ZIP_ATTR = (0o100644 << 16)
-
-PROVISION_HINT = (f"run `python -m ego_assets.lib.hands.model provision` (`make setup` does it), or set "
+PROVISION_HINT = (f"run `make setup` (it runs scripts/provision_hand_model.py provision), or set "
                   f"{MODEL_ENV} to a hand landmarker bundle such as Google's {OFFICIAL_URL}")
 
 
 class HandModelError(ValueError):
     """The hand model file is missing, unreadable or not the file we expect."""
-
-
-class ProvisionError(RuntimeError):
-    """The model could not be built (no wheel obtainable, or the wheel's contents are not as pinned)."""
 
 
 def repo_root() -> Path:
@@ -138,11 +121,7 @@ def _variant(name: str) -> Variant:
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
+    return file_sha256(None, path)
 
 
 @lru_cache(maxsize=16)
@@ -154,58 +133,6 @@ def model_sha256(path: Path) -> str:
     """sha256 of a model file, cached per (path, size, mtime): resolve_model runs once per video."""
     st = Path(path).stat()
     return _sha256_cached(str(path), st.st_size, st.st_mtime_ns)
-
-
-# -- building the bundle ---------------------------------------------------------------------------
-
-def _write_bundle(members: dict[str, bytes], dest: Path) -> None:
-    """Write an uncompressed zip (MediaPipe refuses compressed bundles) with fixed metadata, in sorted
-    member order, atomically (temp file + rename), so readers never see half a file."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".tmp", dir=dest.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf:
-            for name in sorted(members):
-                info = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
-                info.compress_type = zipfile.ZIP_STORED
-                info.create_system = 3
-                info.external_attr = _ZIP_ATTR
-                zf.writestr(info, members[name])
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def build_bundle(wheel: Path, dest: Path,
-                 members: dict[str, tuple[str, str | None]] | None = None) -> Path:
-    """Repack the networks of a mediapipe wheel into a Tasks bundle at ``dest``.
-
-    ``members`` maps bundle names to (path in the wheel, expected sha256 or None); the default is the
-    pinned 0.10.21 layout. A member that is absent or whose bytes differ from the pin is an error:
-    a different wheel would silently give a different model.
-    """
-    members = BUNDLE_MEMBERS if members is None else members
-    wheel = Path(wheel)
-    try:
-        zf = zipfile.ZipFile(wheel)
-    except (OSError, zipfile.BadZipFile) as e:
-        raise ProvisionError(f"wheel {wheel}: not a readable zip ({e})") from None
-    out: dict[str, bytes] = {}
-    with zf:
-        names = set(zf.namelist())
-        for bundle_name, (inner, want) in members.items():
-            if inner not in names:
-                raise ProvisionError(f"wheel {wheel}: has no {inner} (needed for {bundle_name})")
-            data = zf.read(inner)
-            got = hashlib.sha256(data).hexdigest()
-            if want is not None and got != want:
-                raise ProvisionError(f"wheel {wheel}: {inner} has sha256 {got}, expected {want}")
-            out[bundle_name] = data
-    _write_bundle(out, Path(dest))
-    return Path(dest)
 
 
 def bundle_member_hashes(path: Path) -> dict[str, str] | None:
@@ -227,163 +154,7 @@ def _is_our_bundle(path: Path, variant: str | None = None) -> bool:
     return any(hashes == {n: sha for n, (_, sha) in v.members.items()} for v in variants)
 
 
-# -- obtaining the wheel ---------------------------------------------------------------------------
-
-def _cache_dir() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "ego_assets" / "wheels"
-
-
-def _valid_wheel(path: Path) -> bool:
-    return path.is_file() and sha256_file(path) == WHEEL_SHA256
-
-
-def _pip_download(dest_dir: Path) -> Path | None:
-    """``pip download`` of the pinned wheel, if some pip is available (it honours pip.conf mirrors)."""
-    args = ["download", "--no-deps", "--only-binary=:all:", "--python-version", WHEEL_PYTHON,
-            "--platform", WHEEL_PLATFORM, f"{WHEEL_PROJECT}=={WHEEL_VERSION}", "-d", str(dest_dir)]
-    candidates = []
-    try:
-        import pip  # noqa: F401
-
-        candidates.append([sys.executable, "-m", "pip"])
-    except ImportError:
-        pass
-    for exe in ("pip3", "pip"):
-        found = shutil.which(exe)
-        if found:
-            candidates.append([found])
-    for cmd in candidates:
-        r = subprocess.run(cmd + args, capture_output=True, text=True)
-        wheel = dest_dir / WHEEL_FILENAME
-        if r.returncode == 0 and _valid_wheel(wheel):
-            return wheel
-    return None
-
-
-def _find_file_url(body: str, filename: str) -> str | None:
-    """The URL of ``filename`` in a simple-index page, JSON (PEP 691) or HTML (PEP 503): some
-    mirrors answer HTML whatever the Accept header says."""
-    try:
-        listing = json.loads(body)
-    except ValueError:
-        listing = None
-    if isinstance(listing, dict):
-        return next((f["url"] for f in listing.get("files", []) if f.get("filename") == filename), None)
-    from html.parser import HTMLParser
-
-    found: list[str] = []
-
-    class _Links(HTMLParser):
-        def handle_starttag(self, tag, attrs):
-            href = dict(attrs).get("href") if tag == "a" else None
-            if href and href.split("#", 1)[0].rsplit("/", 1)[-1] == filename:
-                found.append(href)
-
-    _Links().feed(body)
-    return found[0] if found else None
-
-
-def _index_download(dest_dir: Path) -> Path:
-    """Fetch the wheel through the package index's JSON API (PEP 691) with the standard library:
-    for machines with no pip at all (uv environments). ``PIP_INDEX_URL``/``UV_INDEX_URL`` select a
-    mirror; the pinned sha256 is checked either way."""
-    index = (os.environ.get("PIP_INDEX_URL") or os.environ.get("UV_INDEX_URL")
-             or "https://pypi.org/simple").rstrip("/")
-    req = urllib.request.Request(f"{index}/{WHEEL_PROJECT}/",
-                                 headers={"Accept": "application/vnd.pypi.simple.v1+json"})
-    with urllib.request.urlopen(req, timeout=60) as r:
-        body = r.read().decode("utf-8", "replace")
-    url = _find_file_url(body, WHEEL_FILENAME)
-    if url is None:
-        raise ProvisionError(f"package index {index}: lists no {WHEEL_FILENAME}")
-    url = urllib.parse.urljoin(f"{index}/{WHEEL_PROJECT}/", url.split("#", 1)[0])
-    wheel = dest_dir / WHEEL_FILENAME
-    tmp = wheel.with_suffix(".part")
-    with urllib.request.urlopen(url, timeout=300) as r, open(tmp, "wb") as f:
-        shutil.copyfileobj(r, f)
-    os.replace(tmp, wheel)
-    if not _valid_wheel(wheel):
-        wheel.unlink(missing_ok=True)
-        raise ProvisionError(f"{url}: downloaded wheel does not have the pinned sha256 {WHEEL_SHA256}")
-    return wheel
-
-
-def obtain_wheel(cache_dir: Path | None = None) -> Path:
-    """The pinned mediapipe wheel: from the cache, else downloaded (pip, else the index API)."""
-    cache = Path(cache_dir) if cache_dir else _cache_dir()
-    cached = cache / WHEEL_FILENAME
-    if _valid_wheel(cached):
-        return cached
-    cache.mkdir(parents=True, exist_ok=True)
-    errors = []
-    wheel = _pip_download(cache)
-    if wheel is not None:
-        return wheel
-    errors.append("pip: unavailable or failed")
-    try:
-        return _index_download(cache)
-    except (OSError, ValueError, ProvisionError) as e:
-        errors.append(f"index: {e}")
-    raise ProvisionError(f"could not obtain {WHEEL_FILENAME} ({'; '.join(errors)}); download it with "
-                         f"`pip download --no-deps --only-binary=:all: --python-version {WHEEL_PYTHON} "
-                         f"--platform {WHEEL_PLATFORM} {WHEEL_PROJECT}=={WHEEL_VERSION} -d DIR` and pass "
-                         f"--wheel DIR/{WHEEL_FILENAME}")
-
-
 # -- the public API --------------------------------------------------------------------------------
-
-def _provision_one(dest: Path, variant: Variant, wheel: Path | None, from_file: Path | None, log) -> Path:
-    if dest.is_file():
-        h = model_sha256(dest)
-        if h in KNOWN_MODELS or _is_our_bundle(dest, variant.name):
-            log(f"hand model ok: {dest} ({KNOWN_MODELS.get(h, variant.description)}, sha256 {h})")
-            return dest
-        log(f"hand model at {dest} has unknown sha256 {h}: rebuilding it")
-    if from_file is not None:
-        h = sha256_file(Path(from_file))
-        if h not in KNOWN_MODELS:
-            raise ProvisionError(f"{from_file}: sha256 {h} is not a known hand model "
-                                 f"(known: {', '.join(KNOWN_MODELS.values())}); to use it anyway set "
-                                 f"{MODEL_ENV}={from_file}")
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        tmp = dest.with_name(dest.name + ".tmp")
-        shutil.copyfile(from_file, tmp)
-        os.replace(tmp, dest)
-    else:
-        build_bundle(Path(wheel) if wheel else obtain_wheel(), dest, variant.members)
-    h = sha256_file(dest)
-    if h not in KNOWN_MODELS and not _is_our_bundle(dest, variant.name):
-        raise ProvisionError(f"{dest}: bundle has sha256 {h}, which matches no known model")
-    log(f"hand model provisioned: {dest} (sha256 {h})")
-    return dest
-
-
-def provision(dest: Path | None = None, wheel: Path | None = None, from_file: Path | None = None,
-              variants: tuple[str, ...] | None = None, log=print) -> list[Path]:
-    """Make sure verified models are in place; returns their paths.
-
-    Without ``dest``, every variant (default: all of :data:`VARIANTS`) goes to its default path under
-    ``$EGO_ASSETS_MODELS_DIR``, default ``<repo>/models/`` (an installed, non-editable package should
-    set it, e.g. in a container image); with ``dest``, one variant (default ``full``) goes there.
-    Idempotent: a file already there with a known hash is left alone (one sha256 each, ~20 ms).
-    ``from_file`` copies a bundle the user downloaded (it must have a known hash, e.g. the official
-    one) as the ``full`` model; otherwise bundles are built from ``wheel``, or from the pinned wheel,
-    fetched once.
-    """
-    names = tuple(variants) if variants else (("full",) if (dest or from_file) else tuple(VARIANTS))
-    if dest is not None and len(names) != 1:
-        raise ProvisionError(f"--dest names one file but {len(names)} variants were asked for")
-    if from_file is not None and names != ("full",):
-        raise ProvisionError("--from-file provides the full model only")
-    out = []
-    for name in names:
-        v = _variant(name)
-        out.append(_provision_one(Path(dest) if dest else default_model_path(name), v, wheel, from_file, log))
-        if wheel is None and from_file is None and not out[-1].is_file():
-            break
-    return out
-
 
 def resolve_model(path: Path | str | None = None, variant: str = "full") -> Path:
     """The verified model file to load.
@@ -424,27 +195,17 @@ def model_info(path: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m ego_assets.lib.hands.model [PATH] [--variant full|lite]``: verify a model file (default:
+    what resolve_model() picks) and print what a run records about it (provisioning is a setup step:
+    scripts/provision_hand_model.py)."""
     ap = argparse.ArgumentParser(prog="python -m ego_assets.lib.hands.model",
-                                 description="Provision or verify the MediaPipe hand landmarker models.")
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    p = sub.add_parser("provision", help="build or copy the models (idempotent)")
-    p.add_argument("--dest", type=Path, default=None,
-                   help=f"one file for one variant (default: every variant under {models_dir()}, "
-                        f"${MODELS_DIR_ENV} overrides)")
-    p.add_argument("--variant", choices=list(VARIANTS), action="append", default=None,
-                   help="variant(s) to provision (default: all; full with --dest or --from-file)")
-    p.add_argument("--wheel", type=Path, default=None, help=f"a local {WHEEL_FILENAME}")
-    p.add_argument("--from-file", type=Path, default=None, help="a downloaded official hand_landmarker.task")
-    v = sub.add_parser("verify", help="check a model file (default: what resolve_model() picks)")
-    v.add_argument("path", nargs="?", type=Path, default=None)
-    v.add_argument("--variant", choices=list(VARIANTS), default="full")
+                                 description="Verify a MediaPipe hand landmarker model file.")
+    ap.add_argument("path", nargs="?", type=Path, default=None)
+    ap.add_argument("--variant", choices=list(VARIANTS), default="full")
     a = ap.parse_args(argv)
     try:
-        if a.cmd == "provision":
-            provision(a.dest, a.wheel, a.from_file, tuple(a.variant) if a.variant else None)
-        else:
-            print(json.dumps(model_info(resolve_model(a.path, a.variant))))
-    except (HandModelError, ProvisionError) as e:
+        print(json.dumps(model_info(resolve_model(a.path, a.variant))))
+    except HandModelError as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

@@ -12,10 +12,11 @@ import pytest
 
 from ego_assets.lib.hands import model as hand_model
 from ego_assets_tests.helpers import synth
+from scripts import provision_hand_model
 
 REPO = Path(__file__).resolve().parents[3]
 POUR_CLIP = REPO.parent / "shared" / "data" / "egoloc_pour_water_rgb.mp4"
-WHEEL_DIRS = [hand_model._cache_dir(), Path("/tmp/mpw")]
+WHEEL_DIRS = [provision_hand_model._cache_dir(), Path("/tmp/mpw")]
 
 
 def find_wheel() -> Path | None:
@@ -35,9 +36,9 @@ def _real_model(tmp_path_factory, variant: str) -> Path:
     if wheel is None:
         pytest.skip(f"real hand model ({variant}) not available: {reason}; and no "
                     f"{hand_model.WHEEL_FILENAME} in {', '.join(map(str, WHEEL_DIRS))} to build it from "
-                    f"(run `python -m ego_assets.lib.hands.model provision`, which `make setup` does)")
+                    f"(run `make setup`, which runs scripts/provision_hand_model.py)")
     dest = tmp_path_factory.mktemp("hand_model") / hand_model.VARIANTS[variant].filename
-    return hand_model.build_bundle(wheel, dest, hand_model.VARIANTS[variant].members)
+    return provision_hand_model.build_bundle(wheel, dest, hand_model.VARIANTS[variant].members)
 
 
 @pytest.fixture(scope="session")

@@ -1,4 +1,5 @@
-"""Model provisioning: bundle building on a fake wheel, verification, and the real model loading."""
+"""Model provisioning (scripts/provision_hand_model.py): bundle building on a fake wheel; verification
+(ego_assets.lib.hands.model) and the real model loading."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 
 from ego_assets.lib.hands import model as hm
+from scripts import provision_hand_model as prov
 
 PALM = "mediapipe/modules/palm_detection/palm_detection_full.tflite"
 LAND = "mediapipe/modules/hand_landmark/hand_landmark_full.tflite"
@@ -39,7 +41,7 @@ def fake_wheel(tmp_path) -> tuple[Path, dict]:
 def fake_variants(monkeypatch, fake_wheel, tmp_path):
     """Make the fake wheel's bundle the one known 'full' variant, with default path in tmp."""
     whl, members = fake_wheel
-    ref = hm.build_bundle(whl, tmp_path / "ref" / "x.task", members)
+    ref = prov.build_bundle(whl, tmp_path / "ref" / "x.task", members)
     v = hm.Variant("full", "hand_landmarker.task", members, hm.sha256_file(ref), "fake full")
     monkeypatch.setattr(hm, "VARIANTS", {"full": v})
     monkeypatch.setattr(hm, "KNOWN_MODELS", {v.built_sha256: v.description})
@@ -50,7 +52,7 @@ def fake_variants(monkeypatch, fake_wheel, tmp_path):
 
 def test_bundle_layout_is_an_uncompressed_task_bundle(fake_wheel, tmp_path):
     whl, members = fake_wheel
-    out = hm.build_bundle(whl, tmp_path / "m" / "hand_landmarker.task", members)
+    out = prov.build_bundle(whl, tmp_path / "m" / "hand_landmarker.task", members)
     with zipfile.ZipFile(out) as z:
         infos = z.infolist()
         assert [i.filename for i in infos] == ["hand_detector.tflite", "hand_landmarks_detector.tflite"]
@@ -64,9 +66,9 @@ def test_bundle_layout_is_an_uncompressed_task_bundle(fake_wheel, tmp_path):
 
 def test_bundle_is_byte_deterministic(fake_wheel, tmp_path):
     whl, members = fake_wheel
-    a = hm.build_bundle(whl, tmp_path / "a.task", members)
+    a = prov.build_bundle(whl, tmp_path / "a.task", members)
     os.utime(whl, (1e9, 1e9))  # the source's timestamps must not leak into the bundle
-    b = hm.build_bundle(whl, tmp_path / "b.task", members)
+    b = prov.build_bundle(whl, tmp_path / "b.task", members)
     assert a.read_bytes() == b.read_bytes()
 
 
@@ -74,46 +76,46 @@ def test_bundle_refuses_unexpected_wheel_contents(fake_wheel, tmp_path):
     whl, members = fake_wheel
     wrong = dict(members)
     wrong["hand_detector.tflite"] = (PALM, "0" * 64)
-    with pytest.raises(hm.ProvisionError, match="sha256"):
-        hm.build_bundle(whl, tmp_path / "x.task", wrong)
+    with pytest.raises(prov.ProvisionError, match="sha256"):
+        prov.build_bundle(whl, tmp_path / "x.task", wrong)
     missing = {"hand_detector.tflite": ("mediapipe/nope.tflite", None)}
-    with pytest.raises(hm.ProvisionError, match="has no mediapipe/nope.tflite"):
-        hm.build_bundle(whl, tmp_path / "x.task", missing)
+    with pytest.raises(prov.ProvisionError, match="has no mediapipe/nope.tflite"):
+        prov.build_bundle(whl, tmp_path / "x.task", missing)
     junk = tmp_path / "junk.whl"
     junk.write_bytes(b"not a zip")
-    with pytest.raises(hm.ProvisionError, match="not a readable zip"):
-        hm.build_bundle(junk, tmp_path / "x.task", members)
+    with pytest.raises(prov.ProvisionError, match="not a readable zip"):
+        prov.build_bundle(junk, tmp_path / "x.task", members)
     assert not (tmp_path / "x.task").exists()
 
 
 def test_provision_is_idempotent_and_fast(fake_variants, tmp_path):
     whl, v = fake_variants
     logs = []
-    (dest,) = hm.provision(wheel=whl, log=logs.append)
+    (dest,) = prov.provision(wheel=whl, log=logs.append)
     assert dest == tmp_path / "repo" / "models" / "hand_landmarker.task"
     assert hm.sha256_file(dest) == v.built_sha256
     mtime = dest.stat().st_mtime_ns
     t0 = time.perf_counter()
-    hm.provision(wheel=Path("/nonexistent.whl"), log=logs.append)  # must not even look at the wheel
+    prov.provision(wheel=Path("/nonexistent.whl"), log=logs.append)  # must not even look at the wheel
     assert time.perf_counter() - t0 < 0.5
     assert dest.stat().st_mtime_ns == mtime
     assert "hand model ok" in logs[-1]
     # a corrupted file is rebuilt
     dest.write_bytes(b"garbage")
-    hm.provision(wheel=whl, log=logs.append)
+    prov.provision(wheel=whl, log=logs.append)
     assert hm.sha256_file(dest) == v.built_sha256
     assert hm.resolve_model() == dest
 
 
 def test_provision_from_file_requires_a_known_hash(fake_variants, tmp_path):
     whl, v = fake_variants
-    good = hm.build_bundle(whl, tmp_path / "dl" / "hand_landmarker.task", v.members)
-    (dest,) = hm.provision(dest=tmp_path / "o" / "m.task", from_file=good, log=lambda s: None)
+    good = prov.build_bundle(whl, tmp_path / "dl" / "hand_landmarker.task", v.members)
+    (dest,) = prov.provision(dest=tmp_path / "o" / "m.task", from_file=good, log=lambda s: None)
     assert dest.read_bytes() == good.read_bytes()
     other = tmp_path / "other.task"
     other.write_bytes(b"something else")
-    with pytest.raises(hm.ProvisionError, match="not a known hand model"):
-        hm.provision(dest=tmp_path / "o2" / "m.task", from_file=other, log=lambda s: None)
+    with pytest.raises(prov.ProvisionError, match="not a known hand model"):
+        prov.provision(dest=tmp_path / "o2" / "m.task", from_file=other, log=lambda s: None)
 
 
 def test_resolve_model_errors_say_how_to_provision(fake_variants, tmp_path, monkeypatch):
@@ -129,7 +131,7 @@ def test_resolve_model_errors_say_how_to_provision(fake_variants, tmp_path, monk
     with zipfile.ZipFile(other, "w") as z:
         z.writestr(PALM, b"p2")
         z.writestr(LAND, b"l2")
-    hm.build_bundle(other, default, {"hand_detector.tflite": (PALM, None),
+    prov.build_bundle(other, default, {"hand_detector.tflite": (PALM, None),
                                      "hand_landmarks_detector.tflite": (LAND, None)})
     with pytest.raises(hm.HandModelError, match="matches no known model"):
         hm.resolve_model()
@@ -146,7 +148,7 @@ def test_resolve_model_errors_say_how_to_provision(fake_variants, tmp_path, monk
 def test_models_dir_override(fake_variants, tmp_path, monkeypatch):
     whl, v = fake_variants
     monkeypatch.setenv(hm.MODELS_DIR_ENV, str(tmp_path / "image_models"))
-    (dest,) = hm.provision(wheel=whl, log=lambda s: None)
+    (dest,) = prov.provision(wheel=whl, log=lambda s: None)
     assert dest == tmp_path / "image_models" / "hand_landmarker.task"
     assert hm.resolve_model() == dest
 
@@ -154,21 +156,24 @@ def test_models_dir_override(fake_variants, tmp_path, monkeypatch):
 def test_cli(fake_variants, tmp_path, capsys):
     whl, v = fake_variants
     dest = tmp_path / "cli" / "m.task"
-    assert hm.main(["provision", "--dest", str(dest), "--wheel", str(whl)]) == 0
-    assert hm.main(["verify", str(dest)]) == 0
+    assert prov.main(["provision", "--dest", str(dest), "--wheel", str(whl)]) == 0
+    assert prov.main(["verify", str(dest)]) == 0
     assert v.built_sha256 in capsys.readouterr().out
-    assert hm.main(["verify", str(tmp_path / "none.task")]) == 1
+    assert prov.main(["verify", str(tmp_path / "none.task")]) == 1
     assert "provision" in capsys.readouterr().err
+    # the runtime package verifies only
+    assert hm.main([str(dest)]) == 0 and v.built_sha256 in capsys.readouterr().out
+    assert hm.main([str(tmp_path / "none.task")]) == 1 and "make setup" in capsys.readouterr().err
 
 
 def test_index_page_parsing_json_and_html():
     fn = hm.WHEEL_FILENAME
     js = '{"files": [{"filename": "%s", "url": "https://files.example/a/%s"}]}' % (fn, fn)
-    assert hm._find_file_url(js, fn) == f"https://files.example/a/{fn}"
+    assert prov._find_file_url(js, fn) == f"https://files.example/a/{fn}"
     html = (f'<html><body><a href="../../packages/x/{fn}#sha256=ab">{fn}</a>'
             '<a href="y.whl">y</a></body></html>')
-    assert hm._find_file_url(html, fn) == f"../../packages/x/{fn}#sha256=ab"
-    assert hm._find_file_url(html, "other.whl") is None
+    assert prov._find_file_url(html, fn) == f"../../packages/x/{fn}#sha256=ab"
+    assert prov._find_file_url(html, "other.whl") is None
 
 
 def test_real_wheel_builds_the_pinned_bundles(kit, tmp_path):
@@ -176,7 +181,7 @@ def test_real_wheel_builds_the_pinned_bundles(kit, tmp_path):
     if wheel is None:
         pytest.skip(f"no {hm.WHEEL_FILENAME} in the wheel cache or /tmp/mpw to check the pinned build")
     for name, v in hm.VARIANTS.items():
-        out = hm.build_bundle(wheel, tmp_path / v.filename, v.members)
+        out = prov.build_bundle(wheel, tmp_path / v.filename, v.members)
         assert hm.sha256_file(out) == v.built_sha256, name
 
 
