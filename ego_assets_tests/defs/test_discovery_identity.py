@@ -4,6 +4,7 @@ hints rerun the calibration, in the library and in the `discover_videos` sensor.
 import json
 
 import dagster as dg
+import pytest
 
 from ego_assets.defs import sensors
 from ego_assets.defs.settings import EgoStorage
@@ -54,6 +55,7 @@ def _tick(instance, home, cursor=None):
     return r, (r.cursor if isinstance(r, dg.SensorResult) else ctx.cursor)
 
 
+@pytest.mark.slow
 def test_sensor_updates_hints_and_requests_a_rerun_and_skips_the_home(tmp_path, monkeypatch):
     folder = tmp_path / "src"
     home = folder / ".ego_assets"  # the home inside the source folder

@@ -168,6 +168,7 @@ def test_two_concurrent_runs_of_a_video_compute_it_once(tmp_path):
     assert rows[0]["data_version"] == rows[1]["data_version"]
 
 
+@pytest.mark.slow
 def test_a_run_launched_over_a_range_still_reports_each_video(tmp_path):
     """A run over several videos (launched by hand with range tags): each partition gets its own check
     results and, when one video fails, each good one its own materialization and data version; the
@@ -198,6 +199,7 @@ def test_a_run_launched_over_a_range_still_reports_each_video(tmp_path):
                                                        "cam-two": "MATERIALIZED"}
 
 
+@pytest.mark.slow
 def test_videos_up_to_date_get_no_run_and_anything_else_does(tmp_path):
     """The CLI's pre-check (skip_up_to_date): a video whose every asset a run would skip gets no run;
     a missing partition, a run with op configuration, or a video named to rerun (changed hints) do."""

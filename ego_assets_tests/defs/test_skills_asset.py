@@ -32,6 +32,7 @@ def _materialize(config: dict | None = None) -> dg.ExecuteInProcessResult:
                           run_config={"ops": {"skills": {"config": config}}} if config else None)
 
 
+@pytest.mark.slow
 def test_skills_asset_fits_assigns_new_videos_and_refits(home):
     store = Store()
     for i, pk in enumerate(("vid-a", "vid-b")):
@@ -91,6 +92,7 @@ def test_no_segments_no_skills(home):
     assert skills_defs.skill_map(Store()) == {}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("bad", [{"seed": 1}])
 def test_changed_seed_refits(home, bad):
     store = Store()

@@ -41,6 +41,7 @@ def tiny_depthpro(tmp_path_factory):
     return tiny_models.tiny_depthpro(tmp_path_factory.mktemp("depthpro"))
 
 
+@pytest.mark.slow
 def test_depthpro_loads_from_the_configured_path_and_runs(tiny_depthpro, small_proxy, monkeypatch):
     monkeypatch.setenv("EGO_ASSETS_DEPTHPRO_MODEL", tiny_depthpro)
     p, seq = small_proxy

@@ -125,6 +125,7 @@ def test_bad_inputs_are_named(head):
         odometry.estimate(p, back, None, _calib(seq), None)
 
 
+@pytest.mark.slow
 def test_a_seated_head_gets_a_metric_scale_from_a_still_hand(tmp_path):
     # issue 13.5: a seated person's head translates a few cm; the triangulation of a resting hand has
     # too little parallax, the still-hand cue still makes the poses metric

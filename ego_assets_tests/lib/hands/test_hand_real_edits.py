@@ -103,6 +103,7 @@ def test_mirrored_video_swaps_every_label(pour, run):
         assert r.stats["handedness_cue_agreement"] >= 0.9
 
 
+@pytest.mark.slow
 def test_one_hand_only_and_on_the_other_side(pour, run):
     imgs, times, _ = pour
     w = imgs[0].shape[1]
@@ -126,6 +127,7 @@ def test_one_hand_only_and_on_the_other_side(pour, run):
     assert len(f3) >= 25 and (h3 == "left").mean() >= 0.95
 
 
+@pytest.mark.slow
 def test_hand_cut_by_the_image_border_is_found_and_keeps_its_label(run):
     imgs, times = decode(STAPLER, 0.0, 3.1)
     w = imgs[0].shape[1]
@@ -194,6 +196,7 @@ def test_hands_crossing_with_real_detections(pour):
         assert truth[j] == h, (f, h)
 
 
+@pytest.mark.slow
 def test_small_hand_found_by_the_tile_pass(run, real_model, kit, tmp_path):
     """The one-hand cabinet clip shrunk to 40 % of the frame (a small hand, as a 1080p headset view
     gives on a 640-px proxy): the palm detector, which sees the whole frame at 192 px, misses it;
