@@ -20,12 +20,13 @@ then adds one real staged partition (made by the writer from the synthetic parti
 
 ``bytes_read``/``bytes_written``: bytes moved by the append through the filesystem (counted in the s3fs
 calls that move data: cat_file, get_file, ranged reads of open files, pipe_file, put_file), not estimated.
-``discover_s``: one discovery call over the N seen files plus one new file (``sources.discover``: lists the
-source, stats every file, hashes the new one). ``catalog_query_s``: ``catalog.query`` of
-``select count(*) from episodes`` over N + 1 partitions (a fresh sandboxed connection), the N earlier ones
-folded into the catalog's segments by an earlier refresh (``catalog_segments.compact``, run once before
-timing, as the refresh after each earlier run leaves them) and the new video's file read on its own: it
-lists the table's files and reads the manifest, the segments and the new file.
+``discover_s``: one discovery call over the N seen files plus one new file (``sources.discover``: lists
+the source with its entries (size, ETag), compares each with what was seen, hashes the new one).
+``catalog_query_s``: ``catalog.query`` of ``select count(*) from episodes`` over N + 1 partitions (a fresh
+sandboxed connection), the N earlier ones folded into the catalog's segments by an earlier refresh
+(``catalog_segments.compact``, run once before timing, as the refresh after each earlier run leaves
+them) and the new video's file read on its own: it lists the table's files and reads the manifest, the
+segments and the new file.
 What is not in assemble_s: the ``lerobot_dataset`` asset's own bookkeeping (it reads each video's last
 lineage row and staged manifest to find the new ones: O(N) small reads; see k8s/README.md).
 """

@@ -113,14 +113,17 @@ def _marker(store: Store, table: str) -> str:
 
 def refresh(store: Store, tables: list[str] | None = None, compact: bool = True) -> dict[str, bool]:
     """(Re)define the views in ``<home>/catalog.duckdb``, first folding the files written since the last
-    refresh into the tables' segments (``compact``). Returns table -> has data."""
-    if compact:
-        for t in tables or list(schemas.TABLES):
-            catalog_segments.compact(store, t)
+    refresh into the tables' segments (``compact``). Returns table -> has data. Local homes: one refresh at
+    a time (a file lock). Object stores: two refreshes at once cannot lose rows (a file folded by the one
+    whose manifest is overwritten is read on its own until the next refresh folds it again) but leave
+    an unreferenced segment behind; under Dagster the `catalog_views` step is the one refresher."""
     path = catalog_path(store)
     os.makedirs(os.path.dirname(path), exist_ok=True)
     out = {}
     with _lock(store) if store.is_local else _nolock():
+        if compact:
+            for t in tables or list(schemas.TABLES):
+                catalog_segments.compact(store, t)
         con = duckdb.connect(path)
         try:
             for t in tables or list(schemas.TABLES):
