@@ -11,8 +11,9 @@ import dagster as dg
 import pytest
 
 from ego_assets.defs.execute import materialize_videos
-from ego_assets.defs.partitions import backfill_policy, videos
-from ego_assets.defs.runner import PartitionOutput, check_specs, declared, run_partitions
+from ego_assets.defs.partitions import videos
+from ego_assets.defs.per_video import PerVideoConfig, Step, per_video_asset
+from ego_assets.defs.runner import PartitionOutput, declared
 from ego_assets.defs.settings import EgoStorage
 from ego_assets.lib.quality import ERROR, WARN, CheckDef
 from ego_assets.lib.storage import Store
@@ -23,47 +24,37 @@ def _value(store, pk):  # what toy_a "measures": 7 for the video named bad, 1 ot
 
 
 CHECKS = [
-    CheckDef("small_enough", "toy_a", ERROR, "value below 5", lambda s, pk: (
-        _value(s, pk) < 5, _value(s, pk), f"value {_value(s, pk):g} (limit 5)")),
-    CheckDef("tiny", "toy_a", WARN, "value below 0.5", lambda s, pk: (
-        _value(s, pk) < 0.5, _value(s, pk), f"value {_value(s, pk):g}")),
+    CheckDef("small_enough", "toy_a", ERROR, "value below 5", lambda inp: (
+        _value(inp.store, inp.pk) < 5, _value(inp.store, inp.pk), f"value {_value(inp.store, inp.pk):g} (limit 5)")),
+    CheckDef("tiny", "toy_a", WARN, "value below 0.5", lambda inp: (
+        _value(inp.store, inp.pk) < 0.5, _value(inp.store, inp.pk), f"value {_value(inp.store, inp.pk):g}")),
 ]
 
 
-class ToyConfig(dg.Config):
+class ToyConfig(PerVideoConfig):
     mode: str = "default"
     sleep_s: float = 0.0
 
 
 def _defs(home):
-    @dg.asset(partitions_def=videos, backfill_policy=backfill_policy, code_version="3",
-              check_specs=check_specs("toy_a", CHECKS))
-    def toy_a(context: dg.AssetExecutionContext, config: ToyConfig, ego: EgoStorage):
-        store = ego.store()
+    @per_video_asset(group="toy", code_version="3", kinds={"python"}, checks=CHECKS, config=ToyConfig,
+                     params=lambda step: {"mode": step.config.mode}, description="toy a")
+    def toy_a(step: Step) -> PartitionOutput:
+        if step.config.mode == "unreachable":
+            raise ConnectionError("http://vlm:8000 unreachable")
+        with open(os.path.join(step.store.root, "toy_a_calls.txt"), "a") as f:
+            f.write(f"{os.getpid()} {step.pk}\n")
+        time.sleep(step.config.sleep_s)
+        with step.write() as w:
+            open(w.path("value.txt"), "w").write(str(_value(step.store, step.pk)))
+        return PartitionOutput(metadata={"value": _value(step.store, step.pk)})
 
-        def body(pk):
-            if config.mode == "unreachable":
-                raise ConnectionError("http://vlm:8000 unreachable")
-            with open(os.path.join(store.root, "toy_a_calls.txt"), "a") as f:
-                f.write(f"{os.getpid()} {pk}\n")
-            time.sleep(config.sleep_s)
-            with store.write_partition("toy_a", pk) as w:
-                open(w.path("value.txt"), "w").write(str(_value(store, pk)))
-            return PartitionOutput(metadata={"value": _value(store, pk)})
-
-        return run_partitions(context, store, body, params={"mode": config.mode}, checks=CHECKS)
-
-    @dg.asset(partitions_def=videos, backfill_policy=backfill_policy, code_version="1", deps=[toy_a])
-    def toy_b(context: dg.AssetExecutionContext, ego: EgoStorage):
-        assert declared(context) == ("toy_b", "1", ["toy_a"])
-        store = ego.store()
-
-        def body(pk):
-            with store.write_partition("toy_b", pk):
-                pass
-            return PartitionOutput()
-
-        return run_partitions(context, store, body, params={})
+    @per_video_asset(group="toy", code_version="1", deps=[toy_a], kinds={"python"}, description="toy b")
+    def toy_b(step: Step) -> PartitionOutput:
+        assert declared(step.context) == ("toy_b", "1", ["toy_a"])
+        with step.write():
+            pass
+        return PartitionOutput()
 
     job = dg.define_asset_job("per_video_job", selection=[toy_a, toy_b])
     return dg.Definitions(assets=[toy_a, toy_b], jobs=[job], resources={"ego": EgoStorage(home=str(home))},
