@@ -205,8 +205,11 @@ def main() -> None:
 
     folder, clips = make_clips(a.videos, a.seconds)
     clip_dir = Path(tempfile.mkdtemp(prefix="ego_tp_src_"))
-    for c in clips:  # exactly the N clips of this run
-        os.symlink(c, clip_dir / c.name)
+    for c in clips:  # exactly the N clips of this run (hard links: discovery lists regular files)
+        try:
+            os.link(c, clip_dir / c.name)
+        except OSError:  # another filesystem
+            shutil.copyfile(c, clip_dir / c.name)
     home = Path(tempfile.mkdtemp(prefix="ego_tp_home_"))
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
