@@ -64,23 +64,10 @@ def _decode(path: Path, fps: float = 10.0, long_side: int = 640, start_s: float 
 
 
 def _write_proxy(path: Path, images: list[np.ndarray], times: list[float]) -> None:
-    from fractions import Fraction
+    """A proxy as the frames stage writes it (H.264 CRF 18, pts = t_s in ms): the tests' encoder."""
+    from ego_assets_tests.helpers.synth import write_frames
 
-    import av
-
-    h, w = images[0].shape[:2]
-    with av.open(str(path), "w") as out:
-        st = out.add_stream("libx264", rate=10)
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        st.time_base = Fraction(1, 1000)
-        st.options = {"crf": "18", "preset": "veryfast"}
-        for img, t in zip(images, times):
-            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            vf.pts, vf.time_base = int(round(t * 1000)), Fraction(1, 1000)
-            for p in st.encode(vf):
-                out.mux(p)
-        for p in st.encode():
-            out.mux(p)
+    write_frames(path, images, fps=10, times=times, codec_options={"crf": "18", "preset": "veryfast"})
 
 
 def scenarios(n: int) -> dict[str, tuple[list[np.ndarray], list[float]]]:

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 from scipy.spatial.transform import Rotation
 
+from ego_assets.lib.arrow import fixed
 from ego_assets.lib.video import open_av
 
 SKIN_RGB = np.array([222, 170, 138], np.float32)
@@ -314,9 +315,8 @@ class Sequence:
 def hand_tracks_table(rows: list[dict]) -> pa.Table:
     """Rows (frame_index, t_s, hand, kp2d (21,2), joints_cam (21,3)) as a hand_tracks-shaped table."""
     def fsl(arrs, n):
-        flat = np.concatenate([np.asarray(a, np.float32).reshape(-1) for a in arrs]) if arrs else \
-            np.zeros(0, np.float32)
-        return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), n)
+        return fixed(np.asarray(arrs, np.float32).reshape(-1) if arrs else np.zeros(0, np.float32),
+                     pa.list_(pa.float32(), n))
 
     return pa.table(dict(
         frame_index=pa.array([r["frame_index"] for r in rows], pa.int32()),

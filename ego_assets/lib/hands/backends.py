@@ -34,10 +34,10 @@ from typing import Callable, ClassVar
 import numpy as np
 import pyarrow as pa
 
+from ego_assets.lib.arrow import fixed, schema_without_key
 from ego_assets.lib.backends import Backend, Resources, register
 from ego_assets.lib.hands import cleanup, lifting, skeleton, tracking
 from ego_assets.lib.hands.model import model_info, resolve_model
-from ego_assets.lib.schemas import HAND_DETECTIONS, HAND_TRACKS
 
 FIT_FACTOR = {"pnp": 1.0, "pnp:size_prior": 0.8}
 PRIOR_FIT_FACTOR = 0.5
@@ -47,12 +47,8 @@ class HandTrackingInputError(ValueError):
     """The proxy, frames table or calibration handed to a hands backend is unusable."""
 
 
-def _schema_without_pk(schema: pa.Schema) -> pa.Schema:
-    return schema.remove(schema.get_field_index("partition_key"))
-
-
-TRACKS_SCHEMA = _schema_without_pk(HAND_TRACKS)
-DETECTIONS_SCHEMA = _schema_without_pk(HAND_DETECTIONS)
+TRACKS_SCHEMA = schema_without_key("hand_tracks")
+DETECTIONS_SCHEMA = schema_without_key("hand_detections")
 
 
 class HandDetectionsError(ValueError):
@@ -187,18 +183,12 @@ class HandResult:
     stats: dict = field(default_factory=dict)  # metrics for the UI / lineage
 
 
-def _vec_column(values: np.ndarray, type_: pa.DataType) -> pa.Array:
-    n = type_.list_size
-    flat = np.ascontiguousarray(np.asarray(values, np.float32).reshape(-1))
-    return pa.FixedSizeListArray.from_arrays(pa.array(flat, pa.float32()), n)
-
-
 def _table(schema: pa.Schema, cols: dict) -> pa.Table:
     arrays = []
     for f in schema:
         v = cols[f.name]
         if pa.types.is_fixed_size_list(f.type):
-            arrays.append(_vec_column(v, f.type))
+            arrays.append(fixed(v, f.type))
         else:
             arrays.append(pa.array(np.asarray(v).tolist() if isinstance(v, np.ndarray) else v, f.type))
     return pa.Table.from_arrays(arrays, schema=schema)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
+from ego_assets.lib.arrow import vectors
 from ego_assets.lib.hands.skeleton import BONES, TEMPLATE_BONE_LENGTHS
 
 # Each bone must be within these factors of the template adult hand's bone (MediaPipe's joint
@@ -77,8 +78,7 @@ def check_joints_plausible(tracks: pa.Table, max_bad_fraction: float = 0.05) -> 
     n = tracks.num_rows
     if n == 0:
         return True, 0.0, "no rows"
-    J = np.asarray(tracks.column("joints_cam").combine_chunks().flatten().to_numpy(zero_copy_only=False),
-                   float).reshape(n, 21, 3)
+    J = vectors(tracks, "joints_cam", 63, "hand_tracks").reshape(n, 21, 3)
     finite = np.isfinite(J).all(axis=(1, 2))
     if not finite.all():
         return False, 1.0, f"{int((~finite).sum())} of {n} rows have non-finite joints"
