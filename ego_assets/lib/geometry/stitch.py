@@ -16,6 +16,8 @@ import numpy as np
 import pyarrow as pa
 from scipy.spatial.transform import Rotation
 
+from ego_assets.lib.geometry.pose_inputs import fixed_list
+
 
 def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
     """Least-squares similarity (s, R, t) with dst ~ s R src + t (Umeyama 1991). src, dst: (N, 3)."""
@@ -276,8 +278,6 @@ def scale_from_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int, int]
     wrist and knuckles are triangulated from their 2D keypoints and the odometry poses; where they
     reproject well (the hand did not move in the world) with enough parallax, the metric depth of the
     hand (``joints_cam``, metric from the hand stage) over its triangulated depth is the scale."""
-    from ego_assets.lib.geometry.pose_inputs import fixed_list
-
     for name in ("frame_index", "hand", "kp2d", "joints_cam"):
         if name not in hand_tracks.column_names:
             return None, dict(reason=f"hand_tracks has no {name!r} column")
@@ -393,8 +393,6 @@ def scale_from_still_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int
             return None, dict(reason=f"hand_tracks has no {name!r} column")
     if not world.tracked.any():
         return None, dict(reason="no tracked pose")
-    from ego_assets.lib.geometry.pose_inputs import fixed_list
-
     fi = hand_tracks.column("frame_index").to_numpy()
     hands = np.array(hand_tracks.column("hand").to_pylist(), object)
     jc = fixed_list(hand_tracks.column("joints_cam"), 63).reshape(-1, 21, 3)
