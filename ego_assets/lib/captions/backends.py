@@ -214,24 +214,27 @@ class OpenAICaptioner(Backend):
                                                        segment_id=v.segment_id, hand=v.hand))
             return v, dict(common, **ans), ("corrected" if n_bad else "ok")
 
-        if todo:
-            with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo))) as pool:
-                futures = [pool.submit(work, it) for it in todo]
-                for fut in as_completed(futures):
-                    try:
-                        v, row, how = fut.result()
-                    except CaptionError as e:
-                        errors.append(str(e))
-                        continue
-                    if how == "not_tried":
-                        not_tried += 1
-                        continue
-                    rows[v.segment_id] = row
-                    if how == "malformed":
-                        stats["malformed"] += 1
-                    done += 1
-                    if progress:
-                        progress(done, total)
+        try:
+            if todo:
+                with ThreadPoolExecutor(max_workers=min(self.concurrency, len(todo))) as pool:
+                    futures = [pool.submit(work, it) for it in todo]
+                    for fut in as_completed(futures):
+                        try:
+                            v, row, how = fut.result()
+                        except CaptionError as e:
+                            errors.append(str(e))
+                            continue
+                        if how == "not_tried":
+                            not_tried += 1
+                            continue
+                        rows[v.segment_id] = row
+                        if how == "malformed":
+                            stats["malformed"] += 1
+                        done += 1
+                        if progress:
+                            progress(done, total)
+        finally:
+            client.close()  # its connection pool
         stats.update(requests=client.stats.requests, retries=client.stats.retries,
                      throttled=client.stats.throttled, server_errors=client.stats.server_errors,
                      timeouts=client.stats.timeouts, failed=len(errors),

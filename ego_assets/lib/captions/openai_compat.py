@@ -211,6 +211,9 @@ class ChatClient:
         self._backoff = (tenacity.wait_exponential(multiplier=backoff_s, max=max_backoff_s)
                          + tenacity.wait_random(0, 0.25 * backoff_s))
 
+    def close(self) -> None:
+        self._http.close()
+
     def __repr__(self) -> str:  # never the key
         return f"ChatClient(url={self.url!r}, model={self.model!r}, api_key={'set' if self._key else 'unset'})"
 
