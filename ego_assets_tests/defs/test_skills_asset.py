@@ -103,6 +103,7 @@ def test_changed_seed_refits(home, bad):
     assert json.loads(json.dumps(store.read_json(skills_defs.model_path(store))))["seed"] == 1
 
 
+@pytest.mark.slow
 def test_check_every_segment_assigned(home):
     from ego_assets.defs.checks import evaluate_all
 
@@ -116,6 +117,7 @@ def test_check_every_segment_assigned(home):
     assert not outs[0].passed and "6 of 6 valid segment(s) have no skill" in outs[0].detail
 
 
+@pytest.mark.slow
 def test_cli_dataset_step_not_skipped_after_skills_changed(home, monkeypatch):
     from ego_assets.defs import dataset, execute
 

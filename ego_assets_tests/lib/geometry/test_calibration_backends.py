@@ -77,6 +77,7 @@ def test_fov_estimates_to_intrinsics():
     assert rej.method.startswith("prior:hfov90+depthpro:fov_rejected")
 
 
+@pytest.mark.slow
 def test_missing_weights_and_missing_package_are_clear(tmp_path, small_proxy, monkeypatch):
     p, seq = small_proxy
     monkeypatch.setenv("EGO_ASSETS_DEPTHPRO_MODEL", str(tmp_path / "nothing-here"))
