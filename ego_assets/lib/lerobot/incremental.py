@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -33,33 +32,16 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ego_assets.lib import schemas
-from ego_assets.lib.lerobot.assembly import (
-    AssemblyResult,
-    data_table,
-    episode_meta_row,
-    part_from_staged,
-    split_of,
-)
-from ego_assets.lib.lerobot.features import CAMERA_PREFIX
-from ego_assets.lib.lerobot.layout import (
-    APPENDED_DIR,
-    DEFAULT_REPO_ID,
-    DatasetStateError,
-    EPISODES_PER_META_FILE,
-    HEADER_PATH,
-    IncompatiblePartitionError,
-    LeRobotExportError,
-    STAGED_DATA,
-    STAGED_EPISODES,
-    STAGED_MANIFEST,
-    STAGED_VIDEO,
-    STATE_FORMAT,
-)
-from ego_assets.lib.lerobot.staging import load_staged, norm_features, typed_camera
+from ego_assets.lib.lerobot.assembly import AssemblyResult, data_table, episode_meta_row, part_from_staged, split_of
+from ego_assets.lib.lerobot.features import CAMERA_PREFIX, VIDEO_KEY
 from ego_assets.lib.lerobot.format import (DEFAULT_DATA_PATH, DEFAULT_EPISODES_PATH, DEFAULT_FEATURES,
-                                           DEFAULT_TASKS_PATH, DEFAULT_VIDEO_PATH, EPISODES_DIR, INFO_PATH,
-                                           STATS_PATH, aggregate_stats, data_schema)
-from ego_assets.lib.lerobot.features import VIDEO_KEY
+                                           DEFAULT_TASKS_PATH, DEFAULT_VIDEO_PATH, INFO_PATH, STATS_PATH,
+                                           aggregate_stats, data_schema)
+from ego_assets.lib.lerobot.layout import (APPENDED_DIR, DEFAULT_REPO_ID, EPISODES_PER_META_FILE, HEADER_PATH,
+                                           STAGED_DATA, STAGED_EPISODES, STAGED_MANIFEST, STAGED_VIDEO,
+                                           STATE_FORMAT, DatasetStateError, IncompatiblePartitionError,
+                                           LeRobotExportError)
+from ego_assets.lib.lerobot.staging import load_staged, norm_features, typed_camera
 
 PROVENANCE_APPEND = "meta/ego_assets_provenance.append-{slot:06d}.parquet"
 
