@@ -5,8 +5,8 @@ Parametrised over the registry: the built-ins, the modules named in ``EGO_ASSETS
 on the real clip (4 s of ``sample_data/egoloc_pour_water_rgb.mp4`` as a 10 fps proxy) with the other
 stages' inputs made by the default backends, and its typed result must hold the stage's contract. Check
 your own backend with ``EGO_ASSETS_PLUGINS=your.module pytest ego_assets_tests/lib/test_backend_conformance.py``.
-GPU backends run on tiny random weights (``helpers/tiny_models.py``); one whose package is not
-installed must say so with ``ModelUnavailableError``.
+GPU backends run on tiny random weights (``helpers/tiny_models.py``; marked slow: torch alone takes
+tens of seconds to import); one whose package is not installed must say so with ``ModelUnavailableError``.
 """
 
 from __future__ import annotations
@@ -36,10 +36,12 @@ def _registered() -> list:
     out = []
     for stage in backends.STAGES:
         for name in backends.available(stage):
-            mod = backends.backend_class(stage, name).__module__
-            if mod.startswith("ego_assets_tests.") and mod not in allowed:
+            cls = backends.backend_class(stage, name)
+            if cls.__module__.startswith("ego_assets_tests.") and cls.__module__ not in allowed:
                 continue
-            out.append(pytest.param(stage, name, id=f"{stage}/{name}"))
+            # a GPU backend loads torch and its model (tens of seconds on CPU): the slow layer
+            marks = [pytest.mark.slow] if cls.resources.gpu > 0 else []
+            out.append(pytest.param(stage, name, id=f"{stage}/{name}", marks=marks))
     return out
 
 
@@ -165,7 +167,6 @@ def check_captions(b, clip) -> None:
 CHECKS = dict(calibration=check_calibration, hands=check_hands, poses=check_poses, captions=check_captions)
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("stage", "name"), _registered())
 def test_backend_conforms(stage, name, clip, monkeypatch):
     clip.closers = []
