@@ -113,7 +113,13 @@ def _load(stage: str) -> None:
     # plugin modules on every lookup (an import already done costs nothing), so that one named after
     # the first lookup still registers; built-ins and entry points once
     for mod in plugin_modules():
-        importlib.import_module(mod)
+        try:
+            importlib.import_module(mod)
+        except ModuleNotFoundError as e:
+            if e.name is None or not mod.startswith(e.name):
+                raise  # the plug-in itself imports something missing: its own error says what
+            raise ModuleNotFoundError(f"EGO_ASSETS_PLUGINS names {mod!r}, which cannot be imported ({e}); "
+                                      f"install it or fix the variable", name=e.name) from None
     if stage in _loaded:
         return
     _loaded.add(stage)

@@ -206,3 +206,26 @@ def test_a_broken_result_names_the_backend_and_the_field():
         CalibrationResult("mine", row)
     with pytest.raises(CaptionResultError, match=r"'mine'.*'captions'.*missing columns"):
         CaptionResult("mine", pa.table({"segment_id": [1]}))
+
+
+def test_a_module_named_in_ego_assets_plugins_registers_its_backend(tmp_path, monkeypatch):
+    """The plug-in path a user takes: a module outside ego_assets, named in EGO_ASSETS_PLUGINS, becomes
+    selectable (also after the stage's built-ins were loaded) by EGO_ASSETS_<STAGE>_BACKEND."""
+    (tmp_path / "my_rig_plugin.py").write_text(
+        "from ego_assets.lib.backends import Backend, register\n\n\n"
+        "@register('calibration')\n"
+        "class MyRig(Backend):\n"
+        "    name, version = 'my_rig', '3'\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    backends.available("calibration")  # built-ins loaded first
+    monkeypatch.setenv("EGO_ASSETS_PLUGINS", " my_rig_plugin , ")
+    monkeypatch.setenv(backends.env_var("calibration"), "my_rig")
+    try:
+        assert "my_rig" in backends.available("calibration")
+        cls = backends.backend_class("calibration")
+        assert cls.__module__ == "my_rig_plugin" and cls.code_version() == "my_rig@3" and cls.stage == "calibration"
+    finally:
+        backends._REGISTRY["calibration"].pop("my_rig", None)
+    monkeypatch.setenv("EGO_ASSETS_PLUGINS", "no_such_plugin_module")
+    with pytest.raises(ModuleNotFoundError, match="EGO_ASSETS_PLUGINS names 'no_such_plugin_module'"):
+        backends.available("calibration")
