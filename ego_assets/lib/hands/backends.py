@@ -176,11 +176,23 @@ class HandDetections:
         return len(self.frame_index)
 
 
-@dataclass
+@dataclass(frozen=True)
 class HandResult:
-    tracks: pa.Table  # HAND_TRACKS columns (no partition_key)
-    detections: pa.Table  # HAND_DETECTIONS columns (no partition_key)
-    stats: dict = field(default_factory=dict)  # metrics for the UI / lineage
+    """What ``track`` returns: ``tracks`` and ``detections`` in exactly the ``hand_tracks`` and
+    ``hand_detections`` schemas without ``partition_key`` (:data:`TRACKS_SCHEMA`,
+    :data:`DETECTIONS_SCHEMA`), ``stats`` a JSON-safe dict for the UI and the lineage. A backend that
+    subclasses :class:`HandsBackend` gets it from :meth:`HandsBackend.assemble`."""
+
+    tracks: pa.Table
+    detections: pa.Table
+    stats: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        for name, schema in (("tracks", TRACKS_SCHEMA), ("detections", DETECTIONS_SCHEMA)):
+            t = getattr(self, name)
+            if not isinstance(t, pa.Table) or not t.schema.equals(schema):
+                got = t.schema if isinstance(t, pa.Table) else type(t).__name__
+                raise HandDetectionsError(f"HandResult.{name}: expected the schema {schema}, got {got}")
 
 
 def _table(schema: pa.Schema, cols: dict) -> pa.Table:
