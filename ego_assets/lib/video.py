@@ -62,7 +62,8 @@ def iter_frames(path: str, start_index: int = 0, stop_index: int | None = None,
 
     A video whose frames fit in ``DECODE_CACHE_MIB`` is decoded once per process: its frames are kept
     (the last such video only) and later calls, any range or format, convert the kept frames. A call
-    that stops early while the frames are being kept decodes the rest into the cache before returning."""
+    that stops early (``stop_index``, or the caller closes the generator) while the frames are being kept
+    decodes the rest into the cache before returning."""
     global _cache
     key = _file_key(path)
     with _cache_lock:
@@ -75,6 +76,8 @@ def iter_frames(path: str, start_index: int = 0, stop_index: int | None = None,
         return
     keep = _Decoded(key) if key is not None else None
     budget = DECODE_CACHE_MIB * 2 ** 20
+    done = False  # the caller has what it wants (its stop, or it closed this generator): the rest is
+    # decoded only into the cache, for the next step
     with open_av(path) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
@@ -86,12 +89,18 @@ def iter_frames(path: str, start_index: int = 0, stop_index: int | None = None,
                     keep = None  # too long to keep: stream, one frame in memory
                 else:
                     keep.frames.append((t, frame))
-            if stop_index is not None and i >= stop_index:
+            done = done or (stop_index is not None and i >= stop_index)
+            if done:
                 if keep is None:
                     break
-                continue  # the rest into the cache, for the next step
+                continue
             if i >= start_index:
-                yield i, t, frame.to_ndarray(format=fmt)
+                try:
+                    yield i, t, frame.to_ndarray(format=fmt)
+                except GeneratorExit:  # e.g. next(iter_frames(p)) for the first frame
+                    if keep is None:
+                        raise
+                    done = True
     if keep is not None:
         keep.complete = True
         with _cache_lock:

@@ -40,7 +40,11 @@ def test_a_proxy_is_decoded_once_and_every_read_gives_the_decoded_images(tmp_pat
     assert len(rgb) == 30 and rgb[0][2].shape == (96, 160, 3) and gray[0][2].shape == (96, 160)
     video.clear_decoded()
     opened = _counting_open(monkeypatch)
-    # a partial read first (as calibration does), then full reads in both formats, a slice, read_frames
+    # the first frame only (a generator left after one frame), a partial read (as calibration does),
+    # then full reads in both formats, a slice, read_frames
+    gen = video.iter_frames(str(src))
+    assert _same([next(gen)], rgb[:1])
+    gen.close()
     assert _same(list(video.iter_frames(str(src), 0, 7, fmt="gray")), gray[:7])
     assert _same(list(video.iter_frames(str(src))), rgb)
     assert _same(list(video.iter_frames(str(src), fmt="gray")), gray)
