@@ -36,18 +36,19 @@ RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project $(for e in $EXTRAS; do printf -- '--extra %s ' "$e"; done)
 COPY ego_assets ./ego_assets
 COPY sample_data ./sample_data
+COPY scripts ./scripts
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev $(for e in $EXTRAS; do printf -- '--extra %s ' "$e"; done)
 
 # The hand landmarker models, built at image build time from the pinned registry artifact (no model
 # hub at run time, docs/architecture.md §6). To mount them instead: a volume at /opt/models (or set
 # EGO_ASSETS_HAND_MODEL to a file on any volume).
-RUN /app/.venv/bin/python -m ego_assets.lib.hands.model provision --variant full \
+RUN /app/.venv/bin/python scripts/provision_hand_model.py provision --variant full \
         --dest /opt/models/hand_landmarker.task \
- && /app/.venv/bin/python -m ego_assets.lib.hands.model provision --variant lite \
+ && /app/.venv/bin/python scripts/provision_hand_model.py provision --variant lite \
         --dest /opt/models/hand_landmarker_lite.task \
  && ln -s /opt/models /app/models \
- && /app/.venv/bin/python -m ego_assets.lib.hands.model verify /opt/models/hand_landmarker.task
+ && /app/.venv/bin/python -m ego_assets.lib.hands.model /opt/models/hand_landmarker.task
 
 # Non-root; writable home (Hugging Face cache, object-store catalog cache) and Dagster home.
 RUN useradd --create-home --uid 10001 ego \

@@ -496,7 +496,7 @@ def test_helm_values_fit_the_chart_and_the_project():
 def test_dockerfile_installs_from_the_lock_and_provisions_the_model():
     text = (REPO / "Dockerfile").read_text()
     assert "uv sync --frozen --no-dev" in text
-    assert "python -m ego_assets.lib.hands.model provision" in text
+    assert "scripts/provision_hand_model.py provision" in text
     assert "--dest /opt/models/hand_landmarker.task" in text
     ignored = (REPO / ".dockerignore").read_text().split()
     assert ".venv" in ignored and ".ego_assets" in ignored
