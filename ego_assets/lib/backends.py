@@ -32,18 +32,15 @@ captions       ``caption(segments, hand_world, frames, proxy_path, calib,     ``
 from __future__ import annotations
 
 import importlib
-import os
 from dataclasses import dataclass
 from typing import Callable, ClassVar, TypeVar
 
+from ego_assets.lib import settings
+
 STAGES = ("calibration", "hands", "poses", "captions")
 
-DEFAULTS = {
-    "calibration": "prior",
-    "hands": "mediapipe",
-    "poses": "opencv_vo",
-    "captions": "kinematic",
-}
+# the default backend of each stage: declared with its setting (lib/settings.py)
+DEFAULTS = {stage: settings.SETTINGS[f"{stage.upper()}_BACKEND"].default for stage in STAGES}
 
 BUILTIN_MODULES = {
     "calibration": ["ego_assets.lib.geometry.calibration_backends"],
@@ -56,7 +53,7 @@ ENTRY_POINT_GROUP = "ego_assets.backends"
 
 
 def env_var(stage: str) -> str:
-    return f"EGO_ASSETS_{stage.upper()}_BACKEND"
+    return settings.var(f"{stage.upper()}_BACKEND")
 
 
 @dataclass(frozen=True)
@@ -106,7 +103,7 @@ def register(stage: str, name: str | None = None) -> Callable[[B], B]:
 
 def plugin_modules() -> list[str]:
     """The modules named in ``EGO_ASSETS_PLUGINS`` (comma-separated)."""
-    return [m for m in (m.strip() for m in os.environ.get("EGO_ASSETS_PLUGINS", "").split(",")) if m]
+    return [m for m in (m.strip() for m in settings.get("PLUGINS").split(",")) if m]
 
 
 def _load(stage: str) -> None:
@@ -141,7 +138,7 @@ def available(stage: str) -> list[str]:
 
 
 def configured_name(stage: str) -> str:
-    return os.environ.get(env_var(stage), "").strip() or DEFAULTS[stage]
+    return settings.get(f"{stage.upper()}_BACKEND")
 
 
 def backend_class(stage: str, name: str | None = None) -> type[Backend]:

@@ -17,7 +17,6 @@ Pure logic: no Dagster; scikit-learn is imported inside the functions that use i
 from __future__ import annotations
 
 import json
-import os
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import ClassVar
@@ -25,12 +24,13 @@ from typing import ClassVar
 import numpy as np
 import pyarrow as pa
 
+from ego_assets.lib import settings
 from ego_assets.lib.backends import Resources
 
 MODEL_VERSION = "1"
 DEFAULT_SEED = 0
 DEFAULT_MAX_SKILLS = 10
-ENV_EMBEDDER = "EGO_ASSETS_SKILLS_EMBEDDER"
+ENV_EMBEDDER = settings.var("SKILLS_EMBEDDER")
 _PROFILE_BINS = 5
 _THUMB_TIP, _INDEX_TIP = 4, 8
 # camera axes (OpenCV: x right, y down, z forward) -> words for + and - travel
@@ -146,7 +146,7 @@ def register_embedder(cls: type[Embedder]) -> type[Embedder]:
 
 def embedder_class(name: str | None = None) -> type[Embedder]:
     """The configured embedder's class (``EGO_ASSETS_SKILLS_EMBEDDER``, default ``kinematic``)."""
-    name = (name or os.environ.get(ENV_EMBEDDER, "").strip() or "kinematic")
+    name = (name or settings.get("SKILLS_EMBEDDER"))
     if name not in EMBEDDERS:
         raise ValueError(f"unknown skills embedder {name!r} ({ENV_EMBEDDER}); "
                          f"available: {', '.join(sorted(EMBEDDERS))}")

@@ -18,7 +18,6 @@ episodes, so they are not worth a request.
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -26,6 +25,7 @@ from typing import Callable
 
 import pyarrow as pa
 
+from ego_assets.lib import settings
 from ego_assets.lib.backends import Backend, Resources, register
 from ego_assets.lib.captions import kinematic as kin
 from ego_assets.lib.captions import openai_compat as oai
@@ -117,7 +117,7 @@ class OpenAICaptioner(Backend):
     @classmethod
     def code_version(cls) -> str:
         # switching the model or the prompt must mark the captions stale
-        model = os.environ.get(oai.ENV_MODEL, "").strip() or "unset"
+        model = settings.get("VLM_MODEL") or "unset"
         return f"{cls.name}@{cls.version}+{oai.PROMPT_VERSION}+{model}"
 
     def __init__(self, base_url: str | None = None, model: str | None = None, api_key: str | None = None,
@@ -125,9 +125,9 @@ class OpenAICaptioner(Backend):
                  timeout_s: float = 60.0, max_retries: int = 4, max_format_retries: int = 2,
                  backoff_s: float = 1.0, max_backoff_s: float = 60.0, skip_invalid_segments: bool = True,
                  keep_all_overlays: bool = False, undistort=None):
-        self.base_url = (base_url or os.environ.get(oai.ENV_BASE_URL, "")).strip()
-        self.model = (model or os.environ.get(oai.ENV_MODEL, "")).strip()
-        self._api_key = (api_key or os.environ.get(oai.ENV_API_KEY, "")).strip() or None
+        self.base_url = (base_url or settings.get("VLM_BASE_URL") or "").strip()
+        self.model = (model or settings.get("VLM_MODEL") or "").strip()
+        self._api_key = (api_key or settings.get("VLM_API_KEY") or "").strip() or None
         self.cache_dir = cache_dir
         self.n_overlay_frames = max(1, int(n_overlay_frames))
         self.concurrency = max(1, int(concurrency))

@@ -33,14 +33,15 @@ from dataclasses import dataclass
 import httpx
 import tenacity
 
+from ego_assets.lib import settings
 from ego_assets.lib.captions.base import NA, CaptionConfigError, CaptionError, SegmentView
 
 log = logging.getLogger(__name__)
 
 PROMPT_VERSION = "egohoi-v2"  # v2: verb + object, instruction composed from them
-ENV_BASE_URL = "EGO_ASSETS_VLM_BASE_URL"
-ENV_MODEL = "EGO_ASSETS_VLM_MODEL"
-ENV_API_KEY = "EGO_ASSETS_VLM_API_KEY"
+ENV_BASE_URL = settings.var("VLM_BASE_URL")
+ENV_MODEL = settings.var("VLM_MODEL")
+ENV_API_KEY = settings.var("VLM_API_KEY")
 
 SYSTEM_PROMPT = """\
 You annotate egocentric (first-person) video of a person's hands interacting with objects; the \

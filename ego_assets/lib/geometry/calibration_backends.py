@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 import pyarrow as pa
 
+from ego_assets.lib import settings
 from ego_assets.lib.backends import Backend, Resources, register
 from ego_assets.lib.geometry import calibration as cal
 from ego_assets.lib.schemas import CALIBRATIONS
@@ -260,10 +261,11 @@ class DepthProCalibration(_MonocularGeometryCalibration):
     description = ("Apple DepthPro (transformers): field of view and metric depth; weights from "
                    "EGO_ASSETS_DEPTHPRO_MODEL or the Hugging Face cache (apple/DepthPro-hf), never downloaded.")
     MODEL_ID = "apple/DepthPro-hf"
-    ENV = "EGO_ASSETS_DEPTHPRO_MODEL"
+    SETTING = "DEPTHPRO_MODEL"
+    ENV = settings.var(SETTING)
 
     def source(self) -> str:
-        return self.model_path or os.environ.get(self.ENV, "").strip() or self.MODEL_ID
+        return self.model_path or settings.get(self.SETTING) or self.MODEL_ID
 
     def load(self):
         from ego_assets.lib.extras import MissingExtraError, require
@@ -328,7 +330,8 @@ class MoGeCalibration(_MonocularGeometryCalibration):
     description = ("MoGe-2 (package `moge`, installed by the user): field of view and metric depth; weights "
                    "from EGO_ASSETS_MOGE_MODEL or the Hugging Face cache (Ruicheng/moge-2-vitl-normal).")
     MODEL_ID = "Ruicheng/moge-2-vitl-normal"
-    ENV = "EGO_ASSETS_MOGE_MODEL"
+    SETTING = "MOGE_MODEL"
+    ENV = settings.var(SETTING)
 
     def load(self):
         try:
@@ -337,7 +340,7 @@ class MoGeCalibration(_MonocularGeometryCalibration):
             raise ModelUnavailableError(
                 "moge: the MoGe-2 package is not installed (pip install git+https://github.com/microsoft/MoGe.git); "
                 "use the 'depthpro' or 'prior' calibration backend instead") from None
-        src = self.model_path or os.environ.get(self.ENV, "").strip() or self.MODEL_ID
+        src = self.model_path or settings.get(self.SETTING) or self.MODEL_ID
         if not os.path.exists(src):
             os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the cache only: nothing is downloaded
         device = self._torch_device()

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
-import os
 import sys
 import warnings
 import zipfile
@@ -31,10 +30,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
+from ego_assets.lib import settings
 from ego_assets.lib.keys import file_sha256
 
-MODEL_ENV = "EGO_ASSETS_HAND_MODEL"
-MODELS_DIR_ENV = "EGO_ASSETS_MODELS_DIR"  # where the default bundles live (default <repo>/models)
+MODEL_ENV = settings.var("HAND_MODEL")
+MODELS_DIR_ENV = settings.var("MODELS_DIR")  # where the default bundles live (default <repo>/models)
 MODEL_FILENAME = "hand_landmarker.task"
 
 # The registry artifact the bundle is built from (pinned: the build is reproducible only from it).
@@ -105,7 +105,7 @@ def repo_root() -> Path:
 
 
 def models_dir() -> Path:
-    env = os.environ.get(MODELS_DIR_ENV, "").strip()
+    env = (settings.get("MODELS_DIR") or "")
     return Path(env) if env else repo_root() / "models"
 
 
@@ -166,7 +166,7 @@ def resolve_model(path: Path | str | None = None, variant: str = "full") -> Path
     into the run's stats. Anything else, and a missing file, raises :class:`HandModelError` saying
     how to provision.
     """
-    env = os.environ.get(MODEL_ENV, "").strip() if variant == "full" else ""
+    env = (settings.get("HAND_MODEL") or "") if variant == "full" else ""
     explicit = path is not None or bool(env)
     p = Path(path) if path is not None else (Path(env) if env else default_model_path(variant))
     origin = "argument" if path is not None else (MODEL_ENV if env else "default path")
