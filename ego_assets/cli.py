@@ -308,9 +308,9 @@ def _print_rows(cols, rows, fmt):
 
 def cmd_check(args) -> int:
     store = _store(args)
-    from ego_assets.defs.checks import _Quality, evaluate_all
+    from ego_assets.defs.checks import QualityWriter, evaluate_all
 
-    quality = _Quality(store)
+    quality = QualityWriter(store)
     report = evaluate_all(store, source=args.source, quality=quality)
     if quality.unwritable:
         print(f"note: check results not recorded in the quality table ({printable(quality.unwritable)})",

@@ -35,7 +35,6 @@ class QualityWriter:
             self.unwritable = f"{getattr(e, 'filename', None) or self.store.root}: {e.strerror or e}"
 
 
-_Quality = QualityWriter  # transitional: cli.py imports this name until it takes QualityWriter
 
 
 def evaluate_all(store: Store, source: str | None = None,

@@ -94,7 +94,7 @@ def _read_only(home: Path, argv: list[str], cwd: Path):
     if os.geteuid() == 0:
         if not shutil.which("unshare"):
             pytest.skip("as root a read-only home needs `unshare -m` (util-linux), which is missing")
-        script = f'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
+        script = 'mount --bind "$0" "$0" && mount -o remount,ro,bind "$0" && exec "$@"'
         r = subprocess.run(["unshare", "-m", "sh", "-c", script, str(home), *cmd], cwd=cwd, env=_env(),
                            capture_output=True, text=True, timeout=600)
         if "mount:" in r.stderr and "ego-assets" not in r.stderr:
