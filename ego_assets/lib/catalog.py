@@ -59,7 +59,7 @@ def _view_sql(store: Store, table: str, snap: catalog_segments.Snapshot, persist
 
 
 def _has_files(store: Store, table: str) -> bool:
-    return bool(store.fs.glob(store.table_glob(table)))
+    return bool(catalog_segments.listing(store, table))
 
 
 def _register(con: duckdb.DuckDBPyConnection, store: Store) -> None:
