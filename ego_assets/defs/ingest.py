@@ -6,7 +6,8 @@ from ego_assets.defs.runner import PartitionOutput
 from ego_assets.lib import clips as clips_lib
 from ego_assets.lib import frames as frames_lib
 from ego_assets.lib import schemas, settings
-from ego_assets.lib.probe import probe_video, sha256_file
+from ego_assets.lib.keys import file_sha256
+from ego_assets.lib.probe import probe_video
 from ego_assets.lib.quality import INGEST_CHECKS
 
 GROUP = "ingest"
@@ -53,7 +54,7 @@ def source_videos(step: Step) -> PartitionOutput:
     rec = step.record()
     row, _ = probe_video(local_source(step.store, rec))
     fs, p = fsspec.core.url_to_fs(rec["uri"])
-    row.update(source=rec["source"], uri=rec["uri"], name=rec["name"], sha256=sha256_file(fs, p))
+    row.update(source=rec["source"], uri=rec["uri"], name=rec["name"], sha256=file_sha256(fs, p))
     with step.write() as w:
         w.write_table("videos", schemas.conform("videos", {k: [v] for k, v in row.items()}, step.pk))
     return PartitionOutput(metadata=dict(

@@ -7,7 +7,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ego_assets.lib.keys import file_sha256
 from ego_assets.lib.video import open_av
 
 
@@ -30,10 +29,6 @@ class PacketIndex:
     is_key: np.ndarray
     start_pts_s: float
     time_base: float
-
-
-def sha256_file(fs, path: str) -> str:
-    return file_sha256(fs, path)
 
 
 def _open(path: str):

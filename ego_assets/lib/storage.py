@@ -35,7 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ego_assets.lib import schemas, settings
-from ego_assets.lib.keys import check_key
+from ego_assets.lib.keys import check_key, file_sha256
 
 DEFAULT_HOME = settings.SETTINGS["HOME"].default
 
@@ -110,11 +110,7 @@ def pid_alive(pid: int) -> bool:
 
 
 def _fingerprint(path: Path) -> tuple[int, str]:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return path.stat().st_size, h.hexdigest()
+    return path.stat().st_size, file_sha256(None, path)
 
 
 class Store:
