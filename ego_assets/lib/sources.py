@@ -15,6 +15,7 @@ sources:
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 
 import fsspec
@@ -165,10 +166,14 @@ def list_file_infos(src: Source, exclude: tuple[str, ...] | list[str] = ()) -> l
     if fs.isfile(root):
         found = {root: fs.info(root)}
     else:
-        found = {}
-        for g in _expand_braces(src.glob):
-            found.update(fs.glob(f"{root.rstrip('/')}/{g}", detail=True))
-        found = {f: info for f, info in found.items() if info.get("type") == "file"}
+        # one recursive listing, matched against every pattern (a glob per pattern would list the
+        # whole tree once per extension of the default glob)
+        from fsspec.utils import glob_translate
+
+        base = root.rstrip("/")
+        patterns = [re.compile(glob_translate(f"{base}/{g}")) for g in _expand_braces(src.glob)]
+        found = {f: info for f, info in fs.find(base, detail=True).items()
+                 if info.get("type") == "file" and any(p.match(f) for p in patterns)}
     proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     local = proto in ("file", "local")
     out = sorted(((os.path.abspath(f) if local else f"{proto}://{f}", info) for f, info in found.items()),
