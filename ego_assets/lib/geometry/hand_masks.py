@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pyarrow as pa
 
-from ego_assets.lib.geometry.pose_inputs import PoseInputError, fixed_list
+from ego_assets.lib.arrow import vectors
+from ego_assets.lib.geometry.pose_inputs import PoseInputError
 
 
 class HandMasker:
@@ -25,7 +26,7 @@ class HandMasker:
             if name not in hand_tracks.column_names:
                 raise PoseInputError(f"hand_tracks table: no {name!r} column")
         fi = hand_tracks.column("frame_index").to_numpy()
-        kp = fixed_list(hand_tracks.column("kp2d"), 42).reshape(-1, 21, 2)
+        kp = vectors(hand_tracks, "kp2d", 42, "hand_tracks", PoseInputError).reshape(-1, 21, 2)
         for f, k in zip(fi, kp):
             k = k[np.isfinite(k).all(1)]
             if len(k) >= 3:

@@ -9,32 +9,90 @@ calibration, masks the hands (:mod:`.hand_masks`), feeds one :class:`~.tracker.C
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass, field
 from typing import Callable
 
 import numpy as np
 import pyarrow as pa
 from scipy.spatial.transform import Rotation
 
+from ego_assets.lib.arrow import schema_without_key
 from ego_assets.lib.geometry import stitch
 from ego_assets.lib.geometry.hand_masks import HandMasker
 from ego_assets.lib.geometry.pose_inputs import PoseInputError, clip_ranges, validate_inputs
 from ego_assets.lib.geometry.tracker import ClipOdometry, VOParams
 
-__all__ = ["HandMasker", "PoseInputError", "PoseResult", "VOParams", "estimate", "plot_trajectory_topdown",
-           "pose_table"]
+__all__ = ["METHOD", "POSES_SCHEMA", "HandMasker", "PoseInputError", "PoseResult", "PoseResultError", "VOParams",
+           "estimate", "plot_trajectory_topdown", "pose_table"]
 
 
-@dataclass
+METHOD = "opencv_vo"  # the backend name of this module's estimate (pose_backends.OpenCVOdometry)
+POSES_SCHEMA = schema_without_key("camera_poses")
+_UNIT_ATOL = 1e-6  # |q| of a tracked row may differ from 1 by float rounding only
+
+
+class PoseResultError(ValueError):
+    """A pose backend returned a result that breaks the contract of :class:`PoseResult`."""
+
+
+@dataclass(frozen=True)
 class PoseResult:
-    poses: pa.Table  # CAMERA_POSES columns (without partition_key), one row per frame of `frames`
-    stats: dict
+    """What ``estimate`` returns (the contract of the ``poses`` stage; the conformance test checks every
+    backend).
+
+    ``poses``: exactly the ``camera_poses`` schema without ``partition_key`` (:data:`POSES_SCHEMA`;
+    :func:`pose_table` builds it), one row per frame, ``frame_index`` increasing, ``t_s`` finite and
+    increasing; a tracked row has a unit quaternion and a finite position, an untracked one NaN.
+    ``stats``: a dict (JSON-safe, for the UI and the lineage). ``frames``: when given (the stage's
+    ``frames`` table), ``poses`` must hold exactly its frames and times. Checked on construction:
+    :class:`PoseResultError` names the backend and the field."""
+
+    poses: pa.Table
+    stats: dict = field(default_factory=dict)
+    backend: str = METHOD
+    frames: InitVar[pa.Table | None] = None
+
+    def _fail(self, field_: str, why: str):
+        raise PoseResultError(f"poses backend {self.backend!r}: estimate() returned a bad {field_!r}: {why}")
+
+    def __post_init__(self, frames: pa.Table | None):
+        t = self.poses
+        if not isinstance(t, pa.Table) or not t.schema.equals(POSES_SCHEMA):
+            self._fail("poses", f"expected the schema {POSES_SCHEMA}, got "
+                                f"{t.schema if isinstance(t, pa.Table) else type(t).__name__}")
+        if not isinstance(self.stats, dict):
+            self._fail("stats", f"expected a dict, got {type(self.stats).__name__}")
+        for name in ("frame_index", "t_s", "tracked"):
+            if t.column(name).null_count:
+                self._fail(f"poses.{name}", f"{t.column(name).null_count} null value(s)")
+        fi = t.column("frame_index").to_numpy()
+        ts = t.column("t_s").to_numpy()
+        if np.any(np.diff(fi) <= 0):
+            self._fail("poses.frame_index", "not increasing (one row per frame, in frame order)")
+        if not np.isfinite(ts).all() or np.any(np.diff(ts) <= 0):
+            self._fail("poses.t_s", "not finite and increasing")
+        tracked = t.column("tracked").to_numpy(zero_copy_only=False)
+        q = np.column_stack([t.column(c).to_numpy(zero_copy_only=False) for c in ("qx", "qy", "qz", "qw")])
+        c = np.column_stack([t.column(k).to_numpy(zero_copy_only=False) for k in ("tx", "ty", "tz")])
+        bad_q = np.flatnonzero(tracked & ~(np.abs(np.linalg.norm(q, axis=1) - 1.0) <= _UNIT_ATOL))
+        if len(bad_q):
+            self._fail("poses.q", f"{len(bad_q)} tracked row(s) without a unit quaternion (first: frame "
+                                  f"{int(fi[bad_q[0]])}, q={q[bad_q[0]].tolist()})")
+        bad_c = np.flatnonzero(tracked & ~np.isfinite(c).all(1))
+        if len(bad_c):
+            self._fail("poses.t", f"{len(bad_c)} tracked row(s) with a non-finite position (first: frame "
+                                  f"{int(fi[bad_c[0]])})")
+        if frames is not None:
+            want = frames.column("frame_index").to_numpy(zero_copy_only=False)
+            if not np.array_equal(fi, want):
+                self._fail("poses.frame_index", f"{len(fi)} rows for the {len(want)} frames of the frames "
+                                                "table (one row per frame, the same frame_index)")
+            if not np.allclose(ts, frames.column("t_s").to_numpy(zero_copy_only=False), rtol=0, atol=1e-9):
+                self._fail("poses.t_s", "differs from the frames table's t_s")
 
 
 def pose_table(frame_index, t_s, R_wc, c, tracked, scale: str, is_kf=None, n_inliers=None) -> pa.Table:
     """CAMERA_POSES columns (without partition_key); untracked frames carry NaN poses."""
-    from ego_assets.lib.schemas import CAMERA_POSES
-
     n = len(frame_index)
     q = np.full((n, 4), np.nan)
     ok = np.asarray(tracked, bool) & np.isfinite(R_wc).all(axis=(1, 2))
@@ -48,8 +106,7 @@ def pose_table(frame_index, t_s, R_wc, c, tracked, scale: str, is_kf=None, n_inl
                 is_keyframe=pa.array(np.zeros(n, bool) if is_kf is None else np.asarray(is_kf, bool)),
                 n_inliers=pa.array(np.zeros(n, np.int32) if n_inliers is None else
                                    np.asarray(n_inliers, np.int32)))
-    schema = pa.schema([f for f in CAMERA_POSES if f.name != "partition_key"])
-    return pa.table(cols).cast(schema)
+    return pa.table(cols).cast(POSES_SCHEMA)
 
 
 def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: dict,
@@ -79,7 +136,8 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
             progress(n, n)
         return PoseResult(table, dict(static=True, tracked_fraction=1.0, n_keyframes=0, n_clips=0,
                                       scale_source="static", metric_scale=1.0,
-                                      fps=n / max(1e-9, time.perf_counter() - t_start), n_frames=n))
+                                      fps=n / max(1e-9, time.perf_counter() - t_start), n_frames=n),
+                          frames=frames)
     K = camera_matrix(calib, rectified=True)
     und = undistorter(calib)
     masker = HandMasker(hand_tracks, size, params.hand_margin, params.hand_margin_px)
@@ -159,7 +217,7 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
                  scale_detail=scale_detail, stitch=stitcher.info, fps=n / wall if wall > 0 else 0.0,
                  seconds=wall, ba_seconds=float(sum(s.get("ba_s", 0.0) for s in clip_stats)),
                  hand_masked_frames=int(sum(1 for f in fi if masker.hulls(int(f)))), **agg)
-    return PoseResult(table, stats)
+    return PoseResult(table, stats, frames=frames)
 
 
 def plot_trajectory_topdown(poses: pa.Table, size_px: int = 360) -> bytes:

