@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from ego_assets.lib import settings
+
 ROOT = Path(__file__).resolve().parents[1]
 GRACE_S = 8.0
 
@@ -35,6 +37,13 @@ def port_free(host: str, port: int) -> bool:
         except OSError:
             return False
     return True
+
+
+def default_home() -> str:
+    """EGO_ASSETS_HOME (``lib/settings``); unset, the project's own ``.ego_assets`` rather than the
+    settings' cwd-relative default, so `make ui` finds the same store from any directory."""
+    home = settings.get("HOME")
+    return str(ROOT / ".ego_assets") if home == settings.SETTINGS["HOME"].default else home
 
 
 def prepare_home(home: str) -> Path:
@@ -50,7 +59,7 @@ def absolute_paths(environ) -> dict[str, str]:
     """EGO_ASSETS_* settings that name an existing file or folder relative to where `make ui` was
     started, made absolute (the code server's working folder is DAGSTER_HOME)."""
     return {k: os.path.abspath(v) for k, v in environ.items()
-            if k.startswith("EGO_ASSETS_") and v and "://" not in v and not os.path.isabs(v)
+            if k.startswith(settings.PREFIX) and v and "://" not in v and not os.path.isabs(v)
             and os.path.exists(v)}
 
 
@@ -76,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m ego_assets.ui", description=__doc__.split("\n")[0])
     ap.add_argument("--port", type=int, default=int(os.environ.get("PORT") or 3000))
     ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--home", default=os.environ.get("EGO_ASSETS_HOME") or str(ROOT / ".ego_assets"))
+    ap.add_argument("--home", default=default_home())
     args = ap.parse_args(argv)
     if not port_free(args.host, args.port):
         print(f"make ui: port {args.port} on {args.host} is already in use (another `make ui`?); "
@@ -84,7 +93,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     home = str(Path(args.home).resolve()) if "://" not in args.home else args.home
     dh = prepare_home(home)
-    env = {**os.environ, **absolute_paths(os.environ), "EGO_ASSETS_HOME": home, "DAGSTER_HOME": str(dh)}
+    env = {**os.environ, **absolute_paths(os.environ), settings.var("HOME"): home, "DAGSTER_HOME": str(dh)}
     # the code runs from DAGSTER_HOME: modules beside the project (EGO_ASSETS_PLUGINS) stay importable
     env["PYTHONPATH"] = os.pathsep.join(p for p in (os.getcwd(), os.environ.get("PYTHONPATH")) if p)
     cmd = [str(Path(sys.executable).parent / "dagster"), "dev", "-w", str(ROOT / "workspace.yaml"),

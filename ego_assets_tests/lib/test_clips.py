@@ -1,6 +1,5 @@
 import os
 
-import numpy as np
 import pytest
 
 from ego_assets.lib import clips
