@@ -23,28 +23,20 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from ego_assets.lib import frames as frames_lib  # noqa: E402
+from ego_assets_tests.helpers.synth import write_frames  # noqa: E402
 
 
 def make_source(path: Path, seconds: int, height: int, fps: int = 30) -> None:
-    import av
     import cv2
 
     width = height * 16 // 9
     rng = np.random.default_rng(0)
     base = cv2.resize(rng.integers(0, 255, (height // 16, width // 16, 3), dtype=np.uint8),
                       (width * 2, height), interpolation=cv2.INTER_CUBIC)
-    with av.open(str(path), "w", format="mp4") as c:
-        st = c.add_stream("libx264", rate=fps)
-        st.width, st.height, st.pix_fmt = width, height, "yuv420p"
-        st.options = {"preset": "ultrafast", "crf": "23"}
-        st.gop_size = 2 * fps
-        for i in range(seconds * fps):
-            x = (i * 7) % width
-            img = np.ascontiguousarray(base[:, x: x + width])
-            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in st.encode(None):
-            c.mux(p)
+    frames = (np.ascontiguousarray(base[:, (i * 7) % width: (i * 7) % width + width])
+              for i in range(seconds * fps))
+    write_frames(path, frames, fps=fps, size=(width, height), gop=2 * fps, time_base=Fraction(1, fps),
+                 codec_options={"preset": "ultrafast", "crf": "23"})
 
 
 def bare_decode(path: Path) -> int:

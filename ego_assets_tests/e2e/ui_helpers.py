@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
+from ego_assets_tests.helpers.synth import write_frames
+
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "ui"
 CHROMIUM = "/usr/bin/chromium"
@@ -207,24 +209,19 @@ def cut_clip(src: str | Path, dst: str | Path, start_s: float, dur_s: float, wid
 
     import av
 
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+    with av.open(str(src)) as inp:
         vin = inp.streams.video[0]
         rate = vin.average_rate
         h = int(round(vin.height * width / vin.width / 2)) * 2
-        vo = out.add_stream("libx264", rate=rate)
-        vo.width, vo.height, vo.pix_fmt = width, h, "yuv420p"
-        vo.options = {"preset": "ultrafast", "crf": "26"}
-        n = 0
-        for f in inp.decode(vin):
-            t = float(f.pts * vin.time_base)
-            if t < start_s:
-                continue
-            if t >= start_s + dur_s:
-                break
-            g = f.reformat(width=width, height=h, format="yuv420p")
-            g.pts, g.time_base = n, Fraction(1) / rate
-            n += 1
-            for p in vo.encode(g):
-                out.mux(p)
-        for p in vo.encode():
-            out.mux(p)
+
+        def frames():
+            for f in inp.decode(vin):
+                t = float(f.pts * vin.time_base)
+                if t < start_s:
+                    continue
+                if t >= start_s + dur_s:
+                    break
+                yield f
+
+        write_frames(dst, frames(), fps=rate, size=(width, h), fmt=None, time_base=Fraction(1) / rate,
+                     codec_options={"preset": "ultrafast", "crf": "26"})

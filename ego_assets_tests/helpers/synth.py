@@ -103,21 +103,10 @@ def make_encoded_video(path: str | Path, codec: str, fmt: str, n_frames: int = 3
                        size=(160, 120), pix_fmt: str = "yuv420p", seed: int = 0) -> None:
     """A constant-rate video in any codec/container PyAV can write (VP8 WebM, ProRes MOV, MJPEG AVI,
     ...): the inputs that are valid videos but not H.264 in MP4."""
-    import av
-
     w, h = size
     base = texture(h, w, seed)
-    with av.open(str(path), "w", format=fmt) as c:
-        st = c.add_stream(codec, rate=fps)
-        st.width, st.height, st.pix_fmt = w, h, pix_fmt
-        for i in range(n_frames):
-            fr = av.VideoFrame.from_ndarray(frame_at(i, h, w, base), format="rgb24")
-            fr.pts = i
-            fr.time_base = Fraction(1, fps)
-            for p in st.encode(fr):
-                c.mux(p)
-        for p in st.encode(None):
-            c.mux(p)
+    write_frames(path, (frame_at(i, h, w, base) for i in range(n_frames)), fps=fps, fmt=fmt, codec=codec,
+                 pix_fmt=pix_fmt, size=size, codec_options={}, time_base=Fraction(1, fps))
 
 
 def read_frames(path: str | Path, start: int = 0, stop: int | None = None) -> list[np.ndarray]:
@@ -137,11 +126,13 @@ def read_frames(path: str | Path, start: int = 0, stop: int | None = None) -> li
 def write_frames(path: str | Path, frames, fps: float = 30.0, times: list[float] | None = None,
                  rotation: int = 0, fmt: str = "mp4", codec: str = "libx264", pix_fmt: str = "yuv420p",
                  size: tuple[int, int] | None = None, gop: int | None = None, options: dict | None = None,
-                 codec_options: dict | None = None) -> None:
-    """Encode ``frames`` (HxWx3 uint8, all one size; a list, or any iterable with ``size=(w, h)``) with
+                 codec_options: dict | None = None, time_base: Fraction = Fraction(1, 1000)) -> None:
+    """Encode ``frames`` (HxWx3 uint8 or PyAV frames, all one size; a list, or any iterable with
+    ``size=(w, h)``, which PyAV frames are scaled to; a decoded keyframe stays a keyframe) with
     presentation ``times`` (default i / fps); a ``rotation`` (clockwise degrees) goes into the MP4 display
     matrix, as phones record portrait video. ``options``: the container's (e.g. movflags);
-    ``codec_options``: the encoder's (default for libx264: ultrafast, no B-frames)."""
+    ``codec_options``: the encoder's (default for libx264: ultrafast, no B-frames). ``time_base``: of the
+    timestamps (default ms; ``Fraction(1, fps)`` gives exact frame-rate ticks, pts = frame number)."""
     import av
 
     if size is None:
@@ -152,8 +143,8 @@ def write_frames(path: str | Path, frames, fps: float = 30.0, times: list[float]
     with av.open(str(path), "w", format=fmt, options=options or {}) as c:
         st = c.add_stream(codec, rate=Fraction(fps).limit_denominator(1000))
         st.width, st.height, st.pix_fmt = w, h, pix_fmt
-        st.time_base = Fraction(1, 1000)
-        st.codec_context.time_base = Fraction(1, 1000)
+        st.time_base = time_base
+        st.codec_context.time_base = time_base
         if gop is not None:
             st.gop_size = gop
         if codec_options is not None:
@@ -162,9 +153,12 @@ def write_frames(path: str | Path, frames, fps: float = 30.0, times: list[float]
             st.options = {"preset": "ultrafast", "bf": "0"}
         for i, img in enumerate(frames):
             t = times[i] if times is not None else i / fps
-            fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
-            fr.pts = int(round(t * 1000))
-            fr.time_base = Fraction(1, 1000)
+            if isinstance(img, av.VideoFrame):  # a decoded frame: resized as is, its picture type kept
+                fr = img.reformat(width=w, height=h, format=pix_fmt)
+            else:
+                fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="rgb24")
+            fr.pts = int(round(t * time_base.denominator / time_base.numerator))
+            fr.time_base = time_base
             for p in st.encode(fr):
                 c.mux(p)
         for p in st.encode(None):

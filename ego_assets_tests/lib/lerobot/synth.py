@@ -8,12 +8,13 @@ source frame it came from), slightly irregular timestamps (~9.99 fps, like a 29.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 from scipy.spatial.transform import Rotation
+
+from ego_assets_tests.helpers.synth import write_frames
 
 SRC_FPS = 9.99
 
@@ -48,22 +49,9 @@ def frame_image(i: int, w: int, h: int, textured: bool = False) -> np.ndarray:
 
 
 def write_proxy(path: Path, t_s: np.ndarray, w: int, h: int, textured: bool = False) -> None:
-    import av
-
-    with av.open(str(path), "w", format="mp4") as out:
-        st = out.add_stream("libx264", rate=10)
-        st.width, st.height, st.pix_fmt = w, h, "yuv420p"
-        st.time_base = Fraction(1, 1000)
-        st.codec_context.time_base = Fraction(1, 1000)
-        st.options = {"crf": "18", "preset": "ultrafast", "bf": "0", "g": "10"}
-        for i, t in enumerate(t_s):
-            f = av.VideoFrame.from_ndarray(frame_image(i, w, h, textured), format="rgb24")
-            f.pts = int(round(t * 1000))
-            f.time_base = Fraction(1, 1000)
-            for p in st.encode(f):
-                out.mux(p)
-        for p in st.encode(None):
-            out.mux(p)
+    write_frames(path, (frame_image(i, w, h, textured) for i in range(len(t_s))), fps=10,
+                 times=[float(t) for t in t_s], size=(w, h),
+                 codec_options={"crf": "18", "preset": "ultrafast", "bf": "0", "g": "10"})
 
 
 def wrist_pos(hand: str, t: np.ndarray) -> np.ndarray:
