@@ -14,8 +14,10 @@ sources:
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
 from dataclasses import dataclass, field
 
 import fsspec
@@ -25,6 +27,7 @@ from ego_assets.lib.keys import content_id, file_sha256, partition_key, validate
 
 DEFAULT_GLOB = "**/*.{mp4,MP4,mov,MOV,mkv,MKV,avi,AVI,webm,WEBM,m4v,M4V}"
 DISTORTION_MODELS = ("fisheye", "radtan")
+log = logging.getLogger(__name__)
 
 
 class SourcesError(ValueError):
@@ -150,21 +153,46 @@ def _under(path: str, folder: str) -> bool:
     return path == folder or path.startswith(folder + "/")
 
 
-def list_files(src: Source, exclude: tuple[str, ...] | list[str] = ()) -> list[str]:
+def list_files(src: Source, exclude: tuple[str, ...] | list[str] = (),
+               skipped: list[str] | None = None) -> list[str]:
     """Files of a source as URLs/paths, sorted (deterministic discovery order). Files under a folder
     of ``exclude`` (the storage home: clips, proxies and dataset videos are the pipeline's own output,
     never sources) are left out."""
-    return [uri for uri, _ in list_file_infos(src, exclude)]
+    return [uri for uri, _ in list_file_infos(src, exclude, skipped)]
 
 
-def list_file_infos(src: Source, exclude: tuple[str, ...] | list[str] = ()) -> list[tuple[str, dict]]:
+def _followed(path: str, info: dict, src: Source, skipped: list[str] | None) -> dict | None:
+    """A listing entry with a local symbolic link resolved: fsspec's local listing describes the link
+    itself (type 'other', the link's own mtime), so a video linked into a source folder would be
+    dropped, and a rewritten target would keep the link's stamp. The entry gets the target's type,
+    size and mtime; a broken link is skipped with a note (``skipped`` and a logged warning)."""
+    if not info.get("islink"):
+        return info
+    try:
+        st = os.stat(path)  # follows the link (and chains of links)
+    except OSError as e:
+        note = (f"source {src.name!r}: skipped {path}: broken symbolic link to "
+                f"{info.get('destination') or os.readlink(path)} ({e.strerror or e})")
+        log.warning(note)
+        if skipped is not None:
+            skipped.append(note)
+        return None
+    kind = "file" if stat.S_ISREG(st.st_mode) else "directory" if stat.S_ISDIR(st.st_mode) else "other"
+    return dict(info, type=kind, size=st.st_size, mtime=st.st_mtime)
+
+
+def list_file_infos(src: Source, exclude: tuple[str, ...] | list[str] = (),
+                    skipped: list[str] | None = None) -> list[tuple[str, dict]]:
     """:func:`list_files` with each file's listing entry (size, mtime or ETag): the listing's own
-    details, so that stamping a file costs no request of its own (one LIST per 1,000 keys on S3)."""
+    details, so that stamping a file costs no request of its own (one LIST per 1,000 keys on S3).
+    Symbolic links to files are followed (the entry is the target's); broken links are skipped and
+    noted in ``skipped``."""
     fs, root = _fs(src.uri)
     if not fs.exists(root):
         raise SourcesError(f"source {src.name!r}: {src.uri} does not exist")
-    if fs.isfile(root):
-        found = {root: fs.info(root)}
+    root_info = _followed(root, fs.info(root), src, skipped)  # a source may be one (linked) file
+    if root_info is not None and root_info.get("type") == "file":
+        found = {root: root_info}
     else:
         # one recursive listing, matched against every pattern (a glob per pattern would list the
         # whole tree once per extension of the default glob)
@@ -172,8 +200,9 @@ def list_file_infos(src: Source, exclude: tuple[str, ...] | list[str] = ()) -> l
 
         base = root.rstrip("/")
         patterns = [re.compile(glob_translate(f"{base}/{g}")) for g in _expand_braces(src.glob)]
-        found = {f: info for f, info in fs.find(base, detail=True).items()
-                 if info.get("type") == "file" and any(p.match(f) for p in patterns)}
+        found = {f: _followed(f, info, src, skipped) for f, info in fs.find(base, detail=True).items()
+                 if any(p.match(f) for p in patterns)}
+        found = {f: info for f, info in found.items() if info is not None and info.get("type") == "file"}
     proto = fs.protocol[0] if isinstance(fs.protocol, (tuple, list)) else fs.protocol
     local = proto in ("file", "local")
     out = sorted(((os.path.abspath(f) if local else f"{proto}://{f}", info) for f, info in found.items()),
@@ -203,7 +232,7 @@ def discover_file(src: Source, uri: str, identities: dict | None = None) -> Disc
     never share a key). ``identities`` (uri -> {"stamp", "sha256"}) caches the hash of files whose
     size and modification time have not changed; it is updated in place."""
     fs, p = fsspec.core.url_to_fs(uri)
-    info = fs.info(p)
+    info = _followed(p, fs.info(p), src, None) or {}
     stamp = file_stamp(info)
     cached = (identities or {}).get(uri)
     if cached and cached.get("stamp") == stamp and cached.get("sha256"):
@@ -238,11 +267,14 @@ def discover(sources: list[Source], seen: dict[str, str], known_keys: set[str], 
     seen = dict(seen)
     keys = set(known_keys)
     for src in sources:
+        skipped: list[str] = []
         try:
-            files = list_file_infos(src, exclude)
+            files = list_file_infos(src, exclude, skipped)
         except Exception as e:  # noqa: BLE001 - one unreachable source must not stop the others
             errors[src.name] = str(e)
             continue
+        if skipped:  # reported (the sensor logs it), the source's other files go on
+            errors[src.name] = "; ".join(skipped)
         for uri, info in files:  # the listing's size and mtime/ETag: no request per file
             if len(new) >= limit:
                 return new, seen, errors

@@ -1,6 +1,7 @@
 """Discovery (issue 16): identity from the full content, the storage home never a source, changed camera
 hints rerun the calibration, in the library and in the `discover_videos` sensor."""
 
+import hashlib
 import json
 
 import dagster as dg
@@ -95,3 +96,33 @@ def test_hashing_stops_at_the_budget_and_resumes_next_call(tmp_path):
     keys = {d.partition_key for d in new}
     more, seen, _ = discover([src], seen, keys, 10, budget_s=None)
     assert len(more) == 2 and len(seen) == 3 and not keys & {d.partition_key for d in more}
+
+
+def test_symlinked_videos_are_found_and_broken_links_skipped_with_a_note(tmp_path, caplog):
+    """Videos linked into a source folder are sources (the link's target is hashed and stamped); a
+    broken link is skipped with a note naming it, the other files still come."""
+    store_dir, folder = tmp_path / "videos", tmp_path / "src"
+    store_dir.mkdir()
+    folder.mkdir()
+    synth.make_video(store_dir / "real.mp4", n_frames=6, seed=1)
+    synth.make_video(folder / "plain.mp4", n_frames=6, seed=2)
+    (folder / "linked.mp4").symlink_to(store_dir / "real.mp4")
+    (folder / "gone.mp4").symlink_to(tmp_path / "deleted.mp4")
+    src = Source(name="src", uri=str(folder))
+    skipped: list[str] = []
+    infos = dict(sources.list_file_infos(src, skipped=skipped))
+    assert sorted(infos) == [str(folder / "linked.mp4"), str(folder / "plain.mp4")]
+    real = (store_dir / "real.mp4").stat()
+    assert infos[str(folder / "linked.mp4")]["size"] == real.st_size  # the target's, not the link's
+    assert infos[str(folder / "linked.mp4")]["mtime"] == real.st_mtime
+    [note] = skipped
+    assert "gone.mp4" in note and "broken symbolic link" in note and "deleted.mp4" in note
+    new, seen, errors = discover([src], {}, set(), 10)
+    assert sorted(d.name for d in new) == ["linked.mp4", "plain.mp4"]
+    linked = next(d for d in new if d.name == "linked.mp4")
+    assert linked.sha256 == hashlib.sha256((store_dir / "real.mp4").read_bytes()).hexdigest()
+    assert "gone.mp4" in errors["src"] and any("gone.mp4" in r.message for r in caplog.records)
+    assert discover([src], seen, {d.partition_key for d in new}, 10)[0] == []  # stamps stable
+    # a source that is itself a link to one video
+    one = Source(name="one", uri=str(folder / "linked.mp4"))
+    assert sources.list_files(one) == [str(folder / "linked.mp4")]
