@@ -90,12 +90,12 @@ WORKER_MEMORY_GIB = 1.5
 
 
 def default_workers(n_videos: int) -> int:
-    """How many videos run at once: ``EGO_ASSETS_WORKERS``, else one per core, but no more than the
+    """How many videos run at once: the ``WORKERS`` setting, else one per core, but no more than the
     available memory holds at WORKER_MEMORY_GIB each (each worker process holds its own models)."""
-    env = os.environ.get("EGO_ASSETS_WORKERS", "").strip()
-    if env:
-        n = int(env)
-    else:
+    from ego_assets.lib import settings
+
+    n = settings.get("WORKERS")
+    if n is None:
         n = _cores()
         avail = _available_memory_gib()
         if avail is not None:
@@ -293,7 +293,25 @@ def _worker_init(q) -> None:
     warnings.filterwarnings("ignore")
     for name in ("dagster", "dagster.builtin"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    progress.set_hook(lambda *item: q.put(item))
+    progress.set_hook(_Forward(q))
+
+
+class _Forward:
+    """A worker's progress hook: a step's report goes to the CLI's process at most every
+    ``every_s`` (and its last one always), not one queue message per frame."""
+
+    def __init__(self, q, every_s: float = 0.5):
+        import time
+
+        self.q, self.every, self.clock, self.last = q, every_s, time.monotonic, {}
+
+    def __call__(self, stage: str, key: str, done: int, total: int) -> None:
+        now = self.clock()
+        if done >= total or now - self.last.get((stage, key), -1e9) >= self.every:
+            self.last[(stage, key)] = now
+            if done >= total:
+                self.last.pop((stage, key), None)
+            self.q.put((stage, key, done, total))
 
 
 _worker_instance: dg.DagsterInstance | None = None
@@ -348,7 +366,9 @@ def materialize_dataset(defs: dg.Definitions, instance: dg.DagsterInstance, run_
 def _with_quiet_logs(run_config: dict | None) -> dict:
     """The CLI prints its own status lines and progress bar; Dagster's console log keeps warnings.
     Everything is still in the run's event log (the UI shows CLI runs too)."""
-    level = os.environ.get("EGO_ASSETS_LOG_LEVEL", "CRITICAL")
+    from ego_assets.lib import settings
+
+    level = settings.get("LOG_LEVEL")
     cfg = dict(run_config or {})
     cfg.setdefault("loggers", {"console": {"config": {"log_level": level}}})
     return cfg

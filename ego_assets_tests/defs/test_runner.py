@@ -320,3 +320,47 @@ def test_a_declared_asset_is_checked_on_what_it_just_wrote_and_hashed_as_written
         inp = CheckInput(store, "cam-one", "clips")
         outcomes = [c.evaluate(inp) for c in checks]
         assert [o.passed for o in outcomes] == [True, True] and reads == ["clips"]
+
+
+def test_worker_progress_forwarded_at_most_every_interval_and_always_the_last():
+    """A worker's per-frame reports reach the CLI's process at most every 0.5 s per step, and a step's
+    last report always (the bar closes on it)."""
+    from ego_assets.defs import execute
+
+    class Q(list):
+        put = list.append
+
+    q, t = Q(), [100.0]
+    fwd = execute._Forward(q, every_s=0.5)
+    fwd.clock = lambda: t[0]
+    for i in range(1, 301):  # 300 frames at 100 frames/s: 3 s
+        fwd("hand_tracks", "v1", i, 300)
+        t[0] += 0.01
+    assert q[0] == ("hand_tracks", "v1", 1, 300) and q[-1] == ("hand_tracks", "v1", 300, 300)
+    assert [d for _, _, d, _ in q] == [1, 51, 101, 151, 201, 251, 300]
+    fwd("hand_tracks", "v2", 1, 2)  # another video's step is reported at once
+    assert q[-1] == ("hand_tracks", "v2", 1, 2)
+
+
+def test_progress_lines_in_the_run_log_at_most_every_30_s_and_the_bar_fed_on_every_report(monkeypatch):
+    """Each progress line is an event stored in the instance: a step's progress becomes a line every
+    PROGRESS_LOG_EVERY_S (none at the end: the step's own events follow), while the CLI's hook gets
+    every report."""
+    import types
+
+    from ego_assets.defs import runner
+    from ego_assets.lib import progress
+
+    lines, reports, t = [], [], [1000.0]
+    monkeypatch.setattr(runner.time, "monotonic", lambda: t[0])
+    ctx = types.SimpleNamespace(log=types.SimpleNamespace(info=lines.append))
+    progress.set_hook(lambda *item: reports.append(item))
+    try:
+        cb = runner.progress_logger(ctx, "frames", "v1", "source frames")
+        for i in range(1, 601):  # 600 frames at 10 frames/s: 60 s
+            t[0] = 1000.0 + i / 10
+            cb(i, 600)
+    finally:
+        progress.set_hook(None)
+    assert len(reports) == 600 and reports[-1] == ("frames", "v1", 600, 600)
+    assert lines == ["v1: frames 300/600 source frames (50%, 10.0 source frames/s)"]
