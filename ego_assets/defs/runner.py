@@ -318,7 +318,8 @@ def _attempt(context, store: Store, asset: str, body, pk: str, prefix: str, *, c
         if bad:
             context.log.error(f"{prev_fmt(prefix, pk)}: {asset} blocked: {err}")
             return _Outcome("blocked", meta, dv, results, err)
-        context.log.info(f"{prev_fmt(prefix, pk)}: {asset} done in {seconds:.1f} s")
+        # no "done" line either: Dagster's step-success event carries the duration, the
+        # materialization its seconds
         return _Outcome("ok", meta, dv, results)
     except Exception as e:  # noqa: BLE001 - one video's failure is reported as that video's
         msg = _describe(store, pk, e)

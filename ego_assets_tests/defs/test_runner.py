@@ -364,3 +364,16 @@ def test_progress_lines_in_the_run_log_at_most_every_30_s_and_the_bar_fed_on_eve
         progress.set_hook(None)
     assert len(reports) == 600 and reports[-1] == ("frames", "v1", 600, 600)
     assert lines == ["v1: frames 300/600 source frames (50%, 10.0 source frames/s)"]
+
+
+def test_several_videos_at_once_start_largest_first(tmp_path):
+    """Runs side by side start with the largest files (the last to finish is then a short one: no
+    worker alone for long at the end of a backfill); equal sizes keep their order; a video without a
+    readable record goes last."""
+    from ego_assets.defs.execute import longest_first
+
+    store = Store(str(tmp_path / "home"))
+    for pk, size in [("a", 10), ("b", 300), ("c", 10), ("d", 2000)]:
+        store.register_video(pk, {"partition_key": pk, "uri": f"/x/{pk}.mp4", "name": f"{pk}.mp4",
+                                  "size_bytes": size})
+    assert longest_first(store, ["a", "b", "zz", "c", "d"]) == ["d", "b", "a", "c", "zz"]
