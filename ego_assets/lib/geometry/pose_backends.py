@@ -21,7 +21,7 @@ from ego_assets.lib.geometry import odometry
 
 @register("poses")
 class OpenCVOdometry(Backend):
-    name = "opencv_vo"
+    name = odometry.METHOD
     version = "1"
     resources = Resources(cpu=1, memory_gib=1.5)
     description = ("Monocular visual odometry (KLT, essential matrix, PnP, sliding-window bundle "

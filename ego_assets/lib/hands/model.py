@@ -120,13 +120,9 @@ def _variant(name: str) -> Variant:
         raise HandModelError(f"model variant {name!r}: expected one of {', '.join(VARIANTS)}") from None
 
 
-def sha256_file(path: Path) -> str:
-    return file_sha256(None, path)
-
-
 @lru_cache(maxsize=16)
 def _sha256_cached(path: str, size: int, mtime_ns: int) -> str:
-    return sha256_file(Path(path))
+    return file_sha256(None, path)
 
 
 def model_sha256(path: Path) -> str:

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ego_assets.lib.keys import file_sha256
 from ego_assets.lib.hands import model as hm
 from scripts import provision_hand_model as prov
 
@@ -42,7 +43,7 @@ def fake_variants(monkeypatch, fake_wheel, tmp_path):
     """Make the fake wheel's bundle the one known 'full' variant, with default path in tmp."""
     whl, members = fake_wheel
     ref = prov.build_bundle(whl, tmp_path / "ref" / "x.task", members)
-    v = hm.Variant("full", "hand_landmarker.task", members, hm.sha256_file(ref), "fake full")
+    v = hm.Variant("full", "hand_landmarker.task", members, file_sha256(None, ref), "fake full")
     monkeypatch.setattr(hm, "VARIANTS", {"full": v})
     monkeypatch.setattr(hm, "KNOWN_MODELS", {v.built_sha256: v.description})
     monkeypatch.setattr(hm, "repo_root", lambda: tmp_path / "repo")
@@ -93,7 +94,7 @@ def test_provision_is_idempotent_and_fast(fake_variants, tmp_path):
     logs = []
     (dest,) = prov.provision(wheel=whl, log=logs.append)
     assert dest == tmp_path / "repo" / "models" / "hand_landmarker.task"
-    assert hm.sha256_file(dest) == v.built_sha256
+    assert file_sha256(None, dest) == v.built_sha256
     mtime = dest.stat().st_mtime_ns
     t0 = time.perf_counter()
     prov.provision(wheel=Path("/nonexistent.whl"), log=logs.append)  # must not even look at the wheel
@@ -103,7 +104,7 @@ def test_provision_is_idempotent_and_fast(fake_variants, tmp_path):
     # a corrupted file is rebuilt
     dest.write_bytes(b"garbage")
     prov.provision(wheel=whl, log=logs.append)
-    assert hm.sha256_file(dest) == v.built_sha256
+    assert file_sha256(None, dest) == v.built_sha256
     assert hm.resolve_model() == dest
 
 
@@ -182,7 +183,7 @@ def test_real_wheel_builds_the_pinned_bundles(kit, tmp_path):
         pytest.skip(f"no {hm.WHEEL_FILENAME} in the wheel cache or /tmp/mpw to check the pinned build")
     for name, v in hm.VARIANTS.items():
         out = prov.build_bundle(wheel, tmp_path / v.filename, v.members)
-        assert hm.sha256_file(out) == v.built_sha256, name
+        assert file_sha256(None, out) == v.built_sha256, name
 
 
 @pytest.mark.parametrize("which", ["real_model", "real_model_lite"])
