@@ -20,13 +20,13 @@ import time
 import dagster as dg
 
 from ego_assets.defs.k8s import op_tags, pool
-from ego_assets.defs.partitions import backfill_policy, videos
-from ego_assets.defs.runner import PartitionOutput, _now, check_specs, run_partitions
+from ego_assets.defs.per_video import Step, per_video_asset
+from ego_assets.defs.runner import PartitionOutput, now
 from ego_assets.defs.settings import EgoStorage
 from ego_assets.defs.stages import calib_row, proxy
-from ego_assets.lib import schemas
+from ego_assets.lib import schemas, settings
 from ego_assets.lib.backends import Resources
-from ego_assets.lib.quality import ERROR, CheckDef
+from ego_assets.lib.quality import ERROR, CheckDef, CheckInput
 
 GROUP = "dataset"
 EPISODES_GROUP = "episodes"  # per video: in the per-video job (which takes every group but "dataset")
@@ -40,10 +40,6 @@ INPUTS = ["frames", "calibrations", "camera_poses", "segments", "captions"]
 WARN_ONLY = {"stats_nondegenerate", "lerobot_load_check"}
 STAGED = "staged"
 REJECTED = "rejected.json"  # why staging failed: the video cannot join the dataset
-
-
-class EpisodesConfig(dg.Config):
-    force: bool = False
 
 
 class DatasetConfig(dg.Config):
@@ -103,7 +99,8 @@ def misfit(manifest: dict, fmt) -> str | None:
     return None if got == fmt.label() else f"staged as {got}, the dataset is {fmt.label()}"
 
 
-def _fits_dataset(store, pk):
+def _fits_dataset(inp: CheckInput):
+    store, pk = inp.store, inp.pk
     why = _rejected(store, pk)
     if why is not None:
         return False, None, f"cannot join the dataset: {why}"
@@ -117,7 +114,8 @@ def _fits_dataset(store, pk):
     return True, float(m["n_episodes"]), f"{fmt.label()}{hfov}"
 
 
-def _has_episodes(store, pk):
+def _has_episodes(inp: CheckInput):
+    store, pk = inp.store, inp.pk
     why = _rejected(store, pk)
     if why is not None:
         return False, 0.0, f"no episode: staging failed ({why})"
@@ -149,37 +147,31 @@ EPISODE_CHECKS = [
 CHECKS = EPISODE_CHECKS
 
 
-@dg.asset(
-    name=EPISODES_ASSET, partitions_def=videos, backfill_policy=backfill_policy, group_name=EPISODES_GROUP,
+@per_video_asset(
+    name=EPISODES_ASSET, group=EPISODES_GROUP,
     code_version=f"{EPISODES_CODE_VERSION}+{dataset_format().label()}", deps=INPUTS,
-    kinds={"lerobot", "parquet"}, op_tags=op_tags(None), pool=pool(None),
-    check_specs=check_specs(EPISODES_ASSET, EPISODE_CHECKS),
+    kinds={"lerobot", "parquet"}, checks=EPISODE_CHECKS, params=lambda step: dataset_format().as_dict(),
     description="The video's valid, captioned segments as LeRobot episodes in the dataset's format: frames "
                 "undistorted and letterboxed to the dataset frame size (EGO_ASSETS_DATASET_IMAGE_SIZE, "
                 "default 640x480), state/action, per-episode camera in dataset pixels. A video that cannot "
                 "join the dataset fails here with the reason.",
 )
-def lerobot_episodes(context: dg.AssetExecutionContext, config: EpisodesConfig, ego: EgoStorage):
-    store = ego.store()
-    fmt = dataset_format()
-
-    def body(pk: str) -> PartitionOutput:
-        return PartitionOutput(metadata=stage_video(store, pk, fmt))
-
-    return run_partitions(context, store, body, params=fmt.as_dict(), checks=EPISODE_CHECKS, force=config.force)
+def lerobot_episodes(step: Step) -> PartitionOutput:
+    return PartitionOutput(metadata=stage_video(step, dataset_format()))
 
 
-def stage_video(store, pk: str, fmt) -> dict:
+def stage_video(step: Step, fmt) -> dict:
     """Stage one video's episodes (committed atomically); a video that cannot be staged is committed as
     rejected with the reason, which its checks report. Returns the partition's metadata."""
     from ego_assets.lib.geometry.calibration import undistorter
     from ego_assets.lib.lerobot.staging import stage_partition
 
+    store, pk = step.store, step.pk
     rec = store.video_record(pk)
     inputs = {a: store.lineage(a, pk)[-1]["data_version"] for a in INPUTS}
     prov = dict(source=rec["source"], uri=rec["uri"], name=rec["name"], license=rec.get("license"),
                 inputs=inputs, backends=_backends(store, pk))
-    with store.write_partition(EPISODES_ASSET, pk) as w:
+    with step.write() as w:
         try:
             calib = calib_row(store, pk)
             v = store.read_table("videos", pk).to_pylist()[0]
@@ -247,7 +239,7 @@ def ready_partitions(store) -> tuple[list[str], dict[str, str], dict[str, str]]:
 def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, ego: EgoStorage):
     store = ego.store()
     t0 = time.perf_counter()
-    started = _now()
+    started = now()
     try:
         with tempfile.TemporaryDirectory(prefix="ego_assets_staged_") as scratch:
             return _assemble(context, config, store, scratch, t0)
@@ -255,7 +247,7 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
         reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
                                  code_version=DATASET_CODE_VERSION, data_version=None, upstream=None, params=None,
-                                 status="failed", error=reason, started_at=started, finished_at=_now()))
+                                 status="failed", error=reason, started_at=started, finished_at=now()))
         raise dg.Failure(description=f"lerobot_dataset: {reason}", allow_retries=False) from e
 
 
@@ -339,7 +331,7 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
 
         checks.extend(validate_dataset(
             root, res.episodes, repo_id=config.repo_id,
-            max_episodes=int(os.environ.get("EGO_ASSETS_VALIDATE_MAX_EPISODES", "200"))))
+            max_episodes=settings.get("VALIDATE_MAX_EPISODES")))
         return not [c for c in checks if not c[1] and c[0] not in WARN_ONLY]
 
     if store.is_local:
@@ -372,7 +364,7 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
                              upstream=json.dumps({pk: versions[pk] for pk in members}, sort_keys=True),
                              params=json.dumps(params, sort_keys=True),
                              status="blocked" if errors else "ok", error=err,
-                             started_at=_now(), finished_at=_now()))
+                             started_at=now(), finished_at=now()))
     meta = {
         **base_meta,
         "episodes": res.n_episodes, "frames": res.n_frames, "tasks": res.n_tasks, "format": fmt.label(),
@@ -430,7 +422,7 @@ def _append(context, config: DatasetConfig, store, remote_root: str, to_append, 
                              code_version=DATASET_CODE_VERSION, data_version=state.get("version"),
                              upstream=json.dumps({pk: versions[pk] for pk in members}, sort_keys=True),
                              params=json.dumps(params, sort_keys=True), status="ok", error=None,
-                             started_at=_now(), finished_at=_now()))
+                             started_at=now(), finished_at=now()))
     meta = {"videos": len(members), "left_out": len(left_out), "path": dg.MetadataValue.path(store.url(remote_root)),
             "episodes": info["total_episodes"], "frames": info["total_frames"], "tasks": info["total_tasks"],
             "format": fmt.label(), "new_or_changed": len(to_append), "added": len(added), "replaced": 0,

@@ -11,7 +11,6 @@ write the ``quality`` table.
 
 from __future__ import annotations
 
-import inspect
 import json
 from dataclasses import dataclass, field
 from typing import Callable
@@ -85,23 +84,12 @@ class CheckDef:
 
     def evaluate(self, inp: CheckInput) -> CheckOutcome:
         try:
-            if _takes_store_and_key(self.fn):
-                # transitional: a check still written as fn(store, pk) (defs/dataset.py's, until converted)
-                passed, value, detail = self.fn(inp.store, inp.pk)
-            else:
-                passed, value, detail = self.fn(inp)
+            passed, value, detail = self.fn(inp)
         except FileNotFoundError as e:
             passed, value, detail = False, None, f"not materialized: {e}"
         except Exception as e:  # a check that crashes fails, with the reason
             passed, value, detail = False, None, f"check raised {type(e).__name__}: {e}"
         return CheckOutcome(self.name, bool(passed), self.severity, value, detail)
-
-
-def _takes_store_and_key(fn) -> bool:
-    try:
-        return len(inspect.signature(fn).parameters) == 2
-    except (TypeError, ValueError):
-        return False
 
 
 # -- ingest checks ------------------------------------------------------------------------------

@@ -29,3 +29,20 @@ def test_dg_lists_the_projects_definitions():
     assert got == want
     assert {s["name"] for s in listed["sensors"]} >= {"discover_videos", "dataset_automation"}
     assert {j["name"] for j in listed["jobs"]} >= {"per_video_job", "dataset_job"}
+
+
+def test_lerobot_episodes_is_a_per_video_asset_with_its_declared_graph():
+    """lerobot_episodes is declared with per_video_asset: its key, group, upstream, code version (with the
+    dataset format), blocking checks and run configuration are what the UI and the runs have known."""
+    import dagster as dg
+
+    from ego_assets.defs.dataset import INPUTS, dataset_format
+
+    a = defs.resolve_assets_def(dg.AssetKey("lerobot_episodes"))
+    spec = next(s for s in a.specs if s.key == dg.AssetKey("lerobot_episodes"))
+    assert spec.group_name == "episodes" and sorted(d.asset_key.path[0] for d in spec.deps) == sorted(INPUTS)
+    assert spec.code_version == f"2+{dataset_format().label()}" == "2+640x480@10fps/hands_102"
+    assert {(c.name, c.blocking) for c in a.check_specs} == {("fits_dataset", True), ("has_episodes", True)}
+    fields = a.node_def.config_schema.as_field().config_type.fields
+    assert {n: (f.default_value, f.is_required) for n, f in fields.items()} == {"force": (False, False)}
+    assert a.partitions_def is not None and set(spec.kinds) == {"lerobot", "parquet"}
