@@ -17,19 +17,8 @@ Everything is computed when the asset modules are imported (when the definitions
 environment of that process: the code server, the run worker and every step pod load the same
 definitions with the same environment (the user-code deployment's), so they agree.
 
-GPU scheduling knobs (environment; defaults fit NVIDIA's device plugin + GPU feature discovery):
-
-=========================================  ==================================  =============================
-variable                                   default                             meaning
-=========================================  ==================================  =============================
-``EGO_ASSETS_K8S_GPU_RESOURCE``            ``nvidia.com/gpu``                  extended resource name
-``EGO_ASSETS_K8S_GPU_NODE_SELECTOR``       ``nvidia.com/gpu.present=true``     ``k=v,k2=v2`` ("" for none)
-``EGO_ASSETS_K8S_GPU_TOLERATIONS``         ``nvidia.com/gpu:NoSchedule``       ``key[=value][:effect],...``
-``EGO_ASSETS_K8S_GPU_MEMORY_LABEL``        ``nvidia.com/gpu.memory``           node label in MiB ("" off)
-``EGO_ASSETS_K8S_CPU_NODE_SELECTOR``       (none)                              node selector of CPU steps
-``EGO_ASSETS_K8S_MEMORY_LIMIT_FACTOR``     ``1.5``                             memory limit / request
-``EGO_ASSETS_K8S_SCRATCH_GIB``             ``50``                              per-step scratch (TMPDIR)
-=========================================  ==================================  =============================
+GPU scheduling knobs: the ``K8S_*`` settings of :mod:`ego_assets.lib.settings` (their defaults
+fit NVIDIA's device plugin + GPU feature discovery).
 """
 
 from __future__ import annotations
@@ -37,12 +26,12 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 from typing import Any
 
 import dagster as dg
 
 from ego_assets.defs.settings import runtime
+from ego_assets.lib import settings
 from ego_assets.lib.backends import Resources, backend_class
 
 K8S_CONFIG_TAG = "dagster-k8s/config"  # dagster_k8s.job.USER_DEFINED_K8S_CONFIG_KEY
@@ -57,13 +46,8 @@ CPU_DEFAULT = Resources(gpu=0, cpu=1.0, memory_gib=2.0)
 SCRATCH_DIR = "/scratch"
 
 
-def _env(name: str, default: str) -> str:
-    v = os.environ.get(name)
-    return default if v is None else v.strip()
-
-
 def gpu_resource_name() -> str:
-    return _env("EGO_ASSETS_K8S_GPU_RESOURCE", "nvidia.com/gpu") or "nvidia.com/gpu"
+    return settings.get("K8S_GPU_RESOURCE")
 
 
 def _pairs(text: str, var: str) -> dict[str, str]:
@@ -77,20 +61,18 @@ def _pairs(text: str, var: str) -> dict[str, str]:
 
 
 def gpu_node_selector() -> dict[str, str]:
-    var = "EGO_ASSETS_K8S_GPU_NODE_SELECTOR"
-    return _pairs(_env(var, "nvidia.com/gpu.present=true"), var)
+    return _pairs(settings.get("K8S_GPU_NODE_SELECTOR"), settings.var("K8S_GPU_NODE_SELECTOR"))
 
 
 def cpu_node_selector() -> dict[str, str]:
-    var = "EGO_ASSETS_K8S_CPU_NODE_SELECTOR"
-    return _pairs(_env(var, ""), var)
+    return _pairs(settings.get("K8S_CPU_NODE_SELECTOR"), settings.var("K8S_CPU_NODE_SELECTOR"))
 
 
 def gpu_tolerations() -> list[dict[str, str]]:
     """``key[=value][:effect]`` items: ``Equal`` with a value, ``Exists`` without."""
-    var = "EGO_ASSETS_K8S_GPU_TOLERATIONS"
+    var = settings.var("K8S_GPU_TOLERATIONS")
     out = []
-    for item in filter(None, (s.strip() for s in _env(var, "nvidia.com/gpu:NoSchedule").split(","))):
+    for item in filter(None, (s.strip() for s in settings.get("K8S_GPU_TOLERATIONS").split(","))):
         kv, _, effect = item.partition(":")
         key, eq, value = kv.partition("=")
         if not key.strip():
@@ -106,14 +88,11 @@ def gpu_tolerations() -> list[dict[str, str]]:
     return out
 
 
-def _float_env(name: str, default: float, minimum: float) -> float:
-    raw = _env(name, str(default))
-    try:
-        v = float(raw)
-    except ValueError:
-        raise ValueError(f"{name} must be a number, got {raw!r}") from None
+def _at_least(name: str, minimum: float) -> float:
+    """Setting ``name`` (a number), refused below ``minimum`` with the variable named."""
+    v = settings.get(name)
     if not v >= minimum:
-        raise ValueError(f"{name} must be >= {minimum}, got {v}")
+        raise ValueError(f"{settings.var(name)} must be >= {minimum}, got {v}")
     return v
 
 
@@ -138,7 +117,7 @@ def resources_for(stage: str | None, default: Resources = CPU_DEFAULT) -> Resour
 def k8s_config(res: Resources, labels: dict[str, str] | None = None) -> dict[str, Any]:
     """The ``dagster-k8s/config`` of a step that needs ``res`` (container/pod/job configs, as the
     Kubernetes Python client's snake_case, which is what dagster-k8s expects)."""
-    factor = _float_env("EGO_ASSETS_K8S_MEMORY_LIMIT_FACTOR", 1.5, 1.0)
+    factor = _at_least("K8S_MEMORY_LIMIT_FACTOR", 1.0)
     requests = {"cpu": cpu_quantity(res.cpu), "memory": memory_quantity(res.memory_gib)}
     limits = {"memory": memory_quantity(res.memory_gib * factor)}  # no CPU limit: no throttling
     pod_spec: dict[str, Any] = {}
@@ -150,7 +129,7 @@ def k8s_config(res: Resources, labels: dict[str, str] | None = None) -> dict[str
             pod_spec["node_selector"] = gpu_node_selector()
         if gpu_tolerations():
             pod_spec["tolerations"] = gpu_tolerations()
-        label = _env("EGO_ASSETS_K8S_GPU_MEMORY_LABEL", "nvidia.com/gpu.memory")
+        label = settings.get("K8S_GPU_MEMORY_LABEL").strip()
         if label and res.gpu_memory_gib > 0:
             # GPU feature discovery labels nodes with the GPU memory in MiB; Gt is strict
             need_mib = math.ceil(res.gpu_memory_gib * 1024)
@@ -205,7 +184,7 @@ def step_k8s_config() -> dict[str, Any]:
     """Defaults for every step pod, merged under each asset's own op tags: a scratch volume for
     staging and media caches (TMPDIR), no retries of failed pods by Kubernetes (Dagster decides),
     finished Jobs cleaned up after a day."""
-    scratch = _float_env("EGO_ASSETS_K8S_SCRATCH_GIB", 50, 1)
+    scratch = _at_least("K8S_SCRATCH_GIB", 1)
     return {
         "container_config": {
             "env": [{"name": "TMPDIR", "value": SCRATCH_DIR}],

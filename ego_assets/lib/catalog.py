@@ -15,7 +15,7 @@ from contextlib import contextmanager
 
 import duckdb
 
-from ego_assets.lib import catalog_segments, schemas
+from ego_assets.lib import catalog_segments, schemas, settings
 from ego_assets.lib.storage import Store
 
 CATALOG_FILE = "catalog.duckdb"
@@ -102,7 +102,7 @@ def catalog_path(store: Store) -> str:
     """The catalog file. On object stores it lives in a local folder (DuckDB files need a filesystem)."""
     if store.is_local:
         return os.path.join(store.root, CATALOG_FILE)
-    base = os.environ.get("EGO_ASSETS_CATALOG_DIR") or os.path.expanduser("~/.cache/ego_assets")
+    base = settings.get("CATALOG_DIR") or os.path.expanduser("~/.cache/ego_assets")
     os.makedirs(base, exist_ok=True)
     return os.path.join(base, store.root.replace("/", "_") + "-" + CATALOG_FILE)
 

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 import fsspec
 import yaml
 
+from ego_assets.lib import settings
 from ego_assets.lib.keys import content_id, file_sha256, partition_key, validate_source_name
 
 DEFAULT_GLOB = "**/*.{mp4,MP4,mov,MOV,mkv,MKV,avi,AVI,webm,WEBM,m4v,M4V}"
@@ -83,7 +84,7 @@ def _fs(url: str):
 
 
 def default_sources_path(home: str) -> str:
-    return os.environ.get("EGO_ASSETS_SOURCES") or f"{home.rstrip('/')}/sources.yaml"
+    return settings.get("SOURCES") or f"{home.rstrip('/')}/sources.yaml"
 
 
 def _check_source(d: dict, where: str) -> Source:

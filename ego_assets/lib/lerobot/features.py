@@ -13,23 +13,31 @@ neutral ``pad.`` / ``mask.`` prefixes, which the policy factory ignores.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
+from ego_assets.lib import settings
 from ego_assets.lib.lerobot.format import ACTION, OBS_IMAGES, OBS_STATE
 
 HANDS = ("left", "right")
 ACTION_SPACES = ("hands_102", "eef_7", "bimanual_24")
-DEFAULT_ACTION_SPACE = "hands_102"
-DEFAULT_FPS = 10
+# the settings every episode of one dataset shares (lib/settings.py declares them and their defaults;
+# staging and assembly read the same ones): EGO_ASSETS_DATASET_FPS, _IMAGE_SIZE ("WIDTHxHEIGHT"), _ACTION_SPACE
+DEFAULT_ACTION_SPACE = settings.SETTINGS["DATASET_ACTION_SPACE"].default
+DEFAULT_FPS = settings.SETTINGS["DATASET_FPS"].default
+
+
+def parse_image_size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in str(text).lower().replace(" ", "").split("x"))
+    except ValueError:
+        raise ValueError(f"dataset image size {text!r}: write it as WIDTHxHEIGHT, e.g. 640x480") from None
+    return w, h
+
+
 # (width, height) of every episode's frames, whatever the source: 4:3 at 640 px, the size of the frames
 # proxy's long side, so a 4:3 head-mounted camera's frames go in unresampled; other aspects are
 # letterboxed (the whole field of view is kept: no hand is cropped away). README "The dataset" says why.
-DEFAULT_IMAGE_SIZE = (640, 480)
-# the settings every episode of one dataset shares (environment, read by staging and assembly alike)
-IMAGE_SIZE_ENV = "EGO_ASSETS_DATASET_IMAGE_SIZE"  # "WIDTHxHEIGHT"
-FPS_ENV = "EGO_ASSETS_DATASET_FPS"
-ACTION_SPACE_ENV = "EGO_ASSETS_DATASET_ACTION_SPACE"
+DEFAULT_IMAGE_SIZE = parse_image_size(settings.SETTINGS["DATASET_IMAGE_SIZE"].default)
 
 # Per-episode camera columns of meta/episodes (LeRobot keeps extra columns; ``ds.meta.episodes[i][...]``):
 # intrinsics in dataset pixels (after undistortion and letterbox), horizontal field of view, the
@@ -127,24 +135,11 @@ class DatasetFormat:
         return {"image_size": list(self.image_size), "fps": self.fps, "action_space": self.action_space}
 
 
-def parse_image_size(text: str) -> tuple[int, int]:
-    try:
-        w, h = (int(v) for v in str(text).lower().replace(" ", "").split("x"))
-    except ValueError:
-        raise ValueError(f"dataset image size {text!r}: write it as WIDTHxHEIGHT, e.g. 640x480") from None
-    return w, h
-
-
 def dataset_format(env: dict | None = None) -> DatasetFormat:
     """The configured format: ``EGO_ASSETS_DATASET_IMAGE_SIZE`` (WxH), ``EGO_ASSETS_DATASET_FPS``,
     ``EGO_ASSETS_DATASET_ACTION_SPACE``; defaults 640x480, 10, hands_102."""
-    env = os.environ if env is None else env
-    size = parse_image_size(env[IMAGE_SIZE_ENV]) if env.get(IMAGE_SIZE_ENV) else DEFAULT_IMAGE_SIZE
-    try:
-        fps = int(env.get(FPS_ENV) or DEFAULT_FPS)
-    except ValueError:
-        raise ValueError(f"{FPS_ENV}={env.get(FPS_ENV)!r} is not an integer") from None
-    return DatasetFormat(size, fps, env.get(ACTION_SPACE_ENV) or DEFAULT_ACTION_SPACE)
+    return DatasetFormat(parse_image_size(settings.get("DATASET_IMAGE_SIZE", env)),
+                         settings.get("DATASET_FPS", env), settings.get("DATASET_ACTION_SPACE", env))
 
 
 def check_action_space(action_space: str) -> str:
