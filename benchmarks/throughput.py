@@ -186,13 +186,54 @@ def asset_seconds(rows: list[dict]) -> dict[str, float]:
 
 def phases(rows: list[dict], run: dict) -> dict[str, float]:
     """Start-up (command start to the first step), the videos (first step to the last video step's
-    end) and the dataset and the rest (to the command's end), in seconds of wall."""
-    vids = [r for r in rows if r["asset"] != "lerobot_dataset" and r.get("started_at") is not None]
+    end) and the dataset and the rest (the dataset job's steps, from skills on, to the command's end), in
+    seconds of wall."""
+    vids = [r for r in rows if r["asset"] not in DATASET_STEPS and r.get("started_at") is not None]
     if not vids:
         return {}
     first = min(r["started_at"].timestamp() for r in vids)
     last = max(r["finished_at"].timestamp() for r in vids)
     return {"start-up": first - run["t_start"], "videos": last - first, "dataset and the rest": run["t_end"] - last}
+
+
+def in_run_gaps(rows: list[dict]) -> float:
+    """Seconds, summed over the videos, between a video's first step start and its last step end that
+    no step of it covers: Dagster's own work between the steps of a run (events, input versions)."""
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["asset"] in DATASET_STEPS or r.get("started_at") is None or r["status"] not in ("ok", "blocked"):
+            continue
+        by.setdefault(r["partition_key"], []).append(r)
+    gaps = 0.0
+    for rs in by.values():
+        span = (max(r["finished_at"] for r in rs) - min(r["started_at"] for r in rs)).total_seconds()
+        gaps += span - sum((r["finished_at"] - r["started_at"]).total_seconds() for r in rs)
+    return gaps
+
+
+# the steps of the dataset job (one run over every video, after them)
+DATASET_STEPS = ("skills", "lerobot_dataset")
+
+
+def dataset_step_seconds(home: Path, env: dict) -> dict[str, float]:
+    """Wall seconds of each step of the dataset job's run(s), from Dagster's own step records (the
+    lineage does not time every dataset step), read in a child process on the run's instance."""
+    code = ("import json, dagster as dg\n"
+            "i = dg.DagsterInstance.get(); out = {}\n"
+            "for r in i.get_runs(dg.RunsFilter(job_name='dataset_job')):\n"
+            "    for s in i.get_run_step_stats(r.run_id):\n"
+            "        if s.start_time and s.end_time:\n"
+            "            out[s.step_key] = out.get(s.step_key, 0.0) + s.end_time - s.start_time\n"
+            "print(json.dumps(out))")
+    res = subprocess.run([sys.executable, "-c", code], env={**env, "DAGSTER_HOME": str(home / "dagster")},
+                         cwd=ROOT, capture_output=True, text=True)
+    try:
+        import json
+
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        print(res.stderr[-2000:], file=sys.stderr)
+        return {}
 
 
 def main() -> None:
@@ -229,6 +270,8 @@ def main() -> None:
     rows = lineage_rows(home)
     per_asset = asset_seconds(rows)
     phase = phases(rows, first)
+    gaps = in_run_gaps(rows)
+    ds_steps = dataset_step_seconds(home, env)
     rerun = run_cli(clip_dir, home, env)
     load1 = os.getloadavg()
 
@@ -246,6 +289,9 @@ def main() -> None:
          f"{100 * max(0.0, core_time - bodies) / core_time:.0f} %"),
         ("phases: start-up / videos / dataset and the rest",
          " / ".join(f"{v:.1f} s" for v in phase.values())),
+        ("Dagster between a run's steps (summed over videos)", f"{gaps:.1f} core-s ({100 * gaps / core_time:.0f} %)"),
+        ("dataset job steps (Dagster's step times)",
+         ", ".join(f"{k} {v:.1f} s" for k, v in sorted(ds_steps.items())) or "none"),
         ("peak memory (process tree RSS)", f"{first['peak'] / 2**30:.2f} GiB"),
         ("no-op rerun, wall", f"{rerun['wall']:.1f} s ({rerun['ok']}/{a.videos} ok)"),
         ("load average before / after", f"{load0[0]:.2f} / {load1[0]:.2f}"),
