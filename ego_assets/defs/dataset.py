@@ -11,11 +11,13 @@
   validated; readers never see a half-assembled dataset.
 """
 
+import hashlib
 import json
 import os
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass, field
 
 import dagster as dg
 
@@ -58,6 +60,61 @@ DATASET_CONDITION = (dg.AutomationCondition.any_deps_updated().since_last_handle
 
 def dataset_dir(store) -> str:
     return store.datasets_dir(DATASET_NAME)
+
+
+SHARDS_SUFFIX = "-shards"  # <home>/datasets/ego_assets-shards/<shard>/: each a LeRobot dataset
+SHARD_ASSIGNMENT = "assignment.json"  # {video: shard} of N-video shards (videos stay where they were put)
+
+
+def shards_dir(store) -> str:
+    return store.datasets_dir(DATASET_NAME + SHARDS_SUFFIX)
+
+
+def dataset_roots(store) -> dict[str, str]:
+    """The published datasets: {"": the one dataset} unsharded (EGO_ASSETS_DATASET_SHARD unset), else
+    {shard: its folder} for every shard of the current sharding with a dataset in it (what checks and the
+    CLI go through). Shards of an earlier sharding (the setting changed since) are not listed."""
+    from ego_assets.lib.lerobot.layout import STATE_PATH
+
+    spec = settings.get("DATASET_SHARD")
+    if not spec:
+        return {"": dataset_dir(store)}
+    base = shards_dir(store)
+    names = sorted(set(_shard_assignment(store, spec).values()))
+    return {n: f"{base}/{n}" for n in names if store.exists(f"{base}/{n}/{STATE_PATH}")}
+
+
+def _shard_assignment(store, spec: str) -> dict[str, str]:
+    """{video: shard} recorded by the last sharded assembly under the same sharding ({} after a change)."""
+    p = f"{shards_dir(store)}/{SHARD_ASSIGNMENT}"
+    kept = store.read_json(p) if store.exists(p) else {}
+    return dict(kept.get("videos") or {}) if kept.get("by") == spec else {}
+
+
+@dataclass
+class _Target:
+    """One dataset the step assembles: the dataset, or one shard (its videos, its folder, its repo id);
+    a shard's lineage and quality rows are kept to be merged into the step's one record."""
+
+    root: str
+    repo_id: str
+    name: str = ""
+    keys: set[str] | None = None  # the shard's videos (None: every ready video)
+    left_out: dict[str, str] | None = None  # the shard's left-out videos (None: every one)
+    lineage: list[dict] = field(default_factory=list)
+    quality: list[dict] = field(default_factory=list)
+
+    def write_lineage(self, store, row: dict) -> None:
+        if self.name:
+            self.lineage.append(row)
+        else:
+            store.write_lineage(row)
+
+    def write_quality(self, store, rows: list[dict]) -> None:
+        if self.name:
+            self.quality.extend(rows)
+        else:
+            store.write_quality("lerobot_dataset", "dataset", rows)
 
 
 def dataset_format():
@@ -242,7 +299,11 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
     started = now()
     try:
         with tempfile.TemporaryDirectory(prefix="ego_assets_staged_") as scratch:
-            return _assemble(context, config, store, scratch, t0)
+            spec = settings.get("DATASET_SHARD")
+            if spec:
+                return _assemble_shards(context, config, store, scratch, t0, spec)
+            return _assemble(context, config, store, scratch, t0,
+                             _Target(root=dataset_dir(store), repo_id=config.repo_id))
     except Exception as e:  # noqa: BLE001 - recorded where the CLI's hint looks, then the step fails
         reason = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {e}"
         store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
@@ -251,15 +312,19 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
         raise dg.Failure(description=f"lerobot_dataset: {reason}", allow_retries=False) from e
 
 
-def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
+def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float, target: _Target):
     from ego_assets.lib.lerobot.assembly import assemble
     from ego_assets.lib.lerobot.layout import STAGED_MANIFEST
     from ego_assets.lib.lerobot.staging import load_staged
     from ego_assets.lib.lerobot.versions import assemble_versioned
 
     fmt = dataset_format()
-    remote_root = dataset_dir(store)
+    remote_root, repo_id = target.root, target.repo_id
     ready, versions, left_out = ready_partitions(store)
+    if target.keys is not None:
+        ready = [pk for pk in ready if pk in target.keys]
+    if target.left_out is not None:
+        left_out = target.left_out
     published = _published_state(store, remote_root)
     in_dataset_versions = {k: v.get("version") for k, v in (published or {}).get("partitions", {}).items()}
     rebuild, why_rebuild = bool(config.rebuild), "asked for" if config.rebuild else None
@@ -300,7 +365,7 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
         staged = [load_staged(_local_staged(store, staged_dir(store, pk), scratch, pk, pk not in unchanged))
                   for pk in unchanged + [pk for pk, _ in to_append]]
     if appendable:
-        return _append(context, config, store, remote_root, to_append, unchanged, versions, left_out, fmt,
+        return _append(context, config, store, target, to_append, unchanged, versions, left_out, fmt,
                        scratch, t0)
     members = [s.partition_key for s in staged]
     removed = sorted(set(in_dataset_versions) - set(members))
@@ -323,14 +388,14 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
                 dg.AssetCheckResult(check_name="stats_nondegenerate", passed=True,
                                     severity=dg.AssetCheckSeverity.WARN, metadata={"detail": detail})])
     checks: list = []
-    kwargs = dict(remove=removed, repo_id=config.repo_id, val_fraction=config.val_fraction, rebuild=rebuild,
+    kwargs = dict(remove=removed, repo_id=repo_id, val_fraction=config.val_fraction, rebuild=rebuild,
                   card_info=_card_info(store, members), skills=_skill_map(store))
 
     def accept(root, res) -> bool:
         from ego_assets.lib.lerobot.validate import validate_dataset
 
         checks.extend(validate_dataset(
-            root, res.episodes, repo_id=config.repo_id,
+            root, res.episodes, repo_id=repo_id,
             max_episodes=settings.get("VALIDATE_MAX_EPISODES")))
         return not [c for c in checks if not c[1] and c[0] not in WARN_ONLY]
 
@@ -355,11 +420,12 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
     rows = [dict(asset="lerobot_dataset", check_name=c[0], passed=bool(c[1]),
                  severity="WARN" if c[0] in WARN_ONLY else "ERROR",
                  value=None if c[2] is None else float(c[2]), detail=str(c[3])) for c in checks]
-    store.write_quality("lerobot_dataset", "dataset", rows)
+    target.write_quality(store, rows)
     err = "; ".join(f"{c[0]}: {c[3]}" for c in errors) or None
     if err and store.is_local:
         err += " (not published: the previous version of the dataset stays)"
-    store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
+    target.write_lineage(store, dict(
+                             partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
                              code_version=DATASET_CODE_VERSION, data_version=res.version,
                              upstream=json.dumps({pk: versions[pk] for pk in members}, sort_keys=True),
                              params=json.dumps(params, sort_keys=True),
@@ -373,8 +439,8 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
         "splits": dg.MetadataValue.json(res.splits), "seconds": round(time.perf_counter() - t0, 2),
         "per_source": dg.MetadataValue.md(_counts_md(res.episodes, store)),
         "load_with": dg.MetadataValue.md(
-            f"`LeRobotDataset('{config.repo_id}', root='{remote_root}', video_backend='pyav')`" if store.is_local
-            else f"download `{store.url(remote_root)}`, then `LeRobotDataset('{config.repo_id}', "
+            f"`LeRobotDataset('{repo_id}', root='{remote_root}', video_backend='pyav')`" if store.is_local
+            else f"download `{store.url(remote_root)}`, then `LeRobotDataset('{repo_id}', "
                  "root=<that folder>, video_backend='pyav')`"),
     }
     if why_rebuild:
@@ -392,17 +458,106 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float):
         ])
 
 
-def _append(context, config: DatasetConfig, store, remote_root: str, to_append, unchanged, versions, left_out,
+def _assemble_shards(context, config: DatasetConfig, store, scratch: str, t0: float, spec: str):
+    """EGO_ASSETS_DATASET_SHARD set: one LeRobot dataset per shard (lib/lerobot/shards.py), each assembled,
+    appended to, validated and published as the one dataset is; the step records one lineage row (every
+    shard's videos), one quality row per check (every shard's outcome) and one materialization."""
+    from ego_assets.lib.lerobot import shards
+
+    ready, versions, left_out = ready_partitions(store)
+    base = shards_dir(store)
+    previous = _shard_assignment(store, spec)
+    if not previous and store.exists(f"{base}/{SHARD_ASSIGNMENT}"):
+        context.log.warning(f"the sharding changed to {spec!r}: the shards of the earlier one stay in {base} "
+                            "(no longer listed or checked; delete them when they are not needed)")
+
+    def source_of(pk: str) -> str:
+        return store.video_record(pk)["source"]
+
+    shard_of = shards.assign(spec, ready, source_of, previous)
+    # a video keeps its shard while it is left out for a while (N-video shards are not renumbered)
+    store.write_json(f"{base}/{SHARD_ASSIGNMENT}", {"by": spec, "videos": {**previous, **shard_of}})
+    out_of = {pk: source_of(pk) if spec == "source" else previous.get(pk) for pk in left_out}
+    # a shard is assembled while it has a ready video; one whose videos are all left out keeps its version
+    names = sorted(set(shard_of.values()))
+    results: dict[str, dg.MaterializeResult] = {}
+    targets: dict[str, _Target] = {}
+    for name in names:
+        targets[name] = t = _Target(
+            root=f"{base}/{name}", repo_id=f"{config.repo_id}-{name}", name=name,
+            keys={pk for pk, n in shard_of.items() if n == name},
+            left_out={pk: why for pk, why in left_out.items() if out_of[pk] == name})
+        context.log.info(f"shard {name}: {len(t.keys)} video(s) at {store.url(t.root)}")
+        results[name] = _assemble(context, config, store, scratch, t0, t)
+    for pk in sorted(pk for pk, n in out_of.items() if n not in targets):
+        context.log.warning(f"{pk} ({store.video_uri(pk)}) is left out of the dataset: {left_out[pk]}")
+    return _merge_shards(context, store, spec, targets, results, left_out, t0)
+
+
+def _merge_shards(context, store, spec: str, targets: dict, results: dict, left_out: dict, t0: float):
+    """The shards' records as the step's one: lineage (blocked if any shard is), quality and checks (a
+    check passes when it passes on every shard; each shard's detail kept), metadata (totals and per shard)."""
+    rows = [(n, r) for n, t in targets.items() for r in t.lineage]
+    if rows:
+        upstream: dict = {}
+        for _, r in rows:
+            upstream.update(json.loads(r["upstream"] or "{}"))
+        params = {**json.loads(rows[0][1]["params"] or "{}"), "shard": spec}
+        errors = [f"shard {n}: {r['error']}" for n, r in rows if r["error"]]
+        store.write_lineage(dict(
+            partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
+            code_version=DATASET_CODE_VERSION,
+            data_version=hashlib.sha256(json.dumps({n: r["data_version"] for n, r in rows},
+                                                   sort_keys=True).encode()).hexdigest(),
+            upstream=json.dumps(upstream, sort_keys=True), params=json.dumps(params, sort_keys=True),
+            status="blocked" if any(r["status"] != "ok" for _, r in rows) else "ok",
+            error="; ".join(errors) or None, started_at=now(), finished_at=now()))
+    by_check: dict[str, list] = {}
+    for n, t in targets.items():
+        for q in t.quality:
+            by_check.setdefault(q["check_name"], []).append((n, q))
+    store.write_quality("lerobot_dataset", "dataset", [dict(
+        qs[0][1], passed=all(q["passed"] for _, q in qs), value=None,
+        detail="; ".join(f"shard {n}: {q['detail']}" for n, q in qs)) for qs in by_check.values()])
+    checks: dict[str, dict] = {}
+    for n, res in results.items():
+        for c in res.check_results or []:
+            entry = checks.setdefault(c.check_name, {"passed": True, "severity": c.severity, "metadata": {}})
+            entry["passed"] &= bool(c.passed)
+            entry["metadata"].update({f"{n}: {k}": getattr(v, "value", v) for k, v in (c.metadata or {}).items()})
+    total = {k: sum(int(getattr(res.metadata.get(k), "value", res.metadata.get(k)) or 0) for res in results.values())
+             for k in ("videos", "episodes", "frames")}
+    per_shard = {n: {k: getattr(v, "value", v) for k, v in res.metadata.items()
+                     if k in ("videos", "episodes", "frames", "published", "appended", "added", "removed")}
+                 | {"path": store.url(targets[n].root), "repo_id": targets[n].repo_id}
+                 for n, res in results.items()}
+    meta = {**total, "left_out": len(left_out), "shards": len(results), "shard_by": spec,
+            "path": dg.MetadataValue.path(store.url(shards_dir(store))),
+            "per_shard": dg.MetadataValue.json(per_shard), "seconds": round(time.perf_counter() - t0, 2),
+            "train_on_several": dg.MetadataValue.md(
+                "LeRobot 0.6.1's `lerobot-train` takes one dataset: merge shards with `lerobot-edit-dataset "
+                "--operation.type merge`, or load them with `MultiLeRobotDataset` in a loop of your own.")}
+    versions = {n: str(getattr(r.data_version, "value", "") or "") for n, r in results.items()}
+    return dg.MaterializeResult(
+        metadata=meta,
+        data_version=dg.DataVersion(hashlib.sha256(json.dumps(versions, sort_keys=True).encode()).hexdigest()[:16]),
+        check_results=[dg.AssetCheckResult(check_name=name, passed=c["passed"], severity=c["severity"],
+                                           metadata={k: str(v) for k, v in c["metadata"].items()})
+                       for name, c in checks.items()])
+
+
+def _append(context, config: DatasetConfig, store, target: _Target, to_append, unchanged, versions, left_out,
             fmt, scratch: str, t0: float):
     """Object stores: append each new video to the published dataset (its files, then the metadata; what is
     read and written does not grow with the dataset). Its episodes table rows are written for it alone."""
     from ego_assets.lib.lerobot import incremental
 
     added, res = [], None
+    remote_root = target.root
     skills = _skill_map(store) if to_append else None
     for pk, sdir in to_append:
         try:
-            res = incremental.append_partition(store.fs, remote_root, sdir, scratch, repo_id=config.repo_id,
+            res = incremental.append_partition(store.fs, remote_root, sdir, scratch, repo_id=target.repo_id,
                                                skills=skills)
         except incremental.NeedsFullAssembly as e:
             context.log.warning(f"{pk} is not appended: {e}")
@@ -414,11 +569,12 @@ def _append(context, config: DatasetConfig, store, remote_root: str, to_append, 
     info = store.read_json(f"{remote_root}/meta/info.json")
     detail = (f"{len(added)} video(s) appended ({info['total_episodes']} episodes, {info['total_frames']} frames); "
               "their files and the metadata written, no other file touched")
-    store.write_quality("lerobot_dataset", "dataset", [dict(
+    target.write_quality(store, [dict(
         asset="lerobot_dataset", check_name="lerobot_dataset_valid", passed=True, severity="ERROR",
         value=float(len(added)), detail=detail)])
     params = {**fmt.as_dict(), "val_fraction": config.val_fraction, "skills": _skills_version(store)}
-    store.write_lineage(dict(partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
+    target.write_lineage(store, dict(
+                             partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
                              code_version=DATASET_CODE_VERSION, data_version=state.get("version"),
                              upstream=json.dumps({pk: versions[pk] for pk in members}, sort_keys=True),
                              params=json.dumps(params, sort_keys=True), status="ok", error=None,

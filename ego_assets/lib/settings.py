@@ -58,6 +58,12 @@ def _positive_int(v: str) -> int:
     return n
 
 
+def _shard(v: str) -> str:
+    from ego_assets.lib.lerobot.shards import parse_shard  # the sharding's own rules, declared there
+
+    return parse_shard(v)
+
+
 def _flag(v: str) -> bool:
     return bool(v)  # set (to anything) is on
 
@@ -94,6 +100,8 @@ _ALL = [
             "Frames per second of the dataset, and the rate the frames asset samples at: one rate."),
     Setting("DATASET_IMAGE_SIZE", str, "640x480", "WIDTHxHEIGHT of every episode's frames."),
     Setting("DATASET_ACTION_SPACE", str, "hands_102", "The state/action space (hands_102, eef_7, bimanual_24)."),
+    Setting("DATASET_SHARD", _shard, "",
+            'Split the dataset: "" one dataset; "source" one per source; N at most N videos per shard.'),
     Setting("VALIDATE_MAX_EPISODES", _positive_int, 200, "Episodes decoded by the dataset's validation."),
     # -- Kubernetes (EGO_ASSETS_RUNTIME=k8s); defaults fit NVIDIA's device plugin + GPU feature discovery
     Setting("K8S_GPU_RESOURCE", str, "nvidia.com/gpu", "The GPU's extended resource name."),
