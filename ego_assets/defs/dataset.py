@@ -537,6 +537,13 @@ def _merge_shards(context, store, spec: str, targets: dict, results: dict, left_
             "train_on_several": dg.MetadataValue.md(
                 "LeRobot 0.6.1's `lerobot-train` takes one dataset: merge shards with `lerobot-edit-dataset "
                 "--operation.type merge`, or load them with `MultiLeRobotDataset` in a loop of your own.")}
+    if not results:  # no video is ready yet: no shard to publish, nothing to validate
+        detail = f"no dataset yet: no video ready, {len(left_out)} left out"
+        context.log.warning(detail)
+        meta["note"] = detail
+        checks = {name: {"passed": True, "severity": sev, "metadata": {"detail": detail}} for name, sev in
+                  (("lerobot_dataset_valid", dg.AssetCheckSeverity.ERROR),
+                   ("stats_nondegenerate", dg.AssetCheckSeverity.WARN))}
     versions = {n: str(getattr(r.data_version, "value", "") or "") for n, r in results.items()}
     return dg.MaterializeResult(
         metadata=meta,

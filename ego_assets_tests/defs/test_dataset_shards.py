@@ -8,7 +8,6 @@ import json
 from pathlib import Path
 
 import dagster as dg
-import pyarrow.parquet as pq
 import pytest
 
 from ego_assets.defs import dataset
@@ -55,9 +54,7 @@ def _load(root: str, repo_id: str):
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     ds = LeRobotDataset(repo_id, root=root, video_backend="pyav")
-    keys = set(pq.read_table(Path(root) / "meta" / "ego_assets_provenance.parquet")
-               .column("partition_key").to_pylist())
-    return ds, keys
+    return ds, set(ds.meta.episodes["source/partition_key"])  # the videos of its episodes (meta/episodes)
 
 
 def test_parse_and_assign():
@@ -124,3 +121,11 @@ def test_two_sources_two_shards_each_a_loadable_dataset(tmp_path, monkeypatch):
     assert sorted(roots) == ["0000", "0001"]
     got = {s: _load(roots[s], f"local/ego_assets-{s}")[1] for s in roots}
     assert got == {"0000": {"lab-000", "lab-001", "web-000"}, "0001": {"web-001"}}
+
+
+def test_sharded_without_a_ready_video_publishes_nothing(monkeypatch):
+    monkeypatch.setenv("EGO_ASSETS_DATASET_SHARD", "2")
+    r = _materialize()
+    md = r.asset_materializations_for_node("lerobot_dataset")[0].metadata
+    assert md["shards"].value == 0 and md["episodes"].value == 0 and "no video ready" in md["note"].value
+    assert dataset.dataset_roots(Store()) == {}

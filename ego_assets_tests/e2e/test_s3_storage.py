@@ -437,3 +437,46 @@ def test_video_appended_in_the_bucket_reads_only_its_files_and_the_metadata(s3, 
     checks = validate_dataset(download, repo_id="local/ego_assets")
     failed = [c for c in checks if not c[1] and c[0] != "stats_nondegenerate"]
     assert not failed, failed
+
+
+def test_dataset_shards_in_the_bucket(s3, tmp_path, monkeypatch):
+    """Issue 19 item 4 on an object store: EGO_ASSETS_DATASET_SHARD=source gives one dataset per source in
+    the bucket; a new video of one source is appended to its shard alone (no file of the other shard
+    is written); every shard downloads and loads with LeRobot with exactly its videos' episodes."""
+    import dagster as dg
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    from ego_assets.defs import dataset
+    from ego_assets.defs.settings import EgoStorage
+    from ego_assets_tests.defs.test_dataset_shards import SIZE, _add
+
+    import datasets.config
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+    home = f"s3://{BUCKET}/shards"
+    monkeypatch.setenv("EGO_ASSETS_HOME", home)
+    monkeypatch.setenv("EGO_ASSETS_DATASET_IMAGE_SIZE", "x".join(map(str, SIZE)))
+    monkeypatch.setenv("EGO_ASSETS_DATASET_SHARD", "source")
+    store = Store(home)
+    n = {k: _add(store, tmp_path, k, k.split("-")[0], seed) for k, seed in
+         (("lab-000", 1), ("lab-001", 2), ("web-000", 3))}
+
+    def materialize() -> dict:
+        r = dg.materialize([dataset.lerobot_dataset], resources={"ego": EgoStorage()})
+        assert r.success
+        return r.asset_materializations_for_node("lerobot_dataset")[0].metadata["per_shard"].value
+
+    first = materialize()
+    assert {s: first[s]["episodes"] for s in first} == {"lab": n["lab-000"] + n["lab-001"], "web": n["web-000"]}
+    roots = dataset.dataset_roots(store)
+    lab_files = {p: store.fs.info(p)["ETag"] for p in store.fs.find(roots["lab"])}
+    n["web-001"] = _add(store, tmp_path, "web-001", "web", 4)
+    second = materialize()
+    assert second["web"]["appended"] and second["web"]["added"] == 1
+    assert {p: store.fs.info(p)["ETag"] for p in store.fs.find(roots["lab"])} == lab_files  # untouched
+    for shard, members in {"lab": ["lab-000", "lab-001"], "web": ["web-000", "web-001"]}.items():
+        local = tmp_path / "download" / shard
+        store.fs.get(roots[shard] + "/", str(local), recursive=True)
+        ds = LeRobotDataset(f"local/ego_assets-{shard}", root=local, video_backend="pyav")
+        assert ds.meta.total_episodes == sum(n[k] for k in members)
+        assert set(ds.meta.episodes["source/partition_key"]) == set(members)
