@@ -636,7 +636,7 @@ def _tile_detections(lm, img: np.ndarray, found: list) -> list:
     half a hand size, or keypoint boxes overlapping by more than half)."""
     import mediapipe as mp
 
-    from ego_assets.lib.hands.tracking import _box_overlap, hand_size_px
+    from ego_assets.lib.hands.tracking import box_overlap, hand_size_px
 
     h, w = img.shape[:2]
     side = min(h, w)
@@ -652,7 +652,7 @@ def _tile_detections(lm, img: np.ndarray, found: list) -> list:
             rep = False
             for _, k2, _ in found + out:
                 d = np.linalg.norm(kp - k2, axis=-1).mean()
-                if d < 0.5 * max(min(hand_size_px(kp), hand_size_px(k2)), 1.0) or _box_overlap(kp, k2) > 0.5:
+                if d < 0.5 * max(min(hand_size_px(kp), hand_size_px(k2)), 1.0) or box_overlap(kp, k2) > 0.5:
                     rep = True
                     break
             if not rep:

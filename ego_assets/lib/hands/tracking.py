@@ -83,7 +83,7 @@ def hand_size_px(kp2d: np.ndarray) -> np.ndarray:
     return np.sqrt(((k - k.mean(-2, keepdims=True)) ** 2).sum(-1).mean(-1))
 
 
-def _box_overlap(a: np.ndarray, b: np.ndarray) -> float:
+def box_overlap(a: np.ndarray, b: np.ndarray) -> float:
     """Share of the smaller keypoint bounding box covered by the other."""
     lo, hi = np.maximum(a.min(0), b.min(0)), np.minimum(a.max(0), b.max(0))
     inter = float(np.prod(np.maximum(hi - lo, 0.0)))
@@ -115,7 +115,7 @@ def suppress_duplicates(frame_index: np.ndarray, kp2d: np.ndarray, score: np.nda
                 same = d < rel * max(min(hand_size_px(kp2d[i]), hand_size_px(kp2d[j])), 1.0)
                 if not same and evidence is not None and evidence[i] * evidence[j] > 0 \
                         and min(abs(evidence[i]), abs(evidence[j])) > clear:
-                    same = _box_overlap(kp2d[i], kp2d[j]) > max_overlap
+                    same = box_overlap(kp2d[i], kp2d[j]) > max_overlap
                 if same:
                     keep[j if score[i] >= score[j] else i] = False
     return keep
