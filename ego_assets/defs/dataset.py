@@ -84,6 +84,16 @@ def dataset_roots(store) -> dict[str, str]:
     return {n: f"{base}/{n}" for n in names if store.exists(f"{base}/{n}/{STATE_PATH}")}
 
 
+def shard_videos(store) -> dict[str, set[str]]:
+    """{shard: its videos} of the current sharding ({} unsharded): which rows of the ``episodes`` table
+    each shard's validation compares with."""
+    spec = settings.get("DATASET_SHARD")
+    out: dict[str, set[str]] = {}
+    for pk, shard in (_shard_assignment(store, spec) if spec else {}).items():
+        out.setdefault(shard, set()).add(pk)
+    return out
+
+
 def _shard_assignment(store, spec: str) -> dict[str, str]:
     """{video: shard} recorded by the last sharded assembly under the same sharding ({} after a change)."""
     p = f"{shards_dir(store)}/{SHARD_ASSIGNMENT}"

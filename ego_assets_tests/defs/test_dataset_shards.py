@@ -120,7 +120,7 @@ def test_two_sources_two_shards_each_a_loadable_dataset(tmp_path, monkeypatch):
     roots = dataset.dataset_roots(store)
     assert sorted(roots) == ["0000", "0001"]
     got = {s: _load(roots[s], f"local/ego_assets-{s}")[1] for s in roots}
-    assert got == {"0000": {"lab-000", "lab-001", "web-000"}, "0001": {"web-001"}}
+    assert got == {"0000": {"lab-000", "lab-001", "web-000"}, "0001": {"web-001"}} == dataset.shard_videos(store)
 
 
 def test_sharded_without_a_ready_video_publishes_nothing(monkeypatch):
