@@ -137,7 +137,7 @@ class DatasetFormat:
 
 def dataset_format(env: dict | None = None) -> DatasetFormat:
     """The configured format: ``EGO_ASSETS_DATASET_IMAGE_SIZE`` (WxH), ``EGO_ASSETS_DATASET_FPS``,
-    ``EGO_ASSETS_DATASET_ACTION_SPACE``; defaults 640x480, 10, hands_102."""
+    ``EGO_ASSETS_DATASET_ACTION_SPACE`` (their defaults: lib/settings.py)."""
     return DatasetFormat(parse_image_size(settings.get("DATASET_IMAGE_SIZE", env)),
                          settings.get("DATASET_FPS", env), settings.get("DATASET_ACTION_SPACE", env))
 
