@@ -180,11 +180,11 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
 
 def _dataset_line(store, result) -> bool:
     """One line on the dataset (stderr: stdout carries one line per video). False if it failed."""
-    from ego_assets.defs.dataset import dataset_dir, dataset_outcome
+    from ego_assets.defs.dataset import dataset_outcome, dataset_roots
 
     ok, line = dataset_outcome(result)  # the actual reason when it failed, and a query that shows it
-    print(f"dataset: {line} in {dataset_dir(store)}" if ok else f"FAILED  lerobot_dataset: {line}",
-          file=sys.stderr)
+    where = ", ".join(dataset_roots(store).values())  # one dataset, or each shard's
+    print(f"dataset: {line} in {where}" if ok else f"FAILED  lerobot_dataset: {line}", file=sys.stderr)
     return ok
 
 
@@ -245,12 +245,13 @@ def _summary(store) -> None:
     for pk, name, dur, n, nf in rows:
         more = "  ".join(f"{t}={extra[t].get(pk, 0)}" for t in extra)
         print(f"  {pk}  {name}  {dur:.1f} s  {n} source frames  frames={nf}  {more}")
-    from ego_assets.defs.dataset import dataset_dir
+    from ego_assets.defs.dataset import DatasetConfig, dataset_roots
 
-    ds = Path(dataset_dir(store)) if store.is_local else None
-    if ds is not None and (ds / "meta" / "info.json").exists():
-        print(f"\nLeRobot dataset: {ds}")
-        print(f"  load it: LeRobotDataset('local/ego_assets', root='{ds}', video_backend='pyav')")
+    for shard, root in (dataset_roots(store).items() if store.is_local else ()):
+        ds, repo_id = Path(root), DatasetConfig().repo_id + (f"-{shard}" if shard else "")
+        if (ds / "meta" / "info.json").exists():
+            print(f"\nLeRobot dataset{f' (shard {shard})' if shard else ''}: {ds}")
+            print(f"  load it: LeRobotDataset('{repo_id}', root='{ds}', video_backend='pyav')")
     print(f"catalog: {os.path.join(store.root, 'catalog.duckdb')}  "
           f"(try: ego-assets catalog \"select count(*) from frames\")")
 
@@ -340,25 +341,27 @@ def cmd_check(args) -> int:
 
 def cmd_push(args) -> int:
     store = _store(args)
-    from ego_assets.defs.dataset import dataset_dir
+    from ego_assets.defs.dataset import dataset_roots
     from ego_assets.lib.lerobot.publish import PublishError, push
 
-    root = dataset_dir(store)
-    try:
-        with store.working_copy(root, readonly=True) as local:  # object stores: a download
-            files = push(local, args.repo_id, dry_run=args.dry_run, private=args.private)
-    except PublishError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return EXIT_FAILED
-    total = sum(n for _, n in files)
-    if args.dry_run:
-        for name, n in files:
-            print(f"{n:>12}  {name}")
-        print(f"dry run: {len(files)} file(s), {total / 1e6:.1f} MB would be uploaded to "
-              f"{args.repo_id} (dataset repo)")
-    else:
-        print(f"uploaded {len(files)} file(s), {total / 1e6:.1f} MB to https://huggingface.co/datasets/"
-              f"{args.repo_id}")
+    # one dataset, or one Hub repo per shard: REPO_ID-<shard>
+    for shard, root in dataset_roots(store).items():
+        repo_id = f"{args.repo_id}-{shard}" if shard else args.repo_id
+        try:
+            with store.working_copy(root, readonly=True) as local:  # object stores: a download
+                files = push(local, repo_id, dry_run=args.dry_run, private=args.private)
+        except PublishError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_FAILED
+        total = sum(n for _, n in files)
+        if args.dry_run:
+            for name, n in files:
+                print(f"{n:>12}  {name}")
+            print(f"dry run: {len(files)} file(s), {total / 1e6:.1f} MB would be uploaded to "
+                  f"{repo_id} (dataset repo)")
+        else:
+            print(f"uploaded {len(files)} file(s), {total / 1e6:.1f} MB to https://huggingface.co/datasets/"
+                  f"{repo_id}")
     return EXIT_OK
 
 

@@ -97,16 +97,19 @@ def expected_dataset_missing(store: Store) -> str | None:
 
 def dataset_outcomes(store: Store, quality: QualityWriter | None = None) -> list[CheckOutcome]:
     """The dataset's validation (load with LeRobotDataset, decode, lengths, stats) if it exists; an
-    ERROR ``dataset_exists`` when it should exist and does not."""
-    from ego_assets.defs.dataset import WARN_ONLY, dataset_dir
+    ERROR ``dataset_exists`` when it should exist and does not. Sharded (``EGO_ASSETS_DATASET_SHARD``):
+    every shard is validated against its own videos' episodes, and a check passes when it passes on
+    every shard (each shard's detail kept), as the dataset step records it."""
+    from ego_assets.defs.dataset import WARN_ONLY, DatasetConfig, dataset_roots, shard_videos
 
     quality = quality or QualityWriter(store)
-    root = dataset_dir(store)
-    if not store.exists(f"{root}/meta/info.json"):
+    roots = {n: r for n, r in dataset_roots(store).items() if store.exists(f"{r}/meta/info.json")}
+    if not roots:
         why = expected_dataset_missing(store)
         if why is None:
             return []
-        o = CheckOutcome("dataset_exists", False, "ERROR", None, f"no dataset at {root}: {why}")
+        where = ", ".join(dataset_roots(store).values()) or "any shard"
+        o = CheckOutcome("dataset_exists", False, "ERROR", None, f"no dataset at {where}: {why}")
         quality.write("lerobot_dataset", "dataset", [o.row("lerobot_dataset")])
         return [o]
     from ego_assets.lib import catalog
@@ -117,9 +120,26 @@ def dataset_outcomes(store: Store, quality: QualityWriter | None = None) -> list
         episodes = con.sql("select * from episodes").to_arrow_table()
     finally:
         con.close()
-    with store.working_copy(root, readonly=True) as local:  # the folder itself on a filesystem root
-        outs = [CheckOutcome(name, bool(ok), "WARN" if name in WARN_ONLY else "ERROR",
-                             None if value is None else float(value), str(detail))
-                for name, ok, value, detail in validate_dataset(local, episodes, max_episodes=50)]
+    videos = shard_videos(store)
+    repo_id = DatasetConfig().repo_id
+    per_check: dict[str, list[tuple[str, CheckOutcome]]] = {}
+    for shard, root in roots.items():
+        eps = episodes
+        if shard:
+            keep = [pk in videos.get(shard, set()) for pk in episodes.column("partition_key").to_pylist()]
+            eps = episodes.filter(keep)
+        with store.working_copy(root, readonly=True) as local:  # the folder itself on a filesystem root
+            for name, ok, value, detail in validate_dataset(local, eps, max_episodes=50,
+                                                            repo_id=f"{repo_id}-{shard}" if shard else None):
+                per_check.setdefault(name, []).append((shard, CheckOutcome(
+                    name, bool(ok), "WARN" if name in WARN_ONLY else "ERROR",
+                    None if value is None else float(value), str(detail))))
+    outs = []
+    for name, rs in per_check.items():
+        if len(rs) == 1 and not rs[0][0]:
+            outs.append(rs[0][1])
+            continue
+        outs.append(CheckOutcome(name, all(o.passed for _, o in rs), rs[0][1].severity,
+                                 None, "; ".join(f"shard {n}: {o.detail}" for n, o in rs)))
     quality.write("lerobot_dataset", "dataset", [o.row("lerobot_dataset") for o in outs])
     return outs

@@ -350,6 +350,7 @@ def dataset_up_to_date(store: Store) -> bool:
     at their current data versions, with this dataset code version and format: its step would
     assemble the same dataset again."""
     from ego_assets.defs import dataset
+    from ego_assets.lib import settings
 
     rows = store.lineage("lerobot_dataset", "dataset")
     last = rows[-1] if rows else None
@@ -361,7 +362,9 @@ def dataset_up_to_date(store: Store) -> bool:
     return (json.loads(last["upstream"] or "{}") == {pk: versions[pk] for pk in ready}
             and {k: params.get(k) for k in fmt} == json.loads(json.dumps(fmt))
             and params.get("skills") == _skills_version(store) and (_skills_version(store) or not ready)
-            and store.exists(dataset.dataset_dir(store)))
+            and params.get("shard", "") == (settings.get("DATASET_SHARD") or "")
+            and all(store.exists(root) for root in dataset.dataset_roots(store).values())
+            and bool(dataset.dataset_roots(store)))
 
 
 def _skills_version(store: Store) -> str | None:

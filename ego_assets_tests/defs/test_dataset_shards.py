@@ -114,6 +114,14 @@ def test_two_sources_two_shards_each_a_loadable_dataset(tmp_path, monkeypatch):
             for p in Path(roots["lab"]).resolve().rglob("*") if p.is_file() and p.parent.name != "meta" and "meta" not in p.parts and p.suffix != ".md"} == lab_files
     assert _load(roots["lab"], "local/ego_assets-lab")[1] == {"lab-000", "lab-001"}
 
+    # `ego-assets check` validates every shard against its own videos' episodes (a shard compared with
+    # every episode of the catalog would fail its episode count)
+    from ego_assets.defs.checks import dataset_outcomes
+
+    outs = dataset_outcomes(store)
+    assert outs and all(o.passed for o in outs if o.severity == "ERROR"), [o for o in outs if not o.passed]
+    assert all("shard lab: " in o.detail and "shard web: " in o.detail for o in outs)
+
     # N videos per shard: 4 videos at 3 per shard -> 0000 (3 videos) and 0001 (1 video)
     monkeypatch.setenv("EGO_ASSETS_DATASET_SHARD", "3")
     _materialize()
