@@ -5,7 +5,6 @@ import os
 import shutil
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -64,7 +63,6 @@ def test_good_folder_runs_ok(runs):
 def test_mixed_folder_fails_bad_videos_only(runs):
     r = runs["r_mixed"]
     assert r.returncode == 1, r.stdout + r.stderr
-    lines = {ln.split("  ")[-1].split(":")[0]: ln for ln in r.stdout.splitlines() if ln.strip()}
     reasons = {"empty.mp4": "empty file", "notes.mp4": "not a video container",
                "truncated.mp4": "truncated", "audio_only.mp4": "no video stream",
                "single_frame.mp4": "1 frame(s)"}
@@ -113,7 +111,6 @@ def test_check_passes_on_good_and_fails_on_bad_and_corrupted(runs):
     r = runs["ego"]("check", "--source", "mixed")
     assert r.returncode == 1 and "video_decodable" in r.stdout and "empty file" in r.stdout
     # corrupt one good partition: drop half of its frames table
-    store = Store(str(runs["home"]))
     p = next((runs["home"] / "artifacts" / "frames").glob("good-*/frames.parquet"))
     t = pq.read_table(p)
     pq.write_table(t.slice(0, t.num_rows // 2), p)

@@ -188,7 +188,7 @@ def test_mixed_sources_make_one_dataset_and_left_out_videos_say_why(mixed):
     assert by_name["phone_portrait.mp4"]["cx"] == pytest.approx(319.5, abs=1.0)  # pillarboxed: centred
     for c in cams:
         assert 20 < c["hfov_deg"] < 170 and c["fx"] > 0
-        assert eps.column_names and f"camera/hfov_deg" in eps.column_names
+        assert eps.column_names and "camera/hfov_deg" in eps.column_names
 
 
 def test_shared_real_clips_append_without_re_encoding(mixed):

@@ -72,7 +72,7 @@ def card_text(root: str | Path, repo_id: str, description: str | None = None) ->
              f"- **Episodes:** {info['total_episodes']} ({hours:.2f} h, {info['total_frames']} frames at {fps} fps)",
              f"- **Tasks (distinct instructions):** {info['total_tasks']}",
              f"- **Source videos:** {len(state.get('partitions', {}))}",
-             f"- **Splits (by source video):** " + ", ".join(f"{k} = episodes {v}" for k, v in info["splits"].items()),
+             "- **Splits (by source video):** " + ", ".join(f"{k} = episodes {v}" for k, v in info["splits"].items()),
              f"- **Action space:** `{space}`", ""]
     lines += ["### Sources", "", "| source | videos | episodes | frames | licence (as given) | uri |",
               "|---|---|---|---|---|---|"]

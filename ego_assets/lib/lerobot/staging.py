@@ -331,7 +331,7 @@ def episode_camera(calibration: dict | None, frame_size: tuple[int, int], image_
 
     w, h = frame_size
     g = letterbox_geometry(w, h, image_size)
-    (sx, sy), (ox, oy), (W, H) = g["scale"], g["offset"], g["size"]
+    (sx, sy), (ox, oy), (W, _) = g["scale"], g["offset"], g["size"]
     out = {k: None for k in CAMERA_COLUMNS}
     out["distortion_model"] = "none"
     if calibration is not None:
