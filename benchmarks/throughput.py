@@ -32,9 +32,13 @@ import sys
 import tempfile
 import threading
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from ego_assets_tests.helpers.synth import write_frames  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -61,19 +65,17 @@ def make_clip(src: Path, dst: Path, seconds: float, offset_s: float, fps: int = 
     n = int(round(seconds * fps))
     start = int(round(offset_s * fps))
     tmp = dst.with_suffix(".part.mp4")
-    with av.open(str(tmp), "w", format="mp4") as c:
-        st = c.add_stream("libx264", rate=fps)
-        st.width, st.height, st.pix_fmt = 1920, 1080, "yuv420p"
-        st.options = {"preset": "veryfast", "crf": "23"}
+
+    def upscaled():
         for i in range(n):
             img = cycle[(start + i) % len(cycle)]
             big = cv2.resize(img, (int(round(w0 * scale)), int(round(h0 * scale))), interpolation=cv2.INTER_LINEAR)
             y, x = (big.shape[0] - 1080) // 2, (big.shape[1] - 1920) // 2
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(big[y:y + 1080, x:x + 1920]), format="rgb24")
-            for p in st.encode(frame):
-                c.mux(p)
-        for p in st.encode(None):
-            c.mux(p)
+            yield np.ascontiguousarray(big[y:y + 1080, x:x + 1920])
+
+    # the tests' one encoder; x264 `veryfast` with its default B-frames, like a camera's
+    write_frames(tmp, upscaled(), fps=fps, size=(1920, 1080), codec_options={"preset": "veryfast", "crf": "23"},
+                 time_base=Fraction(1, fps))
     tmp.rename(dst)
 
 

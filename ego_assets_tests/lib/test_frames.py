@@ -1,4 +1,5 @@
 import os
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -98,21 +99,12 @@ def _bframe_video(path, n_frames: int, fps: int, size=(320, 180), pyramid: bool 
     """An H.264 stream with B-frames (x264 `veryfast`: up to 3 in a row, the middle one a reference),
     as cameras and most encoders write it; the synth helper writes none. ``pyramid=False``: always three
     B-frames in a row, none of them a reference."""
-    import av
-
     tex = synth.texture(size[1], size[0], 0)
-    with av.open(str(path), "w", format="mp4") as c:
-        st = c.add_stream("libx264", rate=fps)
-        st.width, st.height, st.pix_fmt = size[0], size[1], "yuv420p"
-        st.options = {"preset": "veryfast", "bf": "3"}
-        if not pyramid:
-            st.options = {**st.options, "x264-params": "b-pyramid=none:b-adapt=0"}
-        for i in range(n_frames):
-            img = synth.frame_at(i, size[1], size[0], tex)
-            for p in st.encode(av.VideoFrame.from_ndarray(img, format="rgb24")):
-                c.mux(p)
-        for p in st.encode(None):
-            c.mux(p)
+    opts = {"preset": "veryfast", "bf": "3"}
+    if not pyramid:
+        opts["x264-params"] = "b-pyramid=none:b-adapt=0"
+    synth.write_frames(path, (synth.frame_at(i, size[1], size[0], tex) for i in range(n_frames)), fps=fps,
+                       size=size, codec_options=opts, time_base=Fraction(1, fps))
 
 
 def _all_times(path) -> list[float]:
