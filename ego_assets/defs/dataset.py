@@ -17,6 +17,7 @@ import os
 import shutil
 import tempfile
 import time
+from datetime import timedelta
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -322,6 +323,11 @@ def lerobot_dataset(context: dg.AssetExecutionContext, config: DatasetConfig, eg
         raise dg.Failure(description=f"lerobot_dataset: {reason}", allow_retries=False) from e
 
 
+def _started(t0: float):
+    """When the step began (``t0``: its perf_counter at the start): the lineage row times the whole step."""
+    return now() - timedelta(seconds=time.perf_counter() - t0)
+
+
 def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float, target: _Target):
     from ego_assets.lib.lerobot.assembly import assemble
     from ego_assets.lib.lerobot.layout import STAGED_MANIFEST
@@ -407,7 +413,7 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float, ta
         checks.extend(validate_dataset(
             root, res.episodes, repo_id=repo_id,
             max_episodes=settings.get("VALIDATE_MAX_EPISODES")))
-        return not [c for c in checks if not c[1] and c[0] not in WARN_ONLY]
+        return not [c for c in checks if not c.passed and c.name not in WARN_ONLY]
 
     if store.is_local:
         # a new version next to the published one (files hard-linked), published in one rename once valid
@@ -418,8 +424,8 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float, ta
         with store.working_copy(remote_root, publish_last=("meta/",)) as root:
             res = assemble(root, staged, **kwargs)
             published_now = accept(root, res)
-    errors = [c for c in checks if not c[1] and c[0] not in WARN_ONLY]
-    warns = [c for c in checks if not c[1] and c[0] in WARN_ONLY]
+    errors = [c for c in checks if not c.passed and c.name not in WARN_ONLY]
+    warns = [c for c in checks if not c.passed and c.name in WARN_ONLY]
     if published_now:
         for pk in members:
             store.write_parquet(store.table_path("episodes", pk),
@@ -427,11 +433,11 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float, ta
         for pk in set(removed) | (set(left_out) - set(members)):
             if store.exists(store.table_path("episodes", pk)):
                 store.fs.rm_file(store.table_path("episodes", pk))
-    rows = [dict(asset="lerobot_dataset", check_name=c[0], passed=bool(c[1]),
-                 severity="WARN" if c[0] in WARN_ONLY else "ERROR",
-                 value=None if c[2] is None else float(c[2]), detail=str(c[3])) for c in checks]
+    rows = [dict(asset="lerobot_dataset", check_name=c.name, passed=bool(c.passed),
+                 severity="WARN" if c.name in WARN_ONLY else "ERROR",
+                 value=None if c.value is None else float(c.value), detail=str(c.detail)) for c in checks]
     target.write_quality(store, rows)
-    err = "; ".join(f"{c[0]}: {c[3]}" for c in errors) or None
+    err = "; ".join(f"{c.name}: {c.detail}" for c in errors) or None
     if err and store.is_local:
         err += " (not published: the previous version of the dataset stays)"
     target.write_lineage(store, dict(
@@ -440,7 +446,7 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float, ta
                              upstream=json.dumps({pk: versions[pk] for pk in members}, sort_keys=True),
                              params=json.dumps(params, sort_keys=True),
                              status="blocked" if errors else "ok", error=err,
-                             started_at=now(), finished_at=now()))
+                             started_at=_started(t0), finished_at=now()))
     meta = {
         **base_meta,
         "episodes": res.n_episodes, "frames": res.n_frames, "tasks": res.n_tasks, "format": fmt.label(),
@@ -460,11 +466,11 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float, ta
         check_results=[
             dg.AssetCheckResult(check_name="lerobot_dataset_valid", passed=not errors,
                                 severity=dg.AssetCheckSeverity.ERROR,
-                                metadata={c[0]: f"{'ok' if c[1] else 'FAILED'}: {c[3]}" for c in checks
-                                          if c[0] not in WARN_ONLY}),
+                                metadata={c.name: f"{'ok' if c.passed else 'FAILED'}: {c.detail}" for c in checks
+                                          if c.name not in WARN_ONLY}),
             dg.AssetCheckResult(check_name="stats_nondegenerate", passed=not warns,
                                 severity=dg.AssetCheckSeverity.WARN,
-                                metadata={c[0]: str(c[3]) for c in checks if c[0] in WARN_ONLY}),
+                                metadata={c.name: str(c.detail) for c in checks if c.name in WARN_ONLY}),
         ])
 
 
@@ -521,7 +527,7 @@ def _merge_shards(context, store, spec: str, targets: dict, results: dict, left_
                                                    sort_keys=True).encode()).hexdigest(),
             upstream=json.dumps(upstream, sort_keys=True), params=json.dumps(params, sort_keys=True),
             status="blocked" if any(r["status"] != "ok" for _, r in rows) else "ok",
-            error="; ".join(errors) or None, started_at=now(), finished_at=now()))
+            error="; ".join(errors) or None, started_at=_started(t0), finished_at=now()))
     by_check: dict[str, list] = {}
     for n, t in targets.items():
         for q in t.quality:
@@ -595,7 +601,7 @@ def _append(context, config: DatasetConfig, store, target: _Target, to_append, u
                              code_version=DATASET_CODE_VERSION, data_version=state.get("version"),
                              upstream=json.dumps({pk: versions[pk] for pk in members}, sort_keys=True),
                              params=json.dumps(params, sort_keys=True), status="ok", error=None,
-                             started_at=now(), finished_at=now()))
+                             started_at=_started(t0), finished_at=now()))
     meta = {"videos": len(members), "left_out": len(left_out), "path": dg.MetadataValue.path(store.url(remote_root)),
             "episodes": info["total_episodes"], "frames": info["total_frames"], "tasks": info["total_tasks"],
             "format": fmt.label(), "new_or_changed": len(to_append), "added": len(added), "replaced": 0,

@@ -100,6 +100,7 @@ def test_two_sources_two_shards_each_a_loadable_dataset(tmp_path, monkeypatch):
         assert {e["dataset"] for e in eps} == {f"local/ego_assets-{shard}"}
     [row] = store.lineage("lerobot_dataset", "dataset")[-1:]
     assert row["status"] == "ok" and set(json.loads(row["upstream"])) == set(n)
+    assert row["finished_at"] > row["started_at"]  # the row times the whole step (assembly, validation)
 
     # a new video of one source: its shard grows; the other's data and video files are kept as they are (on
     # a local home every assembly is a new version, its files hard-linked: the same inodes, nothing re-encoded)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,13 @@ from ego_assets.lib.lerobot.format import (
     read_tasks,
 )
 
-Check = tuple[str, bool, float, str]  # (check_name, passed, value, detail)
+class Check(NamedTuple):
+    """One validation result of a dataset."""
+
+    name: str
+    passed: bool
+    value: float | None
+    detail: str
 
 
 @contextlib.contextmanager
@@ -73,19 +80,19 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
     frames are decoded (evenly spread); None decodes all. Returns (check_name, passed, value, detail).
     Without lerobot installed: the same checks from the files (see the module docstring)."""
     root = Path(dataset_dir)
-    out: list[Check] = []
+    out: list[tuple] = []
     if not (root / INFO_PATH).is_file():
-        return [("dataset_files_present", False, 1.0, f"{root / INFO_PATH} is missing")]
+        return [Check("dataset_files_present", False, 1.0, f"{root / INFO_PATH} is missing")]
     info = json.loads((root / INFO_PATH).read_text())
     meta_files = sorted((root / EPISODES_DIR).glob("*/*.parquet"))
     if not meta_files:
-        return [("dataset_files_present", False, 1.0, "meta/episodes has no parquet file")]
+        return [Check("dataset_files_present", False, 1.0, "meta/episodes has no parquet file")]
     meta = pa.concat_tables([pq.read_table(f) for f in meta_files]).sort_by("episode_index")
     missing = _missing_files(root, info, meta)
     out.append(("dataset_files_present", not missing, float(len(missing)),
                 "all files present" if not missing else f"missing: {missing[:5]}"))
     if missing:
-        return out
+        return [Check(*c) for c in out]
     out.append(("codebase_version", info.get("codebase_version") == CODEBASE_VERSION, 0.0,
                 f"{info.get('codebase_version')} (lerobot writes {CODEBASE_VERSION})"))
 
@@ -99,7 +106,7 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
                                     tolerance_s=tolerance_s)
         except Exception as e:  # report, do not raise: this is a check
             out.append(("lerobot_loads", False, time.perf_counter() - t0, f"{type(e).__name__}: {e}"))
-            return out
+            return [Check(*c) for c in out]
         out.append(("lerobot_loads", True, time.perf_counter() - t0,
                     f"{ds.num_episodes} episodes, {ds.num_frames} frames, backend {video_backend}"))
         n_eps, fps, vkeys = ds.meta.total_episodes, ds.fps, ds.meta.video_keys
@@ -225,7 +232,7 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
         detail = (f"split per episode in source/split ({named.count('train')} train, "
                   f"{len(named) - named.count('train')} other, {n_eps - len(named)} without)")
     out.append(("splits_contiguous", ok, float(len(spans)), detail))
-    return out
+    return [Check(*c) for c in out]
 
 
 class _FilesDataset:
