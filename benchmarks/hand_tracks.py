@@ -39,28 +39,11 @@ sys.path.insert(0, str(REPO))
 CLIP = REPO.parent / "shared" / "data" / "egoloc_pour_water_rgb.mp4"
 
 
-def _decode(path: Path, fps: float = 10.0, long_side: int = 640, start_s: float = 0.0,
-            dur_s: float | None = None) -> tuple[list[np.ndarray], list[float]]:
-    import av
-    import cv2
+def _decode(path: Path) -> tuple[list[np.ndarray], list[float]]:
+    """The clip as the frames stage samples it (10 fps, long side 640 px): the tests' sampler."""
+    from ego_assets_tests.helpers.synth import sample_frames
 
-    imgs, times, nxt = [], [], start_s
-    with av.open(str(path)) as c:
-        for f in c.decode(video=0):
-            t = float(f.pts * f.time_base)
-            if t + 1e-6 < nxt:
-                continue
-            if dur_s is not None and t >= start_s + dur_s:
-                break
-            img = f.to_ndarray(format="rgb24")
-            s = long_side / max(img.shape[:2])
-            if s != 1.0:
-                size = (int(round(img.shape[1] * s / 2)) * 2, int(round(img.shape[0] * s / 2)) * 2)
-                img = cv2.resize(img, size, interpolation=cv2.INTER_AREA)
-            imgs.append(img)
-            times.append(t)
-            nxt += 1.0 / fps
-    return imgs, times
+    return sample_frames(path)
 
 
 def _write_proxy(path: Path, images: list[np.ndarray], times: list[float]) -> None:

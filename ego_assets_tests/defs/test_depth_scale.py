@@ -16,8 +16,8 @@ from ego_assets.defs.partitions import videos
 from ego_assets.lib import backends
 from ego_assets.lib.geometry import render
 from ego_assets.lib.geometry.calibration_backends import CalibrationResult, PriorCalibration
-from ego_assets.lib.sources import Source, discover_file, list_files
-from ego_assets.lib.storage import Store
+from ego_assets.lib.sources import Source
+from ego_assets_tests.helpers.homes import register_source
 
 TRUTH: dict = {}
 
@@ -46,10 +46,7 @@ def _run(tmp_path, monkeypatch, backend: str):
     from ego_assets.definitions import defs
 
     src = Source(name="room", uri=str(folder), intrinsics=[K[0, 0], K[1, 1], K[0, 2], K[1, 2]])
-    found = [discover_file(src, u) for u in list_files(src)]
-    store = Store(str(home))
-    for d in found:
-        store.register_video(d.partition_key, d.record())
+    store, found = register_source(home, src)
     pk = found[0].partition_key
     with dg.DagsterInstance.ephemeral() as instance:
         instance.add_dynamic_partitions(videos.name, [pk])

@@ -13,6 +13,7 @@ from ego_assets.defs.settings import EgoStorage
 from ego_assets.lib.sources import Source, save_sources
 from ego_assets.lib.storage import Store
 from ego_assets_tests.helpers import synth
+from ego_assets_tests.helpers.homes import register_source
 
 
 def _tick(instance, home, cursor=None):
@@ -107,13 +108,9 @@ def test_a_bad_video_fails_alone_and_dagster_holds_each_videos_truth(tmp_path, m
         synth.make_video(folder / f"v{i}.mp4", n_frames=12, fps=20, seed=30 + i)
     bad_file = synth.make_bad_files(tmp_path / "bad")["truncated"]
     (folder / "v1b_truncated.mp4").write_bytes(bad_file.read_bytes())
-    from ego_assets.lib.sources import discover_file, list_files
 
     src = Source(name="batch", uri=str(folder))
-    found = [discover_file(src, u) for u in list_files(src)]
-    store = Store(str(home))
-    for d in found:
-        store.register_video(d.partition_key, d.record())
+    store, found = register_source(home, src)
     keys = [d.partition_key for d in found]
     bad = next(d.partition_key for d in found if d.record()["name"] == "v1b_truncated.mp4")
     good = [k for k in keys if k != bad]
@@ -230,7 +227,6 @@ def test_videos_run_in_worker_processes_each_video_its_own_run(tmp_path, monkeyp
     a bad file fails its own run with its reason; the workers' progress reaches this process's hook."""
     from ego_assets.defs.monitoring import run_worker_pid
     from ego_assets.lib import progress
-    from ego_assets.lib.sources import discover_file, list_files
 
     home = tmp_path / "home"
     monkeypatch.setenv("EGO_ASSETS_HOME", str(home))
@@ -244,10 +240,7 @@ def test_videos_run_in_worker_processes_each_video_its_own_run(tmp_path, monkeyp
         synth.make_video(folder / f"v{i}.mp4", n_frames=12, fps=20, seed=40 + i)
     (folder / "v2_truncated.mp4").write_bytes(synth.make_bad_files(tmp_path / "bad")["truncated"].read_bytes())
     src = Source(name="w", uri=str(folder))
-    found = [discover_file(src, u) for u in list_files(src)]
-    store = Store(str(home))
-    for d in found:
-        store.register_video(d.partition_key, d.record())
+    store, found = register_source(home, src)
     keys = [d.partition_key for d in found]
     bad = next(d.partition_key for d in found if d.record()["name"] == "v2_truncated.mp4")
     assets = ["source_videos", "clips", "frames"]

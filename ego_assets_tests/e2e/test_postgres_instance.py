@@ -21,9 +21,9 @@ import yaml
 
 from ego_assets.defs.execute import materialize_videos, per_video_assets
 from ego_assets.defs.partitions import videos
-from ego_assets.lib.sources import Source, discover_file, list_files
-from ego_assets.lib.storage import Store
+from ego_assets.lib.sources import Source
 from ego_assets_tests.helpers import synth
+from ego_assets_tests.helpers.homes import register_source
 
 DB_USER, DB_NAME, DB_PASSWORD = "dagster", "dagster", "not-checked-trust-auth"
 REPO = Path(__file__).resolve().parents[2]
@@ -138,10 +138,7 @@ def test_partitioned_materialization_on_postgres(postgres, tmp_path, monkeypatch
     folder.mkdir()
     synth.make_video(folder / "pg.mp4", n_frames=16, fps=16, seed=7)
     src = Source(name="pg", uri=str(folder))
-    found = [discover_file(src, u) for u in list_files(src)]
-    store = Store(str(home))
-    for d in found:
-        store.register_video(d.partition_key, d.record())
+    store, found = register_source(home, src)
     keys = [d.partition_key for d in found]
 
     from ego_assets.definitions import defs

@@ -210,10 +210,11 @@ def frames_table(times) -> pa.Table:
     return pa.table({"frame_index": pa.array(np.arange(len(t)), pa.int32()), "t_s": pa.array(t, pa.float64())})
 
 
-def real_proxy(src: str | Path, dst: str | Path, start_s: float = 0.0, dur_s: float | None = None,
-               fps: float = 10.0, long_side: int = 640) -> np.ndarray:
-    """Part of a real clip re-encoded as the frames stage writes a proxy (``fps``, long side
-    ``long_side``, H.264 CRF 18, pts = t_s in ms); returns the frames' times t_s."""
+def sample_frames(src: str | Path, fps: float = 10.0, long_side: int = 640, start_s: float = 0.0,
+                  dur_s: float | None = None) -> tuple[list[np.ndarray], list[float]]:
+    """The frames of a clip as the frames stage samples them: one every 1/``fps`` s from ``start_s`` (for
+    ``dur_s``), long side scaled to ``long_side`` (even sizes, area interpolation); RGB images and their
+    times t_s."""
     import av
     import cv2
 
@@ -235,5 +236,13 @@ def real_proxy(src: str | Path, dst: str | Path, start_s: float = 0.0, dur_s: fl
             images.append(img)
             times.append(t)
             nxt += 1.0 / fps
+    return images, times
+
+
+def real_proxy(src: str | Path, dst: str | Path, start_s: float = 0.0, dur_s: float | None = None,
+               fps: float = 10.0, long_side: int = 640) -> np.ndarray:
+    """Part of a real clip re-encoded as the frames stage writes a proxy (``fps``, long side
+    ``long_side``, H.264 CRF 18, pts = t_s in ms); returns the frames' times t_s."""
+    images, times = sample_frames(src, fps, long_side, start_s, dur_s)
     write_frames(dst, images, fps=int(round(fps)), times=times, codec_options={"crf": "18", "preset": "veryfast"})
     return np.array(times)
