@@ -100,7 +100,8 @@ def dataset_outcomes(store: Store, quality: QualityWriter | None = None) -> list
     ERROR ``dataset_exists`` when it should exist and does not. Sharded (``EGO_ASSETS_DATASET_SHARD``):
     every shard is validated against its own videos' episodes, and a check passes when it passes on
     every shard (each shard's detail kept), as the dataset step records it."""
-    from ego_assets.defs.dataset import WARN_ONLY, DatasetConfig, dataset_roots, shard_videos
+    from ego_assets.defs.dataset import (WARN_ONLY, DatasetConfig, dataset_roots, merge_shard_quality,
+                                         shard_videos)
 
     quality = quality or QualityWriter(store)
     roots = {n: r for n, r in dataset_roots(store).items() if store.exists(f"{r}/meta/info.json")}
@@ -122,24 +123,18 @@ def dataset_outcomes(store: Store, quality: QualityWriter | None = None) -> list
         con.close()
     videos = shard_videos(store)
     repo_id = DatasetConfig().repo_id
-    per_check: dict[str, list[tuple[str, CheckOutcome]]] = {}
+    per_shard: dict[str, list[dict]] = {}
     for shard, root in roots.items():
         eps = episodes
         if shard:
             keep = [pk in videos.get(shard, set()) for pk in episodes.column("partition_key").to_pylist()]
             eps = episodes.filter(keep)
         with store.working_copy(root, readonly=True) as local:  # the folder itself on a filesystem root
-            for name, ok, value, detail in validate_dataset(local, eps, max_episodes=50,
-                                                            repo_id=f"{repo_id}-{shard}" if shard else None):
-                per_check.setdefault(name, []).append((shard, CheckOutcome(
-                    name, bool(ok), "WARN" if name in WARN_ONLY else "ERROR",
-                    None if value is None else float(value), str(detail))))
-    outs = []
-    for name, rs in per_check.items():
-        if len(rs) == 1 and not rs[0][0]:
-            outs.append(rs[0][1])
-            continue
-        outs.append(CheckOutcome(name, all(o.passed for _, o in rs), rs[0][1].severity,
-                                 None, "; ".join(f"shard {n}: {o.detail}" for n, o in rs)))
+            per_shard[shard] = [CheckOutcome(name, bool(ok), "WARN" if name in WARN_ONLY else "ERROR",
+                                             None if value is None else float(value), str(detail)).row("lerobot_dataset")
+                                for name, ok, value, detail in validate_dataset(
+                                    local, eps, max_episodes=50, repo_id=f"{repo_id}-{shard}" if shard else None)]
+    rows = per_shard[""] if list(per_shard) == [""] else merge_shard_quality(per_shard)
+    outs = [CheckOutcome(r["check_name"], r["passed"], r["severity"], r["value"], r["detail"]) for r in rows]
     quality.write("lerobot_dataset", "dataset", [o.row("lerobot_dataset") for o in outs])
     return outs

@@ -510,6 +510,17 @@ def _assemble_shards(context, config: DatasetConfig, store, scratch: str, t0: fl
     return _merge_shards(context, store, spec, targets, results, left_out, t0)
 
 
+def merge_shard_quality(per_shard: dict[str, list[dict]]) -> list[dict]:
+    """The shards' ``quality`` rows as the dataset's: one row per check, passed when it passed on every
+    shard, each shard's detail kept (``shard <name>: ...``)."""
+    by_check: dict[str, list] = {}
+    for n, rows in per_shard.items():
+        for q in rows:
+            by_check.setdefault(q["check_name"], []).append((n, q))
+    return [dict(qs[0][1], passed=all(q["passed"] for _, q in qs), value=None,
+                 detail="; ".join(f"shard {n}: {q['detail']}" for n, q in qs)) for qs in by_check.values()]
+
+
 def _merge_shards(context, store, spec: str, targets: dict, results: dict, left_out: dict, t0: float):
     """The shards' records as the step's one: lineage (blocked if any shard is), quality and checks (a
     check passes when it passes on every shard; each shard's detail kept), metadata (totals and per shard)."""
@@ -528,13 +539,8 @@ def _merge_shards(context, store, spec: str, targets: dict, results: dict, left_
             upstream=json.dumps(upstream, sort_keys=True), params=json.dumps(params, sort_keys=True),
             status="blocked" if any(r["status"] != "ok" for _, r in rows) else "ok",
             error="; ".join(errors) or None, started_at=_started(t0), finished_at=now()))
-    by_check: dict[str, list] = {}
-    for n, t in targets.items():
-        for q in t.quality:
-            by_check.setdefault(q["check_name"], []).append((n, q))
-    store.write_quality("lerobot_dataset", "dataset", [dict(
-        qs[0][1], passed=all(q["passed"] for _, q in qs), value=None,
-        detail="; ".join(f"shard {n}: {q['detail']}" for n, q in qs)) for qs in by_check.values()])
+    store.write_quality("lerobot_dataset", "dataset",
+                        merge_shard_quality({n: t.quality for n, t in targets.items()}))
     checks: dict[str, dict] = {}
     for n, res in results.items():
         for c in res.check_results or []:
