@@ -363,8 +363,8 @@ def dataset_up_to_date(store: Store) -> bool:
             and {k: params.get(k) for k in fmt} == json.loads(json.dumps(fmt))
             and params.get("skills") == _skills_version(store) and (_skills_version(store) or not ready)
             and params.get("shard", "") == (settings.get("DATASET_SHARD") or "")
-            and all(store.exists(root) for root in dataset.dataset_roots(store).values())
-            and bool(dataset.dataset_roots(store)))
+            and bool(roots := dataset.dataset_roots(store))
+            and all(store.exists(root) for root in roots.values()))
 
 
 def _skills_version(store: Store) -> str | None:
