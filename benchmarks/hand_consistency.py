@@ -120,9 +120,11 @@ def mirror_agreement(orig, mirrored, width: int) -> tuple[float, float]:
 
 
 def run_clip(backend, path: Path, tmp: Path, fps: float, long_side: int, mirror: bool = False):
-    from hand_tracks import _decode, _frames, _write_proxy
+    from hand_tracks import _frames, _write_proxy
 
-    imgs, ts = _decode(path, fps=fps, long_side=long_side)
+    from ego_assets_tests.helpers.synth import sample_frames
+
+    imgs, ts = sample_frames(path, fps=fps, long_side=long_side)
     if mirror:
         imgs = [np.ascontiguousarray(im[:, ::-1]) for im in imgs]
     proxy = tmp / f"{path.stem}_{int(mirror)}.mp4"
