@@ -1,0 +1,276 @@
+"""Removing and replacing a partition of a published dataset through a filesystem (issue 19): the removed
+partition's files go, later data files are renumbered (no video file is read or written), and the result
+is what a full assembly of the same partitions gives (compared by partition key: the order differs), and
+it loads with LeRobot."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from ego_assets.lib.lerobot import incremental
+from ego_assets.lib.lerobot.assembly import assemble
+from ego_assets.lib.lerobot.stats import episode_stats
+from ego_assets_tests.lib.lerobot.conftest import VAL_FRACTION
+from ego_assets_tests.lib.lerobot.synth import make_partition, stage
+
+NUMBERING = ("episode_index", "index", "task_index")  # depend on the order, which differs by design
+
+
+class Recording:
+    """A filesystem wrapper that records the paths read, written and deleted."""
+
+    def __init__(self, fs):
+        self.fs, self.read, self.written, self.deleted = fs, [], [], []
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+    def cat_file(self, path, *a, **kw):
+        self.read.append(path)
+        return self.fs.cat_file(path, *a, **kw)
+
+    def open(self, path, *a, **kw):
+        self.read.append(path)
+        return self.fs.open(path, *a, **kw)
+
+    def get_file(self, rpath, lpath, **kw):
+        self.read.append(rpath)
+        return self.fs.get_file(rpath, lpath, **kw)
+
+    def pipe_file(self, path, data, **kw):
+        self.written.append(path)
+        return self.fs.pipe_file(path, data, **kw)
+
+    def put_file(self, lpath, rpath, **kw):
+        self.written.append(rpath)
+        return self.fs.put_file(lpath, rpath, **kw)
+
+    def rm_file(self, path):
+        self.deleted.append(path)
+        return self.fs.rm_file(path)
+
+
+def meta_rows(root: Path) -> list[dict]:
+    return [r for f in sorted(root.glob("meta/episodes/*/*.parquet")) for r in pq.read_table(f).to_pylist()]
+
+
+def per_episode_stats(row: dict) -> dict:
+    st: dict = {}
+    for k, v in row.items():
+        if k.startswith("stats/"):
+            _, feat, s = k.split("/", 2)
+            st.setdefault(feat, {})[s] = np.asarray(v, np.float64)
+    return st
+
+
+def check_consistent(root: Path) -> None:
+    """What LeRobot's row-position lookup needs: meta/episodes row i is episode i, its frames are rows
+    [from, to) of the data files in path order with that episode_index and index = position; each
+    episode's stats of episode_index/index are those of its rows; info totals and stats.json match."""
+    rows = meta_rows(root)
+    data = pa.concat_tables([pq.read_table(f) for f in sorted(root.glob("data/*/*.parquet"))])
+    assert [r["episode_index"] for r in rows] == list(range(len(rows)))
+    assert rows[0]["dataset_from_index"] == 0 and rows[-1]["dataset_to_index"] == data.num_rows
+    assert np.array_equal(data["index"].to_numpy(), np.arange(data.num_rows))
+    ep = data["episode_index"].to_numpy()
+    for r in rows:
+        a, b = r["dataset_from_index"], r["dataset_to_index"]
+        assert b - a == r["length"] and (ep[a:b] == r["episode_index"]).all(), r["episode_index"]
+        got = per_episode_stats(r)
+        want = episode_stats({"episode_index": ep[a:b], "index": np.arange(a, b)})
+        for feat in ("episode_index", "index"):
+            for s, v in want[feat].items():
+                np.testing.assert_allclose(got[feat][s], v, rtol=1e-9, atol=1e-9, err_msg=f"{r['episode_index']} {feat}/{s}")
+        dfile = root / f"data/chunk-{r['data/chunk_index']:03d}/file-{r['data/file_index']:03d}.parquet"
+        assert dfile.exists(), dfile
+        vfile = (root / "videos/observation.images.ego" /
+                 f"chunk-{r['videos/observation.images.ego/chunk_index']:03d}/"
+                 f"file-{r['videos/observation.images.ego/file_index']:03d}.mp4")
+        assert vfile.exists(), vfile
+    info = json.loads((root / "meta/info.json").read_text())
+    assert info["total_episodes"] == len(rows) and info["total_frames"] == data.num_rows
+    want = incremental.aggregate_stats([per_episode_stats(r) for r in rows])
+    got = json.loads((root / "meta/stats.json").read_text())
+    assert set(got) == set(want)
+    for feat, st in want.items():
+        for s, v in st.items():
+            np.testing.assert_allclose(np.asarray(got[feat][s], np.float64), v, rtol=1e-9, atol=1e-9,
+                                       err_msg=f"{feat}/{s}")
+
+
+def by_key(root: Path) -> dict:
+    """Per partition: its episodes (segment, hand, task, length, video span) in segment order."""
+    out: dict = {}
+    for r in meta_rows(root):
+        out.setdefault(r["source/partition_key"], []).append(
+            (r["source/segment_id"], r["source/hand"], r["tasks"][0], r["length"],
+             round(r["videos/observation.images.ego/from_timestamp"], 6),
+             round(r["videos/observation.images.ego/to_timestamp"], 6)))
+    return {k: sorted(v) for k, v in out.items()}
+
+
+def assert_same_dataset(root: Path, full: Path) -> None:
+    """``root`` holds what the full assembly ``full`` holds, up to the order of the partitions."""
+    assert by_key(root) == by_key(full)
+    a, b = json.loads((root / "meta/info.json").read_text()), json.loads((full / "meta/info.json").read_text())
+    for k in ("total_episodes", "total_frames", "fps", "features"):
+        assert a[k] == b[k], k
+    used = {t for eps in by_key(root).values() for _, _, t, *_ in eps}
+    tasks = pq.read_table(root / "meta/tasks.parquet")
+    name = next(c for c in tasks.column_names if c != "task_index")
+    assert used <= set(tasks[name].to_pylist())  # a task no episode uses any more may stay
+    assert tasks["task_index"].to_pylist() == list(range(tasks.num_rows))
+    sa, sb = json.loads((root / "meta/stats.json").read_text()), json.loads((full / "meta/stats.json").read_text())
+    assert set(sa) == set(sb)
+    for feat in sb:
+        if feat in NUMBERING:
+            continue
+        for s in sb[feat]:
+            np.testing.assert_allclose(np.asarray(sa[feat][s], np.float64), np.asarray(sb[feat][s], np.float64),
+                                       rtol=1e-6, atol=1e-7, err_msg=f"{feat}/{s}")
+
+
+def load_check(root: Path, full: Path) -> None:
+    """LeRobot loads it; a query across an episode boundary pads and returns the right rows; each
+    episode's first frame decodes to the same image as in the full assembly (same video bytes and span)."""
+    import torch
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    fps = json.loads((root / "meta/info.json").read_text())["fps"]
+    dt = {"action": [-1 / fps, 0.0, 1 / fps]}
+    ds = LeRobotDataset("local/test", root=root, video_backend="pyav", delta_timestamps=dt)
+    ref = LeRobotDataset("local/test", root=full, video_backend="pyav")
+    rows = meta_rows(root)
+    data = pa.concat_tables([pq.read_table(f) for f in sorted(root.glob("data/*/*.parquet"))])
+    action = np.stack(data["action"].to_numpy(zero_copy_only=False))
+    for r in rows[:-1]:
+        last = r["dataset_to_index"] - 1
+        it = ds[last]
+        assert int(it["episode_index"]) == r["episode_index"]
+        assert it["action_is_pad"].tolist() == [False, False, True]
+        np.testing.assert_allclose(it["action"][0].numpy(), action[last - 1], rtol=1e-6)
+        np.testing.assert_allclose(it["action"][2].numpy(), action[last], rtol=1e-6)  # clamped to the episode
+        nxt = ds[last + 1]
+        assert int(nxt["episode_index"]) == r["episode_index"] + 1
+        assert nxt["action_is_pad"].tolist() == [True, False, False]
+        np.testing.assert_allclose(nxt["action"][1].numpy(), action[last + 1], rtol=1e-6)
+    ref_rows = {(r["source/partition_key"], r["source/segment_id"], r["source/hand"]): r for r in meta_rows(full)}
+    for r in rows:
+        q = ref_rows[(r["source/partition_key"], r["source/segment_id"], r["source/hand"])]
+        a = ds[r["dataset_from_index"]]["observation.images.ego"]
+        b = ref[q["dataset_from_index"]]["observation.images.ego"]
+        assert a.shape == b.shape and torch.equal(a, b), r["episode_index"]
+
+
+@pytest.fixture()
+def abc(dataset_copy, staged, tmp_path):
+    """A and B assembled, C appended (slots 0, 1, 2; A and C in train, B in validation)."""
+    root, _ = dataset_copy
+    incremental.append_partition(fsspec.filesystem("file"), str(root), str(staged["C"].path), tmp_path / "s")
+    return root
+
+
+def full_assembly(tmp_path: Path, name: str, staged_parts) -> Path:
+    out = tmp_path / name
+    assemble(out, staged_parts, val_fraction=VAL_FRACTION)
+    return out
+
+
+def test_remove_a_partition_renumbers_later_data_and_touches_no_video(abc, staged, parts, tmp_path):
+    root = abc
+    videos = {p: p.read_bytes() for p in root.glob("videos/*/*/*.mp4")}
+    data_before = {p: p.read_bytes() for p in root.glob("data/*/*.parquet")}
+    fs = Recording(fsspec.filesystem("file"))
+    res = incremental.remove_partition(fs, str(root), parts["A"].key)
+    assert res.removed == [parts["A"].key] and res.added == [] and res.replaced == []
+    assert sorted(res.data_written) == sorted([parts["B"].key, parts["C"].key])  # the later ones
+    assert res.n_episodes == staged["B"].n_episodes + staged["C"].n_episodes
+    rel = lambda ps: sorted(p[len(str(root)) + 1:] for p in ps)  # noqa: E731
+    # no video read or written; A's video deleted; B's and C's bytes unchanged
+    assert not [p for p in fs.read + fs.written if p.endswith(".mp4")]
+    assert rel(p for p in fs.deleted if p.endswith(".mp4")) == ["videos/observation.images.ego/chunk-000/file-000.mp4"]
+    for p, b in videos.items():
+        if p.name != "file-000.mp4":
+            assert p.read_bytes() == b, p
+    # data: B and C rewritten after the last slot (3, 4); A's and the old copies deleted
+    assert rel(p for p in fs.written if "/data/" in p) == [
+        "data/chunk-000/file-003.parquet", "data/chunk-000/file-004.parquet"]
+    assert sorted(p.name for p in root.glob("data/*/*.parquet")) == ["file-003.parquet", "file-004.parquet"]
+    # the renumbered files differ only in episode_index and index (pyarrow column replacement)
+    new_b = pq.read_table(root / "data/chunk-000/file-003.parquet")
+    old_b = pq.read_table(pa.BufferReader(data_before[root / "data/chunk-000/file-001.parquet"]))
+    assert new_b.schema.metadata == old_b.schema.metadata
+    for c in old_b.column_names:
+        if c not in ("episode_index", "index"):
+            assert new_b[c].equals(old_b[c]), c
+    # metadata last: every data write before the first metadata write; deletes after all writes
+    first_meta = min(i for i, p in enumerate(fs.written) if "/meta/" in p)
+    assert all("/meta/" not in p for p in fs.written[:first_meta]) and fs.written[first_meta - 1].endswith(".parquet")
+    assert fs.written[-1].endswith("ego_assets_header.json")
+    check_consistent(root)
+    full = full_assembly(tmp_path, "full_bc", [staged["B"], staged["C"]])
+    assert_same_dataset(root, full)
+    load_check(root, full)
+    # the provenance, the state and the next full assembly agree
+    prov = pa.concat_tables([pq.read_table(f) for f in sorted(root.glob("meta/ego_assets_provenance*.parquet"))])
+    want = {(r["source/partition_key"], r["episode_index"]) for r in meta_rows(root)}
+    assert {(r["partition_key"], r["episode_index"]) for r in prov.to_pylist()} == want
+    state = json.loads((root / "meta/ego_assets_state.json").read_text())
+    assert parts["A"].key not in state["partitions"]
+    assert state["partitions"][parts["B"].key]["data_file"] == "data/chunk-000/file-003.parquet"
+    again = assemble(root, [], val_fraction=VAL_FRACTION)
+    assert again.removed == [] and sorted(again.kept) == sorted([parts["B"].key, parts["C"].key])
+    assert by_key(root) == by_key(full)
+    assert json.loads((root / "meta/info.json").read_text()) == json.loads((full / "meta/info.json").read_text())
+
+
+def test_replace_moves_the_partition_to_the_end_in_one_publication(abc, staged, parts, tmp_path):
+    root = abc
+    b2 = stage(make_partition(tmp_path / "src", parts["B"].key, seed=5, task_prefix="again "),
+               tmp_path / "staged_b2" / parts["B"].key)
+    assert b2.version != staged["B"].version
+    with pytest.raises(incremental.NeedsFullAssembly, match="replace"):
+        incremental.append_partition(fsspec.filesystem("file"), str(root), str(b2.path), tmp_path / "s0",
+                                     in_dataset=staged["B"].version)
+    videos = {p: p.read_bytes() for p in root.glob("videos/*/*/*.mp4") if p.name != "file-001.mp4"}
+    fs = Recording(fsspec.filesystem("file"))
+    res = incremental.replace_partition(fs, str(root), str(b2.path), tmp_path / "s1")
+    assert res.replaced == [parts["B"].key] and res.removed == [] and res.added == []
+    # written videos: only B's new one; the others' bytes unchanged
+    assert [p for p in fs.written if p.endswith(".mp4")] == [
+        str(root / "videos/observation.images.ego/chunk-000/file-004.mp4")]
+    assert not [p for p in fs.read if p.endswith(".mp4") and p.startswith(str(root))]  # only its staged one
+    for p, b in videos.items():
+        assert p.read_bytes() == b, p
+    # one publication: info.json and the header written once, last
+    assert [p.rsplit("/", 1)[-1] for p in fs.written].count("info.json") == 1
+    assert fs.written[-1].endswith("ego_assets_header.json")
+    rows = meta_rows(root)
+    assert {r["source/partition_key"] for r in rows[-b2.n_episodes:]} == {parts["B"].key}
+    check_consistent(root)
+    full = full_assembly(tmp_path, "full_ab2c", [staged["A"], b2, staged["C"]])
+    assert_same_dataset(root, full)
+    load_check(root, full)
+    # the next append and the next full assembly still work
+    d = make_partition(tmp_path / "src", "vid-d", seed=9)
+    sd = stage(d, tmp_path / "staged_d" / d.key)
+    incremental.append_partition(fsspec.filesystem("file"), str(root), str(sd.path), tmp_path / "s2")
+    check_consistent(root)
+    assemble(root, [], val_fraction=VAL_FRACTION)
+    assert by_key(root) == by_key(full_assembly(tmp_path, "full_ab2cd", [staged["A"], b2, staged["C"], sd]))
+
+
+def test_removing_the_last_partition_needs_the_full_assembly(dataset_copy, parts):
+    root, _ = dataset_copy
+    fs = fsspec.filesystem("file")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(incremental.NeedsFullAssembly, match="no episode"):
+        incremental.update_dataset(fs, str(root), remove=[parts["A"].key, parts["B"].key])
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # nothing changed
