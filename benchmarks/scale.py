@@ -1,6 +1,8 @@
-"""Scale benchmark (issue 19): what adding one video costs on an object store with N videos already there.
+"""Scale benchmark (issue 19): what adding (replacing, removing) one video costs on an object store with N
+videos already there.
 
     python benchmarks/scale.py --partitions 100,1000,10000 --csv
+    python benchmarks/scale.py --partitions 100,1000 --csv --op remove   # or --op replace
 
 A local moto S3 server stands in for the bucket. For each N it writes, directly into the bucket (no video
 processing), what N staged videos leave behind:
@@ -29,6 +31,16 @@ them) and the new video's file read on its own: it lists the table's files and r
 segments and the new file.
 What is not in assemble_s: the ``lerobot_dataset`` asset's own bookkeeping (it reads each video's last
 lineage row and staged manifest to find the new ones: O(N) small reads; see k8s/README.md).
+
+``--op replace`` / ``--op remove`` (default ``add``): the same columns for replacing (a re-staged version of
+it, ``incremental.replace_partition``) or removing (``incremental.remove_partition``) the video in the
+middle slot (N // 2: a removal rewrites the data files after the slot, so the middle is the mean cost of a
+uniformly chosen video; slot 0 costs twice that, the last slot nothing). For these the N data files are
+real (the template partition's rows, renumbered per video: they are read and written again) and the
+full assembly's provenance file is there (``--episodes`` rows per video); the videos stay placeholders
+(never read or written: ``bytes_*`` would show it). The removal reads all of ``meta/episodes`` (the stats
+are aggregated again from every episode's), the state and the provenance file, and the data files after
+the slot: O(N). Listings (LIST requests) and deletes move no bytes and are not counted.
 """
 
 from __future__ import annotations
@@ -137,8 +149,9 @@ def template(work: Path):
     return ds, staged["new"]
 
 
-def build(fs, root: str, tmpl: Path, n: int, episodes: int) -> None:
-    """The metadata of an N-partition dataset in the bucket, and N placeholder data/video files."""
+def build(fs, root: str, tmpl: Path, n: int, episodes: int, real_data: bool = False) -> None:
+    """The metadata of an N-partition dataset in the bucket, and N placeholder data/video files (with
+    ``real_data``: the data files and the provenance file real, as a removal reads them)."""
     from ego_assets.lib.lerobot.layout import EPISODES_PER_META_FILE, HEADER_PATH, STATE_PATH
     from ego_assets.lib.lerobot.features import VIDEO_KEY
     from ego_assets.lib.lerobot.format import DEFAULT_DATA_PATH, DEFAULT_EPISODES_PATH, DEFAULT_VIDEO_PATH
@@ -165,6 +178,8 @@ def build(fs, root: str, tmpl: Path, n: int, episodes: int) -> None:
         i = t.schema.get_field_index(c)
         t = t.set_column(i, t.schema.field(i), v.cast(t.schema.field(i).type))
     files = {}
+    if real_data:
+        files.update(real_data_files(root, tmpl, t, lengths, episodes, n))
     for s in range(0, total, EPISODES_PER_META_FILE):
         c, f = divmod(s // EPISODES_PER_META_FILE, chunks)
         sink = pa.BufferOutputStream()
@@ -181,12 +196,67 @@ def build(fs, root: str, tmpl: Path, n: int, episodes: int) -> None:
         d, v = DEFAULT_DATA_PATH.format(chunk_index=c, file_index=f), DEFAULT_VIDEO_PATH.format(
             video_key=VIDEO_KEY, chunk_index=c, file_index=f)
         state["partitions"][f"p{i:06d}"] = {**entry, "data_file": d, "video_file": v, "n_episodes": episodes}
-        files[f"{root}/{d}"] = b"placeholder data file: an append must not read it"
+        if not real_data:
+            files[f"{root}/{d}"] = b"placeholder data file: an append must not read it"
         files[f"{root}/{v}"] = b"placeholder video file: an append must not read it"
     files[f"{root}/{STATE_PATH}"] = json.dumps(state, indent=1).encode()
     header = {k: v for k, v in state.items() if k != "partitions"} | {"n_partitions": n}
     files[f"{root}/{HEADER_PATH}"] = json.dumps(header, indent=1).encode()
     seed(fs, files)
+
+
+def real_data_files(root: str, tmpl: Path, meta: pa.Table, lengths: np.ndarray, episodes: int, n: int) -> dict:
+    """Per video its data file (the template's episodes' rows, ``index``/``episode_index`` numbered as
+    ``meta`` says) and the full assembly's provenance file: what a removal reads and renumbers."""
+    from ego_assets.lib.lerobot.format import DEFAULT_DATA_PATH
+    from ego_assets.lib.lerobot.layout import PARQUET_KEY, PROVENANCE_PATH
+
+    data = pa.concat_tables([pq.read_table(f) for f in sorted((tmpl / "data").glob("*/*.parquet"))])
+    tm = pa.concat_tables([pq.read_table(f) for f in sorted((tmpl / "meta/episodes").glob("*/*.parquet"))])
+    spans = [data.slice(a, b - a) for a, b in zip(tm["dataset_from_index"].to_pylist(),
+                                                    tm["dataset_to_index"].to_pylist())]
+    chunks = json.loads((tmpl / "meta/info.json").read_text())["chunks_size"]
+    start = np.concatenate([[0], np.cumsum(lengths)])
+    files = {}
+    md = dict(data.schema.metadata or {})
+    for i in range(n):
+        eps = range(i * episodes, (i + 1) * episodes)
+        t = pa.concat_tables([spans[e % len(spans)] for e in eps])
+        ep = np.repeat(np.asarray(list(eps), np.int64), lengths[i * episodes:(i + 1) * episodes])
+        idx = np.arange(start[i * episodes], start[(i + 1) * episodes], dtype=np.int64)
+        t = t.set_column(t.schema.get_field_index("episode_index"), "episode_index", pa.array(ep))
+        t = t.set_column(t.schema.get_field_index("index"), "index", pa.array(idx))
+        t = t.replace_schema_metadata({**md, PARQUET_KEY: f"p{i:06d}".encode()})
+        sink = pa.BufferOutputStream()
+        pq.write_table(t, sink, compression="snappy")
+        c, f = divmod(i, chunks)
+        files[f"{root}/{DEFAULT_DATA_PATH.format(chunk_index=c, file_index=f)}"] = sink.getvalue().to_pybytes()
+    prov = pq.read_table(tmpl / PROVENANCE_PATH)
+    total = n * episodes
+    prov = prov.take(pa.array(np.arange(total) % prov.num_rows))
+    prov = prov.set_column(prov.schema.get_field_index("episode_index"), "episode_index",
+                           pa.array(np.arange(total), prov.schema.field("episode_index").type))
+    prov = prov.set_column(prov.schema.get_field_index("partition_key"), "partition_key",
+                           meta["source/partition_key"].cast(prov.schema.field("partition_key").type))
+    sink = pa.BufferOutputStream()
+    pq.write_table(prov, sink, compression="zstd")
+    files[f"{root}/{PROVENANCE_PATH}"] = sink.getvalue().to_pybytes()
+    return files
+
+
+def restaged(work: Path, new_staged, key: str) -> Path:
+    """The added video's staged folder under another partition key: a re-staged version of ``key``."""
+    import shutil
+
+    from ego_assets.lib.lerobot.layout import STAGED_MANIFEST
+
+    dst = work / "restaged" / key
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(new_staged.path, dst)
+    m = json.loads((dst / STAGED_MANIFEST).read_text())
+    m.update(partition_key=key, version=f"restaged-{m['version']}")
+    (dst / STAGED_MANIFEST).write_text(json.dumps(m))
+    return dst
 
 
 def build_sources_and_tables(fs, home: str, n: int, tmpl_prov: pa.Table) -> dict:
@@ -222,7 +292,7 @@ def build_sources_and_tables(fs, home: str, n: int, tmpl_prov: pa.Table) -> dict
     return seen
 
 
-def run(n: int, episodes: int, work: Path, tmpl: Path, new_staged) -> dict:
+def run(n: int, episodes: int, work: Path, tmpl: Path, new_staged, op: str = "add") -> dict:
     import fsspec
 
     from ego_assets.lib import catalog
@@ -233,18 +303,32 @@ def run(n: int, episodes: int, work: Path, tmpl: Path, new_staged) -> dict:
     fs = fsspec.filesystem("s3", skip_instance_cache=True)
     home = f"{BUCKET}/n{n}"
     root = f"{home}/datasets/ego_assets"
-    build(fs, root, tmpl, n, episodes)
+    build(fs, root, tmpl, n, episodes, real_data=op != "add")
     sdir = f"{home}/artifacts/lerobot_episodes/new-video/staged"
-    fs.put(str(new_staged.path) + "/", sdir + "/", recursive=True)
+    victim = f"p{n // 2:06d}"  # --op replace/remove: the video in the middle slot
+    fs.put(str(restaged(work, new_staged, victim) if op == "replace" else new_staged.path) + "/", sdir + "/",
+           recursive=True)
     prov = pq.read_table(tmpl / "meta/ego_assets_provenance.parquet")
     seen = build_sources_and_tables(fs, home, n, prov)
     fs.pipe_file(f"{home}/src/new.mp4", b"a new video")
 
     c = Counter(fsspec.filesystem("s3", skip_instance_cache=True))
     t0 = time.perf_counter()
-    res = incremental.append_partition(c, root, sdir, work / f"scratch{n}")
+    if op == "add":
+        res = incremental.append_partition(c, root, sdir, work / f"scratch{n}")
+    elif op == "replace":
+        res = incremental.replace_partition(c, root, sdir, work / f"scratch{n}")
+    else:
+        res = incremental.remove_partition(c, root, victim)
     assemble_s = time.perf_counter() - t0
-    assert res.added == [new_staged.partition_key] and res.n_episodes == n * episodes + new_staged.n_episodes
+    if op == "add":
+        assert res.added == [new_staged.partition_key] and res.n_episodes == n * episodes + new_staged.n_episodes
+    elif op == "replace":
+        assert res.replaced == [victim] and res.n_episodes == (n - 1) * episodes + new_staged.n_episodes
+        assert len(res.data_written) == n - n // 2  # the later videos' data files, and its own
+    else:
+        assert res.removed == [victim] and res.n_episodes == (n - 1) * episodes
+        assert len(res.data_written) == n - n // 2 - 1
 
     t0 = time.perf_counter()
     new, _, errors = discover([Source("cam", f"s3://{home}/src")], seen, set(), limit=10)
@@ -266,6 +350,8 @@ def main() -> None:
     ap.add_argument("--partitions", default="100,1000,10000")
     ap.add_argument("--episodes", type=int, default=8, help="episodes per video in the existing dataset")
     ap.add_argument("--csv", action="store_true", help="CSV only (no notes)")
+    ap.add_argument("--op", choices=("add", "replace", "remove"), default="add",
+                    help="the change measured: add a video, replace or remove the one in the middle slot")
     a = ap.parse_args()
     start_moto()
     import fsspec
@@ -281,7 +367,7 @@ def main() -> None:
                   f"{size} bytes; existing videos: {a.episodes} episodes each", file=sys.stderr)
         print(",".join(cols), flush=True)
         for n in (int(x) for x in a.partitions.split(",")):
-            r = run(n, a.episodes, work, tmpl, new_staged)
+            r = run(n, a.episodes, work, tmpl, new_staged, a.op)
             print(",".join(str(r[c]) for c in cols), flush=True)
             # the next N starts from an empty bucket (setup only, straight into the backend: the
             # server deletes one key at a time)

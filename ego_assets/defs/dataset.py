@@ -350,8 +350,10 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float, ta
         if rebuild:
             context.log.warning(f"the dataset is rebuilt: {why_rebuild}")
     staged, n_new = [], 0
-    # Object stores: new videos are appended to the published dataset (their files and the metadata, not
-    # the dataset: incremental.append_partition); anything else is assembled in a working copy
+    # Object stores: new, re-staged and removed videos change the published dataset in place (their files,
+    # the data files after a removed one, the metadata; no other video: incremental.update_dataset); a
+    # rebuild, a format change or a first dataset is assembled in a working copy. Local homes assemble a
+    # new version next to the published one with the files hard-linked (versions.assemble_versioned).
     appendable = not store.is_local and bool(published) and not rebuild
     unchanged: list[str] = []
     to_append: list[tuple[str, str]] = []
@@ -374,15 +376,15 @@ def _assemble(context, config: DatasetConfig, store, scratch: str, t0: float, ta
         staged.append(load_staged(_local_staged(store, sdir, scratch, pk, whole)))
     for pk, why in left_out.items():
         context.log.warning(f"{pk} ({store.video_uri(pk)}) is left out of the dataset: {why}")
-    if appendable and (set(in_dataset_versions) - set(unchanged) - {pk for pk, _ in to_append}
-                       or any(pk in in_dataset_versions for pk, _ in to_append)):
-        # a video is removed or replaced: the full assembly (every staged partition)
-        appendable = False
+    if appendable:
+        gone = sorted(set(in_dataset_versions) - set(unchanged) - {pk for pk, _ in to_append})
+        done = _append(context, config, store, target, to_append, gone, unchanged, in_dataset_versions, versions,
+                       left_out, fmt, scratch, t0)
+        if done is not None:
+            return done
+        # only the full assembly can make this change (every staged partition)
         staged = [load_staged(_local_staged(store, staged_dir(store, pk), scratch, pk, pk not in unchanged))
                   for pk in unchanged + [pk for pk, _ in to_append]]
-    if appendable:
-        return _append(context, config, store, target, to_append, unchanged, versions, left_out, fmt,
-                       scratch, t0)
     members = [s.partition_key for s in staged]
     removed = sorted(set(in_dataset_versions) - set(members))
     params = {**fmt.as_dict(), "val_fraction": config.val_fraction, "skills": _skills_version(store)}
@@ -575,32 +577,39 @@ def _merge_shards(context, store, spec: str, targets: dict, results: dict, left_
                        for name, c in checks.items()])
 
 
-def _append(context, config: DatasetConfig, store, target: _Target, to_append, unchanged, versions, left_out,
-            fmt, scratch: str, t0: float):
-    """Object stores: append each new video to the published dataset (its files, then the metadata; what is
-    read and written does not grow with the dataset). Its episodes table rows are written for it alone."""
+def _append(context, config: DatasetConfig, store, target: _Target, to_append, gone, unchanged, in_dataset_versions,
+            versions, left_out, fmt, scratch: str, t0: float):
+    """Object stores: change the published dataset in place (``incremental.update_dataset``): new videos
+    appended, re-staged ones replaced (their episodes move to the end), ``gone`` ones removed; what is read
+    and written is their files, the metadata and (after a removal) the data files after the removed one,
+    never another video. The ``episodes`` table rows of every video whose rows changed are written again.
+    None when only the full assembly can make the change (nothing was changed)."""
     from ego_assets.lib.lerobot import incremental
 
-    added, res = [], None
     remote_root = target.root
-    skills = _skill_map(store) if to_append else None
-    for pk, sdir in to_append:
-        try:
-            res = incremental.append_partition(store.fs, remote_root, sdir, scratch, repo_id=target.repo_id,
-                                               skills=skills)
-        except incremental.NeedsFullAssembly as e:
-            context.log.warning(f"{pk} is not appended: {e}")
-            continue
-        added.append(pk)
+    replacing = [pk for pk, _ in to_append if pk in in_dataset_versions]
+    try:
+        res = incremental.update_dataset(
+            store.fs, remote_root, remove=gone + replacing, append=[sdir for _, sdir in to_append],
+            scratch=scratch, repo_id=target.repo_id, skills=_skill_map(store) if to_append else None)
+    except incremental.NeedsFullAssembly as e:
+        context.log.warning(f"the dataset is assembled in full: {e}")
+        return None
+    for pk in res.episodes["partition_key"].unique().to_pylist():
         store.write_parquet(store.table_path("episodes", pk), schemas.conform("episodes", res.episodes_of(pk), pk))
-    members = sorted(unchanged + added)
+    for pk in res.removed:
+        if store.exists(store.table_path("episodes", pk)):
+            store.fs.rm_file(store.table_path("episodes", pk))
+    members = sorted(unchanged + res.added + res.replaced + res.kept)
     state = _published_state(store, remote_root) or {}
     info = store.read_json(f"{remote_root}/meta/info.json")
-    detail = (f"{len(added)} video(s) appended ({info['total_episodes']} episodes, {info['total_frames']} frames); "
-              "their files and the metadata written, no other file touched")
+    renumbered = sorted(set(res.data_written) - set(res.added) - set(res.replaced))
+    detail = (f"{len(res.added)} video(s) appended, {len(res.replaced)} replaced, {len(res.removed)} removed "
+              f"({info['total_episodes']} episodes, {info['total_frames']} frames); their files, "
+              f"{len(renumbered)} later data file(s) renumbered and the metadata written, no other video touched")
     target.write_quality(store, [dict(
         asset="lerobot_dataset", check_name="lerobot_dataset_valid", passed=True, severity="ERROR",
-        value=float(len(added)), detail=detail)])
+        value=float(len(res.added) + len(res.replaced) + len(res.removed)), detail=detail)])
     params = {**fmt.as_dict(), "val_fraction": config.val_fraction, "skills": _skills_version(store)}
     target.write_lineage(store, dict(
                              partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
@@ -610,15 +619,17 @@ def _append(context, config: DatasetConfig, store, target: _Target, to_append, u
                              started_at=_started(t0), finished_at=now()))
     meta = {"videos": len(members), "left_out": len(left_out), "path": dg.MetadataValue.path(store.url(remote_root)),
             "episodes": info["total_episodes"], "frames": info["total_frames"], "tasks": info["total_tasks"],
-            "format": fmt.label(), "new_or_changed": len(to_append), "added": len(added), "replaced": 0,
-            "removed": 0, "published": True, "appended": True, "seconds": round(time.perf_counter() - t0, 2)}
+            "format": fmt.label(), "new_or_changed": len(to_append), "added": len(res.added),
+            "replaced": len(res.replaced), "removed": len(res.removed), "renumbered": len(renumbered),
+            "published": True, "appended": True, "seconds": round(time.perf_counter() - t0, 2)}
     return dg.MaterializeResult(
         metadata=meta, data_version=dg.DataVersion(str(state.get("version", ""))[:16]),
         check_results=[
             dg.AssetCheckResult(check_name="lerobot_dataset_valid", passed=True, severity=dg.AssetCheckSeverity.ERROR,
                                 metadata={"append": detail}),
             dg.AssetCheckResult(check_name="stats_nondegenerate", passed=True, severity=dg.AssetCheckSeverity.WARN,
-                                metadata={"append": "stats merged from the appended episodes' stats"})])
+                                metadata={"append": "stats merged from the appended episodes' stats, or aggregated "
+                                                    "again from every episode's stats after a removal"})])
 
 
 def _published_state(store, remote_root: str) -> dict | None:

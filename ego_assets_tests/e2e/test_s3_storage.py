@@ -480,3 +480,144 @@ def test_dataset_shards_in_the_bucket(s3, tmp_path, monkeypatch):
         ds = LeRobotDataset(f"local/ego_assets-{shard}", root=local, video_backend="pyav")
         assert ds.meta.total_episodes == sum(n[k] for k in members)
         assert set(ds.meta.episodes["source/partition_key"]) == set(members)
+
+
+def _etags(fs, root: str, suffix: str) -> dict:
+    return {p: fs.info(p)["ETag"] for p in fs.find(root) if p.endswith(suffix)}
+
+
+def test_video_replaced_and_removed_in_the_bucket_touch_no_other_video(s3, tmp_path):
+    """Issue 19: replacing and removing a video of a dataset in the bucket (incremental.replace_partition /
+    remove_partition) upload no other video and read none (their objects keep their ETags); only the
+    data files after the changed slot are written again; the result equals a full assembly of the same
+    videos (by partition key) and loads with LeRobot, a query across episode boundaries included."""
+    from ego_assets.lib.lerobot import incremental
+    from ego_assets.lib.lerobot.assembly import assemble
+    from ego_assets.lib.lerobot.staging import load_staged
+    from ego_assets_tests.lib.lerobot.dataset_checks import assert_same_dataset, check_consistent, load_check
+    from ego_assets_tests.lib.lerobot.synth import make_partition, stage
+
+    src = tmp_path / "src"
+    store = Store(f"s3://{BUCKET}/change")
+    root = store.datasets_dir("ego_assets")
+    staged = {}
+    for name, key, seed in (("a", "vid-a", 1), ("b", "vid-b", 2), ("c", "vid-c", 3), ("b2", "vid-b", 5)):
+        p = make_partition(src / name, key, seed=seed, task_prefix="again " if name == "b2" else "")
+        stage(p, tmp_path / "staged" / name / key)
+        staged[name] = load_staged(tmp_path / "staged" / name / key)
+    with store.working_copy(root, publish_last=("meta/",)) as local:
+        assemble(local, [staged["a"], staged["b"]], val_fraction=0.0)
+    for name in ("c", "b2"):
+        store.fs.put(str(staged[name].path) + "/", store.join("staging", name) + "/", recursive=True)
+    incremental.append_partition(store.fs, root, store.join("staging", "c"), tmp_path / "s0")
+    videos = _etags(store.fs, root, ".mp4")  # slots 0 (a), 1 (b), 2 (c)
+    assert len(videos) == 3
+
+    read: list[str] = []
+    real = store.fs
+
+    class Reads(Recorder):
+        def cat_file(self, path, *a, **kw):
+            read.append(path)
+            return real.cat_file(path, *a, **kw)
+
+        def get_file(self, rpath, lpath, **kw):
+            read.append(rpath)
+            return real.get_file(rpath, lpath, **kw)
+
+        def open(self, path, *a, **kw):
+            read.append(path)
+            return real.open(path, *a, **kw)
+
+    fs = Reads(real)
+    res = incremental.replace_partition(fs, root, store.join("staging", "b2"), tmp_path / "s1")
+    assert res.replaced == ["vid-b"] and res.data_written == ["vid-b", "vid-c"]
+    assert not [p for p in read if p.endswith(".mp4") and p.startswith(root)]
+    puts = [n for op, n in fs.ops if op == "put"]
+    assert [n for n in puts if n.endswith(".mp4")] == ["file-004.mp4"]  # vid-b's new video, nothing else
+    assert [n for n in puts if n.endswith(".parquet")][:2] == ["file-003.parquet", "file-004.parquet"]  # c, b2
+    assert puts[-1] == "ego_assets_header.json" and puts.count("info.json") == 1
+    after = _etags(store.fs, root, ".mp4")
+    assert {p: after[p] for p in videos if not p.endswith("file-001.mp4")} == {
+        p: e for p, e in videos.items() if not p.endswith("file-001.mp4")}
+    assert not [p for p in after if p.endswith("file-001.mp4")]  # the old vid-b video is deleted
+
+    fs.ops.clear()
+    read.clear()
+    kept = dict(after)
+    res = incremental.remove_partition(fs, root, "vid-a")
+    assert res.removed == ["vid-a"] and res.n_episodes == staged["b2"].n_episodes + staged["c"].n_episodes
+    assert not [p for p in read if p.endswith(".mp4")]
+    assert not [n for op, n in fs.ops if op == "put" and n.endswith(".mp4")]
+    assert [n for op, n in fs.ops if op == "rm" and n.endswith(".mp4")] == ["file-000.mp4"]
+    after = _etags(store.fs, root, ".mp4")
+    assert after == {p: e for p, e in kept.items() if not p.endswith("file-000.mp4")}
+
+    download = tmp_path / "download"
+    store.fs.get(root, str(download), recursive=True)
+    if not (download / "meta").exists():
+        download = download / "ego_assets"
+    check_consistent(download)
+    full = tmp_path / "full"
+    assemble(full, [staged["b2"], staged["c"]], val_fraction=0.0)
+    assert_same_dataset(download, full)
+    load_check(download, full)
+
+
+def test_lerobot_dataset_step_replaces_and_removes_in_the_bucket(s3, tmp_path, monkeypatch):
+    """The ``lerobot_dataset`` step on an object-store home: a re-staged video is replaced and a video
+    that left is removed in place (no working copy: the other videos' objects keep their ETags); the
+    ``episodes`` table follows the renumbering; the dataset loads with LeRobot."""
+    import dagster as dg
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    import datasets.config
+    from ego_assets.defs import dataset
+    from ego_assets.defs.runner import now
+    from ego_assets.defs.settings import EgoStorage
+    from ego_assets_tests.defs.test_dataset_shards import SIZE, _add
+
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", tmp_path / "hf_cache")
+    home = f"s3://{BUCKET}/step-change"
+    monkeypatch.setenv("EGO_ASSETS_HOME", home)
+    monkeypatch.setenv("EGO_ASSETS_DATASET_IMAGE_SIZE", "x".join(map(str, SIZE)))
+    monkeypatch.delenv("EGO_ASSETS_DATASET_SHARD", raising=False)
+    store = Store(home)
+    n = {k: _add(store, tmp_path / k, k, "lab", seed) for k, seed in (("v-a", 1), ("v-b", 2), ("v-c", 3))}
+
+    def materialize() -> dict:
+        r = dg.materialize([dataset.lerobot_dataset], resources={"ego": EgoStorage()})
+        assert r.success
+        return {k: getattr(v, "value", v) for k, v in r.asset_materializations_for_node("lerobot_dataset")[0]
+                .metadata.items()}
+
+    materialize()
+    root = dataset.dataset_dir(store)
+    videos = _etags(store.fs, root, ".mp4")
+    n["v-b"] = _add(store, tmp_path / "again", "v-b", "lab", 7)  # re-staged: another version
+    m = materialize()
+    assert m["appended"] and m["replaced"] == 1 and m["added"] == 0 and m["removed"] == 0
+    assert m["episodes"] == sum(n.values())
+    after = _etags(store.fs, root, ".mp4")
+    assert len(after) == 3 and len(set(after) & set(videos)) == 2
+    assert all(after[p] == videos[p] for p in set(after) & set(videos))  # the other two: the same objects
+
+    store.write_lineage(dict(partition_key="v-a", asset=dataset.EPISODES_ASSET, run_id="t2", code_version="2",
+                             data_version=None, upstream=None, params=None, status="failed", error="gone",
+                             started_at=now(), finished_at=now()))
+    kept = _etags(store.fs, root, ".mp4")
+    m = materialize()
+    assert m["appended"] and m["removed"] == 1 and m["episodes"] == n["v-b"] + n["v-c"]
+    after = _etags(store.fs, root, ".mp4")
+    assert len(after) == 2 and all(kept[p] == e for p, e in after.items())
+    assert not store.exists(store.table_path("episodes", "v-a"))
+    local = tmp_path / "download"
+    store.fs.get(root + "/", str(local), recursive=True)
+    ds = LeRobotDataset("local/ego_assets", root=local, video_backend="pyav")
+    assert ds.meta.total_episodes == n["v-b"] + n["v-c"]
+    meta = {(r["source/partition_key"], r["source/segment_id"], r["source/hand"]): r["episode_index"]
+            for r in ds.meta.episodes.to_list()}
+    table = {(pk, r["segment_id"], r["hand"]): r["episode_index"]
+             for pk in ("v-b", "v-c") for r in store.read_table("episodes", pk).to_pylist()}
+    assert table == meta  # the catalog's episodes rows carry the renumbered indices
+    ds[len(ds) - 1]  # the last frame decodes

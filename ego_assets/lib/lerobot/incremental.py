@@ -274,7 +274,8 @@ def update_dataset(fs, root: str, *, remove=(), append=(), scratch: str | Path |
     view.publish()
     state, info = _read_header(_Pending(fs), root) if not (added or replaced or removed) else (
         json.loads(view.meta[f"{root}/{HEADER_PATH}"]), json.loads(view.meta[f"{root}/{INFO_PATH}"]))
-    prov = pa.concat_tables([changed[k] for k in sorted(changed)]) if changed else _empty_prov()
+    prov = (pa.concat_tables([changed[k] for k in sorted(changed)], promote_options="permissive") if changed
+            else _empty_prov())
     return AssemblyResult(Path(root), repo_id, int(info["total_episodes"]), int(info["total_frames"]),
                           int(info["total_tasks"]), info.get("splits", {}), prov, sorted(added), sorted(replaced),
                           sorted(k for k in removed if k not in replaced), sorted(kept),
