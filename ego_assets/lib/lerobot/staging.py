@@ -311,7 +311,9 @@ def _letterbox(img: np.ndarray, size: tuple[int, int] | None) -> tuple[np.ndarra
     import cv2
 
     (W, H), (nw, nh), (ox, oy) = g["size"], g["content"], g["offset"]
-    r = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if nw < w else cv2.INTER_LINEAR)
+    # same size (a 16:9 640 px proxy in 640x480): only bars to add (cv2.resize would return a copy)
+    r = img if (nw, nh) == (w, h) else cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if nw < w
+                                                  else cv2.INTER_LINEAR)
     out = np.zeros((H, W, 3), np.uint8)
     out[oy:oy + nh, ox:ox + nw] = r.reshape(nh, nw, -1)[..., :3]
     return out, g
@@ -436,6 +438,7 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
     calibrations row) and ``source_size`` give each episode its camera in dataset pixels
     (``episode_camera``)."""
     from ego_assets.lib.keys import check_key
+    from ego_assets.lib.opencv_threads import opencv_threads
     from ego_assets.lib.video import iter_frames
 
     check_key(partition_key)
@@ -464,7 +467,9 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
     tmp.mkdir(parents=True)
     writer = None
     try:
-        with ffmpeg_logs_off():  # see its docstring: avoids a decoder deadlock
+        # ffmpeg_logs_off: see its docstring (avoids a decoder deadlock); OpenCV (undistortion, resize) on
+        # one thread, as in the other per-video stages (lib/opencv_threads)
+        with ffmpeg_logs_off(), opencv_threads(1):
             plans, skipped = episode_plans(frames, segments, captions, fps)
             n_src = int(_np(frames, "frame_index", np.int64).max()) + 1 if frames.num_rows else 0
             t_by_fi = np.full(n_src, np.nan)
