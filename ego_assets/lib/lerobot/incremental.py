@@ -137,13 +137,16 @@ class _Pending:
         self.meta: dict[str, bytes | None] = {}  # path -> bytes to write, or None: delete
         self.written: list[str] = []
         self.drop: list[str] = []
+        self.read: dict[str, bytes] = {}  # metadata read once per change
 
     def cat(self, path: str) -> bytes:
         if path in self.meta:
             if self.meta[path] is None:
                 raise FileNotFoundError(path)
             return self.meta[path]
-        return self.fs.cat_file(path)
+        if path not in self.read:
+            self.read[path] = self.fs.cat_file(path)
+        return self.read[path]
 
     def exists(self, path: str) -> bool:
         return self.meta[path] is not None if path in self.meta else self.fs.exists(path)
