@@ -1,12 +1,13 @@
 """Consistency figures of the hands stage on the real clips (no ground truth needed):
 
-    .venv/bin/python benchmarks/hand_consistency.py [--clips DIR] [--fps 10] [--long-side 640]
+    .venv/bin/python benchmarks/hand_consistency.py [--clips DIR] [--fps 10] [--long-side 640] [--palm-every K]
 
 Per clip of ``../shared/data`` (re-encoded as the frames stage does: 10 fps, long side 640 px, a 65 deg
 pinhole: the clips carry no intrinsics, and none of the figures below depends on the focal length except
 the metric ones, which scale with it):
 
-* ``det``: share of frames with a hand; ``tracks``: number of tracks;
+* ``det``: share of frames with a hand; ``both``: share of frames with a left and a right hand;
+  ``tracks``: number of tracks;
 * ``bone CV raw``: bone-length stability of the per-frame lifts (``hand_detections``, grouped by
   track), the median over tracks and the 20 bones of the coefficient of variation (std / mean) of
   each bone's 3D length: a rigid hand has 0; the tracks themselves get one skeleton per track
@@ -145,7 +146,8 @@ def measure(backend, path: Path, tmp: Path, fps: float = 10.0, long_side: int = 
     ok, agree, _ = check_handedness_cues_agree(res.detections)
     ok_m, agree_m, _ = check_handedness_cues_agree(res_m.detections)
     swap, twin = mirror_agreement(res.tracks, res_m.tracks, w)
-    out = dict(clip=path.stem, frames=s["n_frames"], det=s["detection_rate"], tracks=s.get("n_tracks", 0),
+    out = dict(clip=path.stem, frames=s["n_frames"], det=s["detection_rate"], both=s["both_hands_rate"],
+               tracks=s.get("n_tracks", 0),
                agree=agree, contested=s.get("handedness_contested_fraction", float("nan")),
                check="pass" if ok else "FAIL", check_mirror="pass" if ok_m else "FAIL",
                mirror=swap, twin=twin, ms_per_frame=ms)
@@ -158,6 +160,8 @@ def main() -> int:
     ap.add_argument("--clips", type=Path, default=DATA)
     ap.add_argument("--fps", type=float, default=10.0)
     ap.add_argument("--long-side", type=int, default=640)
+    ap.add_argument("--palm-every", type=int, default=None,
+                    help="the backend's palm_every (default: the backend's default)")
     a = ap.parse_args()
     clips = sorted(a.clips.glob("*.mp4"))
     if not clips:
@@ -165,12 +169,13 @@ def main() -> int:
     warnings.simplefilter("ignore")
     from ego_assets.lib.hands.backends import MediaPipeHands
 
-    backend = MediaPipeHands()
+    backend = MediaPipeHands() if a.palm_every is None else MediaPipeHands(palm_every=a.palm_every)
+    print(f"palm_every={backend.palm_every}")
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for c in clips:
             rows.append(measure(backend, c, Path(d), a.fps, a.long_side))
-    cols = [("clip", "clip", "{}"), ("frames", "frames", "{}"), ("det", "det", "{:.2f}"),
+    cols = [("clip", "clip", "{}"), ("frames", "frames", "{}"), ("det", "det", "{:.2f}"), ("both", "both", "{:.2f}"),
             ("tracks", "tracks", "{}"), ("bone CV raw", "bone_cv", "{:.3f}"), ("reproj px", "reproj_px", "{:.1f}"),
             ("depth jit mm", "depth_jitter_mm", "{:.1f}"), ("jit/z", "depth_jitter_rel", "{:.3f}"),
             ("palm z m", "palm_z_m", "{:.2f}"), ("agree", "agree", "{:.2f}"),

@@ -1,7 +1,9 @@
 """Benchmark of the hands stage: frames/s per core on 640-px proxies with 0, 1 and 2 hands visible,
-the 3D-lifting cost per hand against the landmarker, and the detection rate on the real clip.
+where the time goes per frame, the 3D-lifting cost per hand against the landmarker, and the detection
+rate on the real clip.
 
     .venv/bin/python benchmarks/hand_tracks.py [--frames 60] [--variants full,lite] [--cpu N]
+                                               [--palm-every 1,3]
 
 The process is pinned to one CPU (``--cpu``, default the last one) and its CPU time is measured
 (``time.process_time``, all threads), so "per core" figures hold on a busy machine too; wall-clock
@@ -14,6 +16,10 @@ re-encoded like the frames stage does (10 fps, long side 640 px, H.264):
 * ``0 hands``: the top band of the first seconds (desk, keyboard, glass, mug) scaled to 640x480.
 
 The number of hands actually detected per frame is printed, so each row says what it measured.
+Each scenario runs once per ``--palm-every`` value (the backend's ``palm_every``: 1 is MediaPipe's own
+VIDEO policy, the palm detector on every frame with fewer than two tracked hands). The parts of a
+frame (decode + rectification, the landmarker's video pass, the tile pass, lifting, assembly) are
+the backend's own wall-clock split (``HandDetections.timing``) applied to the row's CPU time.
 The baseline runs at MediaPipe's default thresholds and without the backend's tile pass (which runs on
 frames without a hand, every third one of a run of them): the ``0 hands`` row's e2e/landm. ratio is
 mostly that tile pass.
@@ -22,6 +28,7 @@ mostly that tile pass.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import sys
 import tempfile
@@ -105,16 +112,26 @@ def landmarker_only(path: Path, images: list[np.ndarray], times: list[float]) ->
     return dict(cpu_ms=1000 * cpu / n, wall_ms=1000 * wall / n, hands=hands / n)
 
 
+PARTS = ("decode", "video pass", "tiles", "lifting", "assemble")
+
+
 def end_to_end(backend, proxy: Path, times: list[float], calib: dict):
-    """backend.track() (= detect + assemble, called separately to keep the detections), timed."""
+    """backend.track() (= detect + assemble, called separately to keep the detections), timed; parts:
+    CPU ms per frame of each part (the backend's wall-clock split of the row's CPU time)."""
     from ego_assets.lib.hands.backends import _warm_imports
 
     _warm_imports()
     c0, w0 = time.process_time(), time.perf_counter()
     det = backend.detect(str(proxy), _frames(times), calib)
+    w1 = time.perf_counter()
     res = backend.assemble(det)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
-    return res, det, dict(cpu_ms=1000 * cpu / len(times), wall_ms=1000 * wall / len(times))
+    t = det.timing
+    split = dict(zip(PARTS, (t["decode_s"], t["landmarker_s"] - t.get("tile_s", 0.0), t.get("tile_s", 0.0),
+                             t["lifting_s"], time.perf_counter() - w1)))
+    n = len(times)
+    parts = {k: 1000 * cpu * v / max(sum(split.values()), 1e-9) / n for k, v in split.items()}
+    return res, det, dict(cpu_ms=1000 * cpu / n, wall_ms=1000 * wall / n, parts=parts)
 
 
 def lifting_cost(det, K: np.ndarray, repeat: int = 3) -> float:
@@ -136,6 +153,8 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=60, help="frames per scenario (default 60)")
     ap.add_argument("--variants", default="full,lite", help="model variants (default full,lite)")
     ap.add_argument("--cpu", type=int, default=None, help="CPU to pin to (default: the last allowed one)")
+    ap.add_argument("--palm-every", default=None,
+                    help="the backend's palm_every values to compare (default: 1 and the backend's default)")
     a = ap.parse_args()
     if not CLIP.is_file():
         sys.exit(f"real clip {CLIP} not found")
@@ -146,6 +165,10 @@ def main() -> int:
     cv2.setNumThreads(1)
     warnings.simplefilter("ignore")
     from ego_assets.lib.hands.backends import MediaPipeHands
+
+    default_pe = inspect.signature(MediaPipeHands).parameters["palm_every"].default
+    policies = ([int(x) for x in a.palm_every.split(",")] if a.palm_every
+                else sorted({1, int(default_pe)}))
 
     f = 320.0 / np.tan(np.radians(65.0 / 2))  # a 65 deg pinhole; the figures hardly depend on it
     calib = dict(fx=f, fy=f, cx=319.5, cy=239.5, width=640, height=480, distortion_model="none",
@@ -165,28 +188,32 @@ def main() -> int:
         _write_proxy(warm, sc["2 hands"][0][:5], sc["2 hands"][1][:5])
         for variant in [v.strip() for v in a.variants.split(",") if v.strip()]:
             path = model_path(variant, tmp)
-            backend = MediaPipeHands(model_path=str(path))
             landmarker_only(path, sc["2 hands"][0][:5], sc["2 hands"][1][:5])  # warm-up: imports, caches
-            end_to_end(backend, warm, sc["2 hands"][1][:5], calib)
+            end_to_end(MediaPipeHands(model_path=str(path)), warm, sc["2 hands"][1][:5], calib)
             for name, (imgs, ts) in sc.items():
                 base = landmarker_only(path, imgs, ts)
-                res, det, e2e = end_to_end(backend, proxies[name], ts, calib)
-                lift_us = lifting_cost(det, K) if name != "0 hands" else float("nan")
-                rows.append((variant, name, base, e2e, res.stats, lift_us))
+                for pe in policies:
+                    backend = MediaPipeHands(model_path=str(path), palm_every=pe)
+                    res, det, e2e = end_to_end(backend, proxies[name], ts, calib)
+                    lift_us = lifting_cost(det, K) if name != "0 hands" else float("nan")
+                    rows.append((variant, name, pe, base, e2e, res.stats, lift_us))
         # detection rate on the real clip (all of it, 10 fps)
         imgs, ts = _decode(CLIP)
         clip_proxy = tmp / "clip.mp4"
         _write_proxy(clip_proxy, imgs, ts)
-        res, _, _ = end_to_end(MediaPipeHands(model_path=str(model_path("full", tmp))), clip_proxy, ts, calib)
+        res, _, _ = end_to_end(MediaPipeHands(model_path=str(model_path("full", tmp)), palm_every=policies[-1]),
+                               clip_proxy, ts, calib)
 
-    cols = ["model", "scenario", "hands/f", "landm. ms/f", "e2e ms/f", "e2e fps/core", "e2e/landm.",
-            "wall fps", "lift us/hand", "lift/landm."]
+    cols = ["model", "scenario", "palm_every", "hands/f", "landm. ms/f", "e2e ms/f", "e2e fps/core",
+            "e2e/landm.", *(f"{p} ms/f" for p in PARTS), "wall fps", "lift us/hand", "lift/landm."]
     table = []
-    for variant, name, base, e2e, stats, lift_us in rows:
+    for variant, name, pe, base, e2e, stats, lift_us in rows:
         # the landmarker's CPU per detected hand: its cost on 2-hand frames over 2
-        per_hand = next(b["cpu_ms"] for v, n, b, *_ in rows if v == variant and n == "2 hands") / 2 * 1000
-        table.append([variant, name, f"{base['hands']:.2f}", f"{base['cpu_ms']:.1f}", f"{e2e['cpu_ms']:.1f}",
+        per_hand = next(b["cpu_ms"] for v, n, _, b, *_ in rows if v == variant and n == "2 hands") / 2 * 1000
+        table.append([variant, name, str(pe), f"{stats['n_detections'] / stats['n_frames']:.2f}",
+                      f"{base['cpu_ms']:.1f}", f"{e2e['cpu_ms']:.1f}",
                       f"{1000 / e2e['cpu_ms']:.1f}", f"{e2e['cpu_ms'] / base['cpu_ms']:.2f}",
+                      *(f"{e2e['parts'][p]:.1f}" for p in PARTS),
                       f"{1000 / e2e['wall_ms']:.1f}",
                       f"{lift_us:.0f}" if np.isfinite(lift_us) else "-",
                       f"{lift_us / per_hand:.3f}" if np.isfinite(lift_us) else "-"])
@@ -194,11 +221,12 @@ def main() -> int:
     print("  ".join(c.rjust(w) for c, w in zip(cols, widths)))
     for r in table:
         print("  ".join(x.rjust(w) for x, w in zip(r, widths)))
-    print("ms/f: CPU ms per frame on one core. Baseline = the landmarker alone on decoded frames; e2e = "
-          "decode + landmarker + lifting + tracking + clean-up (backend.track).\nlift/landm.: lifting CPU "
-          "per hand over the landmarker's CPU per hand (its 2-hand cost / 2).")
+    print("ms/f: CPU ms per frame on one core. Baseline (landm.) = the landmarker alone on decoded frames "
+          "(MediaPipe's policy); e2e = decode + landmarker + lifting + tracking + clean-up (backend.track), "
+          "split into its parts.\nhands/f: detections per frame of the row. lift/landm.: lifting CPU per "
+          "hand over the landmarker's CPU per hand (its 2-hand cost / 2).")
     s = res.stats
-    print(f"real clip ({s['n_frames']} frames at 10 fps, full model): detection rate "
+    print(f"real clip ({s['n_frames']} frames at 10 fps, full model, palm_every={policies[-1]}): detection rate "
           f"{s['detection_rate']:.2f} (left {s['left_rate']:.2f}, right {s['right_rate']:.2f}, both "
           f"{s['both_hands_rate']:.2f}); fits pnp {s.get('fit_pnp', 0):.2f}, "
           f"prior {s.get('fit_prior', 0):.2f}; "

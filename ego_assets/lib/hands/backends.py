@@ -485,7 +485,7 @@ class MediaPipeHands(HandsBackend):
     def __init__(self, model_path: str | None = None, num_hands: int = 2,
                  min_detection_confidence: float = 0.3, min_presence_confidence: float = 0.3,
                  min_tracking_confidence: float = 0.5, border_pad: float = 0.0, tile_pass: str = "empty",
-                 tile_every: int = 3, **kwargs):
+                 tile_every: int = 3, palm_every: int = 1, **kwargs):
         """``model_path``: a bundle (default: the verified ``model_variant`` bundle, see
         :func:`~ego_assets.lib.hands.model.resolve_model`); other keywords go to :class:`HandsBackend`.
 
@@ -507,6 +507,13 @@ class MediaPipeHands(HandsBackend):
         where the video pass found its hands. On a run of frames without hands only every
         ``tile_every``-th frame is tiled until the tiles find a hand (then every frame), which keeps
         a scene without hands at ~1/``tile_every`` of that cost. ``"off"`` disables it.
+
+        ``palm_every``: MediaPipe's VIDEO mode runs its palm detector on every frame on which it
+        tracks fewer than ``num_hands`` hands, so a frame with one hand costs the palm detector plus
+        the landmark network (about as much as two tracked hands). With ``palm_every`` = k > 1, one
+        hand is followed by a one-hand landmarker (no palm detector while it keeps the hand) and the
+        palm detector looks for another hand on every k-th frame only (see :class:`_VideoPass`); 1 is
+        MediaPipe's own policy.
         The model is resolved once here; a landmarker is created per video (~0.1 s), since VIDEO mode
         needs timestamps increasing within one video only."""
         super().__init__(**kwargs)
@@ -518,17 +525,20 @@ class MediaPipeHands(HandsBackend):
             raise ValueError(f"tile_pass={tile_pass!r}: expected 'empty', 'missing' or 'off'")
         self.tile_pass = tile_pass
         self.tile_every = int(tile_every)
+        if int(palm_every) < 1:
+            raise ValueError(f"palm_every={palm_every!r}: expected an integer >= 1")
+        self.palm_every = int(palm_every)
 
     def model_stats(self) -> dict:
         return model_info(self.model_path)
 
-    def _landmarker(self, image_mode: bool = False):
+    def _landmarker(self, image_mode: bool = False, num_hands: int | None = None):
         from mediapipe.tasks.python import BaseOptions, vision
 
         opts = vision.HandLandmarkerOptions(
             base_options=BaseOptions(model_asset_path=str(self.model_path)),
             running_mode=vision.RunningMode.IMAGE if image_mode else vision.RunningMode.VIDEO,
-            num_hands=self.num_hands,
+            num_hands=self.num_hands if num_hands is None else num_hands,
             min_hand_detection_confidence=self.conf[0], min_hand_presence_confidence=self.conf[1],
             min_tracking_confidence=self.conf[2])
         return vision.HandLandmarker.create_from_options(opts)
@@ -536,8 +546,6 @@ class MediaPipeHands(HandsBackend):
     def detect(self, proxy_path: str, frames: pa.Table, calib: dict,
                progress: Callable[[int, int], None] | None = None) -> HandDetections:
         """Run the landmarker over the proxy and lift every hand, one row per detection."""
-        import mediapipe as mp
-
         from ego_assets.lib.video import iter_frames
 
         t_s = frame_times(frames)
@@ -545,12 +553,12 @@ class MediaPipeHands(HandsBackend):
         ts_ms = _timestamps_ms(t_s)
         out = {k: [] for k in ("frame_index", "detection", "mp_label", "mp_score", "kp2d", "world",
                                "joints_cam", "fit", "reproj_px")}
-        timing = dict(decode_s=0.0, landmarker_s=0.0, lifting_s=0.0)
+        timing = dict(decode_s=0.0, landmarker_s=0.0, lifting_s=0.0, tile_s=0.0)
         K = undistort = None
         size = None
         count = 0
-        lm = self._landmarker()
-        tiles_lm, n_tiled, tile_hit, last_tiled = None, 0, False, -(10 ** 9)
+        vp = _VideoPass(self._landmarker, self.num_hands, self.palm_every)
+        n_tiled, tile_hit, last_tiled = 0, False, -(10 ** 9)
         try:
             t_dec = time.perf_counter()
             for i, _, img in iter_frames(proxy_path):
@@ -567,27 +575,20 @@ class MediaPipeHands(HandsBackend):
                     img = np.pad(img, ((0, pad), (pad, pad), (0, 0)))
                 t0 = time.perf_counter()
                 timing["decode_s"] += t0 - t_dec
-                res = lm.detect_for_video(mp.Image(image_format=mp.ImageFormat.SRGB,
-                                                   data=np.ascontiguousarray(img)), int(ts_ms[i]))
-                # MediaPipe's normalized coordinates span the image edges [0, W]; OpenCV's pixel
-                # centres are integers, so the edge is at -0.5.
-                pw, ph = size[0] + 2 * pad, size[1] + pad
-                found = [(hd, np.array([[p.x * pw - 0.5 - pad, p.y * ph - 0.5] for p in lms]),
-                          np.array([[p.x, p.y, p.z] for p in wlms]))
-                         for hd, lms, wlms in zip(res.handedness, res.hand_landmarks, res.hand_world_landmarks)]
+                found = vp(img, int(ts_ms[i]), pad)
+                t_tile = time.perf_counter()
                 want = self.tile_pass == "empty" and not found or self.tile_pass == "missing" and \
                     len(found) < self.num_hands
                 # on a run of frames without hands, tile every `tile_every`-th frame until tiles find one
                 # (then every frame): a scene without hands costs a third, a small hand is kept
                 if want and (tile_hit or i - last_tiled >= self.tile_every):
-                    if tiles_lm is None:
-                        tiles_lm = self._landmarker(image_mode=True)
-                    more = _tile_detections(tiles_lm, img[: size[1], pad: pad + size[0]], found)
+                    more = _tile_detections(vp.image_landmarker(), img[: size[1], pad: pad + size[0]], found)
                     found += more
                     tile_hit, last_tiled = bool(more), i
                     n_tiled += 1
                 t1 = time.perf_counter()
                 timing["landmarker_s"] += t1 - t0
+                timing["tile_s"] += t1 - t_tile
                 for d, (hd, kp, w) in enumerate(found):
                     if not (np.isfinite(kp).all() and np.isfinite(w).all()):
                         continue
@@ -607,10 +608,9 @@ class MediaPipeHands(HandsBackend):
                     progress(count, n)
                 t_dec = time.perf_counter()
         finally:
-            lm.close()
-            if tiles_lm is not None:
-                tiles_lm.close()
+            vp.close()
         timing["tiled_frames"] = n_tiled
+        timing.update(vp.counts)
         if count != n:
             raise HandTrackingInputError(f"proxy {proxy_path}: decoded {count} frames, the frames table "
                                          f"has {n}")
@@ -636,8 +636,6 @@ def _tile_detections(lm, img: np.ndarray, found: list) -> list:
     half a hand size, or keypoint boxes overlapping by more than half)."""
     import mediapipe as mp
 
-    from ego_assets.lib.hands.tracking import box_overlap, hand_size_px
-
     h, w = img.shape[:2]
     side = min(h, w)
     n_t = int(np.ceil(max(h, w) / side)) + (1 if max(h, w) > side else 0)
@@ -649,15 +647,137 @@ def _tile_detections(lm, img: np.ndarray, found: list) -> list:
         for hd, lms, wlms in zip(r.handedness, r.hand_landmarks, r.hand_world_landmarks):
             kp = np.array([[p.x * side - 0.5, p.y * side - 0.5] for p in lms])
             kp += [s0, 0] if w >= h else [0, s0]
-            rep = False
-            for _, k2, _ in found + out:
-                d = np.linalg.norm(kp - k2, axis=-1).mean()
-                if d < 0.5 * max(min(hand_size_px(kp), hand_size_px(k2)), 1.0) or box_overlap(kp, k2) > 0.5:
-                    rep = True
-                    break
-            if not rep:
+            if not any(_repeats(kp, k2) for _, k2, _ in found + out):
                 out.append((hd, kp, np.array([[p.x, p.y, p.z] for p in wlms])))
     return out
+
+
+def _repeats(kp: np.ndarray, other: np.ndarray) -> bool:
+    """Whether the 2D hands ``kp`` and ``other`` (21, 2) are one hand: keypoints within half a hand
+    size on average, or keypoint boxes overlapping by more than half."""
+    from ego_assets.lib.hands.tracking import box_overlap, hand_size_px
+
+    d = np.linalg.norm(kp - other, axis=-1).mean()
+    return bool(d < 0.5 * max(min(hand_size_px(kp), hand_size_px(other)), 1.0) or box_overlap(kp, other) > 0.5)
+
+
+def _hands(res, wh: tuple[int, int], pad: int = 0) -> list:
+    """(handedness, kp2d in pixels, world) of a landmarker result on an image of size ``wh``, whose
+    content starts ``pad`` pixels from the left. MediaPipe's normalized coordinates span the image
+    edges [0, W]; OpenCV's pixel centres are integers, so the edge is at -0.5."""
+    return [(hd, np.array([[p.x * wh[0] - 0.5 - pad, p.y * wh[1] - 0.5] for p in lms]),
+             np.array([[p.x, p.y, p.z] for p in wlms]))
+            for hd, lms, wlms in zip(res.handedness, res.hand_landmarks, res.hand_world_landmarks)]
+
+
+class _VideoPass:
+    """The landmarker's pass over the frames of one video: ``vp(img, timestamp_ms, pad)`` returns the
+    frame's hands as :func:`_hands` does.
+
+    With ``every`` = 1 this is MediaPipe's VIDEO mode with ``num_hands``: it follows the hands it
+    tracks and runs the palm detector on every frame with fewer than ``num_hands`` of them. With
+    ``every`` = k > 1 (and ``num_hands`` > 1), after ``settle`` frames with exactly one hand, a
+    one-hand VIDEO landmarker takes over: it follows the hand with the landmark network alone, and
+    runs its palm detector only while it has no hand. The palm detector of a stateless IMAGE-mode
+    landmarker looks for another hand on every k-th frame it followed its hand, and for the frame's
+    hands where it lost it (or jumped to another). A new
+    hand found on two frames in a row is a second hand: the ``num_hands`` landmarker leads again,
+    restarted (the hands it tracked are stale: a VIDEO landmarker cannot be told to forget them; ~40 ms
+    CPU per restart, as per hand-over), and the one-hand landmarker keeps following its hand alongside
+    until the ``num_hands`` landmarker has it too (a hand it can follow but a fresh palm detector may
+    miss, e.g. cut by the border). ``counts``: frames the one-hand landmarker led, palm checks, restarts."""
+
+    def __init__(self, make: Callable, num_hands: int, every: int = 1, settle: int = 2):
+        self.make, self.num_hands, self.every, self.settle = make, num_hands, every, settle
+        self.full = make()
+        self.one = self.look = None
+        self.ones = 0  # consecutive frames with one hand while the num_hands landmarker leads
+        self.single = 0  # frames the one-hand landmarker followed its hand (0: it does not lead)
+        self.helper = False  # the one-hand landmarker follows a hand alongside the num_hands one
+        self.full_stale = False  # the num_hands landmarker skipped frames since its last call
+        self.last: np.ndarray | None = None  # the one-hand landmarker's hand on the previous frame
+        self.pending: list | None = None  # keypoints of new hands a palm check found on the previous frame
+        self.counts = dict(single_hand_frames=0, palm_checks=0, landmarker_restarts=0)
+
+    def _palms(self, image, wh, pad) -> list:
+        """The hands the IMAGE-mode landmarker (the palm detector, then the landmark network on each
+        palm) finds in ``image``. (Hiding the followed hand to spare its landmark pass changes what the
+        palm detector finds elsewhere in the frame: measured, a hand found with the hand hidden that
+        is not found without.)"""
+        self.counts["palm_checks"] += 1
+        return _hands(self.image_landmarker().detect(image), wh, pad)
+
+    def image_landmarker(self):
+        """The IMAGE-mode landmarker (made on first use), shared with the tile pass."""
+        if self.look is None:
+            self.look = self.make(image_mode=True)
+        return self.look
+
+    def _follow(self, image, ts_ms: int, wh, pad) -> list:
+        """The one-hand landmarker's hand on this frame, [] where it lost the hand it followed (or
+        jumped to another)."""
+        hands = _hands(self.one.detect_for_video(image, ts_ms), wh, pad)
+        ok = len(hands) == 1 and (self.last is None or _repeats(hands[0][1], self.last))
+        return hands if ok else []
+
+    def __call__(self, img: np.ndarray, ts_ms: int, pad: int = 0) -> list:
+        """The hands of ``img`` (HxWx3 RGB, content from column ``pad``) at ``ts_ms``."""
+        import mediapipe as mp
+
+        wh = (img.shape[1], img.shape[0])
+        image = mp.Image(image_format=mp.ImageFormat.SRGB, data=np.ascontiguousarray(img))
+        if self.single:
+            self.counts["single_hand_frames"] += 1
+            self.full_stale = True
+            hands = self._follow(image, ts_ms, wh, pad)
+            if hands:
+                self.single += 1
+                self.last = hands[0][1]
+                if self.single % self.every == 0 or self.pending is not None:
+                    new = [h for h in self._palms(image, wh, pad) if not _repeats(h[1], self.last)]
+                    seen = self.pending is not None and any(_repeats(h[1], q) for h in new for q in self.pending)
+                    self.pending = [h[1] for h in new] or None
+                    if seen:  # a second hand: the num_hands landmarker leads from the next frame
+                        self.single, self.helper, self.pending = 0, True, None
+                    return hands + new
+                return hands
+            self.pending = None
+            if self.last is None:
+                return hands  # no hand, and its palm detector ran on this frame: nothing to find
+            # lost the hand it followed (where the num_hands landmarker's palm detector would have
+            # found it again on this frame), or jumped to another: the palm detector on this frame
+            hands = self._palms(image, wh, pad)
+            if len(hands) > 1:
+                self.single = 0
+            self.last = hands[0][1] if len(hands) == 1 else None
+            return hands
+        if self.full_stale:
+            self.full.close()
+            self.full = self.make()
+            self.full_stale = False
+            self.counts["landmarker_restarts"] += 1
+        hands = _hands(self.full.detect_for_video(image, ts_ms), wh, pad)
+        from_helper = False
+        if self.helper:
+            mine = self._follow(image, ts_ms, wh, pad)
+            self.helper = bool(mine) and not any(_repeats(h[1], mine[0][1]) for h in hands)
+            if self.helper:
+                self.last, from_helper = mine[0][1], not hands
+                hands = hands + mine
+        self.ones = self.ones + 1 if len(hands) == 1 else 0
+        if self.every > 1 and self.num_hands > 1 and self.ones >= self.settle:
+            if not from_helper:  # a fresh one: the hand it followed last is stale
+                if self.one is not None:
+                    self.one.close()
+                    self.counts["landmarker_restarts"] += 1
+                self.one = self.make(num_hands=1)
+            self.single, self.ones, self.helper, self.last = 1, 0, False, hands[0][1]
+        return hands
+
+    def close(self) -> None:
+        for lm in (self.full, self.one, self.look):
+            if lm is not None:
+                lm.close()
 
 
 def _warm_imports() -> None:
