@@ -82,7 +82,7 @@ class HandDetections:
     frames); ``image_size`` (w, h) of the proxy or None when no frame was read; ``K`` (3, 3) float64
     intrinsics of the rectified frames, or None with ``image_size``; ``undistorted`` whether frames
     were rectified; ``timing`` seconds spent in ``decode_s``, ``landmarker_s``, ``lifting_s`` (plus any
-    count such as ``tiled_frames``); ``finger_pose_convention`` names ``finger_pose`` (default
+    part of those, such as ``tile_s``, and counts such as ``tiled_frames``); ``finger_pose_convention`` names ``finger_pose`` (default
     :data:`~ego_assets.lib.hands.skeleton.MANO_POSE_CONVENTION`).
 
     Arrays are converted to the dtypes above on construction; a wrong shape, a frame index out of
@@ -713,12 +713,12 @@ class _VideoPass:
             self.look = self.make(image_mode=True)
         return self.look
 
-    def _follow(self, image, ts_ms: int, wh, pad) -> list:
-        """The one-hand landmarker's hand on this frame, [] where it lost the hand it followed (or
-        jumped to another)."""
+    def _follow(self, image, ts_ms: int, wh, pad) -> tuple[list, bool]:
+        """(the one-hand landmarker's hand on this frame, or [] where it lost the hand it followed or
+        jumped to another; whether it jumped)."""
         hands = _hands(self.one.detect_for_video(image, ts_ms), wh, pad)
-        ok = len(hands) == 1 and (self.last is None or _repeats(hands[0][1], self.last))
-        return hands if ok else []
+        jumped = len(hands) == 1 and self.last is not None and not _repeats(hands[0][1], self.last)
+        return ([] if jumped else hands), jumped
 
     def __call__(self, img: np.ndarray, ts_ms: int, pad: int = 0) -> list:
         """The hands of ``img`` (HxWx3 RGB, content from column ``pad``) at ``ts_ms``."""
@@ -729,7 +729,7 @@ class _VideoPass:
         if self.single:
             self.counts["single_hand_frames"] += 1
             self.full_stale = True
-            hands = self._follow(image, ts_ms, wh, pad)
+            hands, jumped = self._follow(image, ts_ms, wh, pad)
             if hands:
                 self.single += 1
                 self.last = hands[0][1]
@@ -747,7 +747,7 @@ class _VideoPass:
             # lost the hand it followed (where the num_hands landmarker's palm detector would have
             # found it again on this frame), or jumped to another: the palm detector on this frame
             hands = self._palms(image, wh, pad)
-            if len(hands) > 1:
+            if len(hands) > 1 or jumped:  # (it follows the other hand now: the num_hands landmarker)
                 self.single = 0
             self.last = hands[0][1] if len(hands) == 1 else None
             return hands
@@ -759,7 +759,7 @@ class _VideoPass:
         hands = _hands(self.full.detect_for_video(image, ts_ms), wh, pad)
         from_helper = False
         if self.helper:
-            mine = self._follow(image, ts_ms, wh, pad)
+            mine = self._follow(image, ts_ms, wh, pad)[0]
             self.helper = bool(mine) and not any(_repeats(h[1], mine[0][1]) for h in hands)
             if self.helper:
                 self.last, from_helper = mine[0][1], not hands
@@ -820,7 +820,11 @@ def _rates(tracks: pa.Table, n: int) -> dict:
 def _timing(t: dict, n: int, d: int, assemble_s: float) -> dict:
     wall = t["decode_s"] + t["landmarker_s"] + t["lifting_s"] + assemble_s
     # decode includes the rectification of distorted frames; none of it counts imports or model loading
-    return dict(tiled_frames=int(t.get("tiled_frames", 0)), fps=n / wall if wall > 0 else float("nan"),
+    # (but the landmarker includes the restarts of the palm_every > 1 policy)
+    counts = {k: int(t[k]) for k in ("single_hand_frames", "palm_checks", "landmarker_restarts") if k in t}
+    return dict(tiled_frames=int(t.get("tiled_frames", 0)), **counts,
+                tile_ms_per_frame=1000 * t.get("tile_s", 0.0) / max(n, 1),
+                fps=n / wall if wall > 0 else float("nan"),
                 decode_ms_per_frame=1000 * t["decode_s"] / max(n, 1),
                 landmarker_ms_per_frame=1000 * t["landmarker_s"] / max(n, 1),
                 lifting_ms_per_hand=1000 * t["lifting_s"] / max(d, 1),
