@@ -64,22 +64,30 @@ BUCKET = "ego-scale"
 
 
 class Counter:
-    """Bytes moved through an fsspec filesystem by the calls that move data."""
+    """Bytes moved through an fsspec filesystem by the calls that move data (thread-safe: a removal
+    renumbers several data files at once)."""
 
     def __init__(self, fs):
-        self.fs, self.read, self.written = fs, 0, 0
+        import threading
+
+        self.fs, self.read, self.written, self._lock = fs, 0, 0, threading.Lock()
+
+    def _add(self, read: int = 0, written: int = 0) -> None:
+        with self._lock:
+            self.read += read
+            self.written += written
 
     def __getattr__(self, name):
         return getattr(self.fs, name)
 
     def cat_file(self, path, *a, **kw):
         out = self.fs.cat_file(path, *a, **kw)
-        self.read += len(out)
+        self._add(read=len(out))
         return out
 
     def get_file(self, rpath, lpath, **kw):
         out = self.fs.get_file(rpath, lpath, **kw)
-        self.read += os.path.getsize(lpath)
+        self._add(read=os.path.getsize(lpath))
         return out
 
     def open(self, path, mode="rb", **kw):
@@ -89,7 +97,7 @@ class Counter:
 
             def counted(start, end, _fetch=fetch):
                 data = _fetch(start, end)
-                self.read += len(data)
+                self._add(read=len(data))
                 return data
 
             f._fetch_range = counted
@@ -97,11 +105,11 @@ class Counter:
         return f
 
     def pipe_file(self, path, data, **kw):
-        self.written += len(data)
+        self._add(written=len(data))
         return self.fs.pipe_file(path, data, **kw)
 
     def put_file(self, lpath, rpath, **kw):
-        self.written += os.path.getsize(lpath)
+        self._add(written=os.path.getsize(lpath))
         return self.fs.put_file(lpath, rpath, **kw)
 
 

@@ -84,6 +84,10 @@ class Recorder:
         self.ops.append(("rm", path.rsplit("/", 1)[-1]))
         return self.fs.rm_file(path)
 
+    def rm(self, paths, **kw):
+        self.ops.extend(("rm", p.rsplit("/", 1)[-1]) for p in ([paths] if isinstance(paths, str) else paths))
+        return self.fs.rm(paths, **kw)
+
 
 def test_home_url_commit_read_and_replace(s3):
     store = Store(f"s3://{BUCKET}/home1")

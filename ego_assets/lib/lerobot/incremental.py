@@ -75,6 +75,7 @@ from ego_assets.lib.lerobot.layout import (APPENDED_DIR, DEFAULT_REPO_ID, EPISOD
 from ego_assets.lib.lerobot.staging import load_staged, norm_features, typed_camera
 
 PROVENANCE_APPEND = "meta/ego_assets_provenance.append-{slot:06d}.parquet"
+DATA_REWRITE_THREADS = 8  # data files renumbered at once by a removal (requests in flight, not CPU)
 
 
 class NeedsFullAssembly(LeRobotExportError):
@@ -180,9 +181,8 @@ class _Pending:
                 _put_bytes(self.fs, path, data)
             elif self.fs.exists(path):
                 self.fs.rm_file(path)
-        for path in self.drop:
-            if self.fs.exists(path):
-                self.fs.rm_file(path)
+        if self.drop:  # files this change read or wrote: they exist (one bulk delete on an object store)
+            self.fs.rm(self.drop)
 
     def abandon(self) -> None:
         for path in self.written:  # not referenced by any metadata: they would only block the next slots
@@ -518,11 +518,17 @@ def _remove(view: _Pending, root: str, keys: list[str], state: dict, info: dict)
     new_slot = {k: next_slot + j for j, k in enumerate(later)}
     data_slot = np.array([new_slot.get(k, s) for k, s in zip(pkeys, slot_of)], np.int64)
 
-    # data: later files rewritten at their new slots with index/episode_index shifted
-    entries: dict[str, dict] = {}
+    # data: later files rewritten at their new slots with index/episode_index shifted (a few at a time:
+    # each is a GET and a PUT, latency-bound on an object store)
+    from concurrent.futures import ThreadPoolExecutor
+
+    first_row: dict[str, int] = {}
+    for i, k in enumerate(pkeys.tolist()):
+        first_row.setdefault(k, i)
     appended = {p.rsplit("/", 1)[-1][:-5] for p in view.listing(APPENDED_DIR, root)}
-    for k in later:
-        i = int(np.argmax(pkeys == k))
+
+    def renumber_data(k: str) -> tuple[str, str, dict]:
+        i = first_row[k]
         d_ep, d_idx = int(new_ep[i] - ep[i]), int(new_from[i] - old_from[i])
         old_rel = DEFAULT_DATA_PATH.format(chunk_index=int(slot_of[i]) // chunks_size,
                                            file_index=int(slot_of[i]) % chunks_size)
@@ -536,10 +542,15 @@ def _remove(view: _Pending, root: str, keys: list[str], state: dict, info: dict)
         t = _set(t, "index", pc.add(x_col, pa.scalar(d_idx, x_col.type)))
         data = _parquet_bytes(t)
         view.write_file(None, f"{root}/{rel}", data)
-        view.drop.append(f"{root}/{old_rel}")
-        entries[k] = {"data_file": rel, "data_size": len(data), "data_fingerprint": None}
+        return k, old_rel, {"data_file": rel, "data_size": len(data), "data_fingerprint": None}
+
+    entries: dict[str, dict] = {}
+    with ThreadPoolExecutor(max_workers=DATA_REWRITE_THREADS) as pool:
+        for k, old_rel, entry in pool.map(renumber_data, later):
+            view.drop.append(f"{root}/{old_rel}")
+            entries[k] = entry
     for k in removed:  # its data and video files: deleted once nothing points at them
-        i = int(np.argmax(pkeys == k))
+        i = first_row[k]
         c, f = divmod(int(slot_of[i]), chunks_size)
         view.drop.append(f"{root}/{DEFAULT_DATA_PATH.format(chunk_index=c, file_index=f)}")
         vc, vf = f"videos/{VIDEO_KEY}/chunk_index", f"videos/{VIDEO_KEY}/file_index"
@@ -586,8 +597,8 @@ def _remove(view: _Pending, root: str, keys: list[str], state: dict, info: dict)
         for k in later:
             if k not in appended:
                 prov_out[k] = p.filter(pc.equal(p["partition_key"], k))
-    for k in sorted(changed_keys & appended, key=lambda k: int(slot_of[np.argmax(pkeys == k)])):
-        old_slot = int(slot_of[np.argmax(pkeys == k)])
+    for k in sorted(changed_keys & appended, key=lambda k: int(slot_of[first_row[k]])):
+        old_slot = int(slot_of[first_row[k]])
         old_path = f"{root}/{PROVENANCE_APPEND.format(slot=old_slot)}"
         if k in later and view.exists(old_path):
             p = renumbered(pq.read_table(io.BytesIO(view.cat(old_path))))

@@ -53,6 +53,10 @@ class Recording:
         self.deleted.append(path)
         return self.fs.rm_file(path)
 
+    def rm(self, paths, **kw):
+        self.deleted.extend([paths] if isinstance(paths, str) else paths)
+        return self.fs.rm(paths, **kw)
+
 
 @pytest.fixture()
 def abc(dataset_copy, staged, tmp_path):
