@@ -13,7 +13,8 @@ model) only writes :meth:`HandsBackend.detect`, which returns :class:`HandDetect
 validated on construction: the contract).
 
 The ``mediapipe`` backend: MediaPipe Tasks ``HandLandmarker`` in VIDEO mode (it tracks hands from
-frame to frame and runs the palm detector only when it lost one), two hands, detection thresholds
+frame to frame and runs the palm detector on every frame where it tracks fewer than two; the
+opt-in ``palm_every`` policy runs it less often on one-hand frames), two hands, detection thresholds
 0.3 with track-level confirmation, then per detection the metric lifting of :mod:`.lifting` at the
 hand-size prior, identities and left/right from three independent cues of :mod:`.tracking` (their
 agreement recorded per detection, track and video), and per track: depth outliers, outlier
