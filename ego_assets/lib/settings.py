@@ -102,7 +102,7 @@ _ALL = [
     Setting("DATASET_ACTION_SPACE", str, "hands_102", "The state/action space (hands_102, eef_7, bimanual_24)."),
     Setting("DATASET_SHARD", _shard, "",
             'Split the dataset: "" one dataset; "source" one per source; N at most N videos per shard.'),
-    Setting("VALIDATE_MAX_EPISODES", _positive_int, 200, "Episodes decoded by the dataset's validation."),
+    Setting("VALIDATE_MAX_EPISODES", _positive_int, 64, "Episodes whose first and last frames the dataset's validation decodes (both ends of each video file, up to this many)."),
     # -- Kubernetes (EGO_ASSETS_RUNTIME=k8s); defaults fit NVIDIA's device plugin + GPU feature discovery
     Setting("K8S_GPU_RESOURCE", str, "nvidia.com/gpu", "The GPU's extended resource name."),
     Setting("K8S_GPU_NODE_SELECTOR", str, "nvidia.com/gpu.present=true", "k=v,k2=v2 for GPU steps (empty: none).",

@@ -56,7 +56,8 @@ def test_pipeline_writes_and_checks_a_dataset_without_lerobot_or_torch(tmp_path)
     failed = sorted(n for n, c in checks.items() if not c[1] and n != "stats_nondegenerate")
     assert failed == ["lerobot_load_check"], failed
     assert "ego-assets[lerobot]" in checks["lerobot_load_check"][3]
-    assert "first+last frames of 6 episodes decoded" in checks["frames_decode"][3]
+    # two video files of 3 episodes each: the first and last episode of each file (validate.decode_sample)
+    assert "first+last frames of 4 episodes decoded" in checks["frames_decode"][3]
     for name in ("episode_lengths_match", "timestamps_on_grid", "stats_finite", "tasks_nonempty",
                  "splits_contiguous", "action_pad_on_last_frames", "codebase_version"):
         assert checks[name][1], checks[name]
