@@ -514,7 +514,12 @@ class MediaPipeHands(HandsBackend):
         the landmark network (about as much as two tracked hands). With ``palm_every`` = k > 1, one
         hand is followed by a one-hand landmarker (no palm detector while it keeps the hand) and the
         palm detector looks for another hand on every k-th frame only (see :class:`_VideoPass`); 1 is
-        MediaPipe's own policy.
+        MediaPipe's own policy. Measured (``benchmarks/hand_tracks.py``, one core): k = 4 takes a
+        one-hand frame from ~29 to ~22 ms, two-hand and empty frames unchanged. It is not the default:
+        a second hand is found up to k-1 frames later, and a lone hand's keypoints differ by a few
+        pixels for a few frames after each hand-over (the one-hand landmarker's first region of
+        interest comes from the palm detector), which moves ``benchmarks/hand_consistency.py``'s
+        figures both ways (``--palm-every 4``).
         The model is resolved once here; a landmarker is created per video (~0.1 s), since VIDEO mode
         needs timestamps increasing within one video only."""
         super().__init__(**kwargs)
