@@ -36,8 +36,10 @@ lineage row and staged manifest to find the new ones: O(N) small reads; see k8s/
 it, ``incremental.replace_partition``) or removing (``incremental.remove_partition``) the video in the
 middle slot (N // 2: a removal rewrites the data files after the slot, so the middle is the mean cost of a
 uniformly chosen video; slot 0 costs twice that, the last slot nothing). For these the N data files are
-real (the template partition's rows, renumbered per video: they are read and written again) and the
-full assembly's provenance file is there (``--episodes`` rows per video); the videos stay placeholders
+real (the template partition's rows, renumbered per video: they are read and written again), the
+full assembly's provenance file is there (``--episodes`` rows per video) and every episode's stats in
+``meta/episodes`` are its own (``distinct_stats``: replicated rows would compress to a fraction of a real
+file's size, and a removal reads and rewrites those files); the videos stay placeholders
 (never read or written: ``bytes_*`` would show it). The removal reads all of ``meta/episodes`` (the stats
 are aggregated again from every episode's), the state and the provenance file, and the data files after
 the slot: O(N). Listings (LIST requests) and deletes move no bytes and are not counted.
@@ -187,6 +189,7 @@ def build(fs, root: str, tmpl: Path, n: int, episodes: int, real_data: bool = Fa
         t = t.set_column(i, t.schema.field(i), v.cast(t.schema.field(i).type))
     files = {}
     if real_data:
+        t = distinct_stats(t)
         files.update(real_data_files(root, tmpl, t, lengths, episodes, n))
     for s in range(0, total, EPISODES_PER_META_FILE):
         c, f = divmod(s // EPISODES_PER_META_FILE, chunks)
@@ -211,6 +214,22 @@ def build(fs, root: str, tmpl: Path, n: int, episodes: int, real_data: bool = Fa
     header = {k: v for k, v in state.items() if k != "partitions"} | {"n_partitions": n}
     files[f"{root}/{HEADER_PATH}"] = json.dumps(header, indent=1).encode()
     seed(fs, files)
+
+
+def distinct_stats(t: pa.Table) -> pa.Table:
+    """Every episode's float stats made its own (x (1 + 0.001 N(0, 1)), fixed seed): replicated rows would
+    compress in Parquet to a fraction of what a real ``meta/episodes`` holds (~19 kB per episode with
+    this action space, against ~0.3 kB replicated), and a removal reads and rewrites those files."""
+    rng = np.random.default_rng(0)
+    for name in t.column_names:
+        typ = t.schema.field(name).type
+        if not (name.startswith("stats/") and pa.types.is_list(typ) and pa.types.is_floating(typ.value_type)):
+            continue
+        col = t[name].combine_chunks()
+        vals = col.flatten().to_numpy(zero_copy_only=False)
+        noisy = pa.array(vals * (1 + 1e-3 * rng.standard_normal(len(vals))), typ.value_type)
+        t = t.set_column(t.schema.get_field_index(name), name, pa.ListArray.from_arrays(col.offsets, noisy))
+    return t
 
 
 def real_data_files(root: str, tmpl: Path, meta: pa.Table, lengths: np.ndarray, episodes: int, n: int) -> dict:

@@ -523,8 +523,10 @@ def _remove(view: _Pending, root: str, keys: list[str], state: dict, info: dict)
     from concurrent.futures import ThreadPoolExecutor
 
     first_row: dict[str, int] = {}
-    for i, k in enumerate(pkeys.tolist()):
+    frames_of: dict[str, int] = {}
+    for i, (k, n) in enumerate(zip(pkeys.tolist(), length.tolist())):
         first_row.setdefault(k, i)
+        frames_of[k] = frames_of.get(k, 0) + n
     appended = {p.rsplit("/", 1)[-1][:-5] for p in view.listing(APPENDED_DIR, root)}
 
     def renumber_data(k: str) -> tuple[str, str, dict]:
@@ -535,9 +537,10 @@ def _remove(view: _Pending, root: str, keys: list[str], state: dict, info: dict)
         rel = DEFAULT_DATA_PATH.format(chunk_index=new_slot[k] // chunks_size, file_index=new_slot[k] % chunks_size)
         t = pq.read_table(io.BytesIO(fs.cat_file(f"{root}/{old_rel}")))
         e_col, x_col = t["episode_index"], t["index"]
-        if t.num_rows and int(x_col[0].as_py()) != int(old_from[i]):
-            raise DatasetStateError(f"{root}/{old_rel}: first index {x_col[0].as_py()}, meta/episodes says "
-                                    f"{int(old_from[i])}")
+        if t.num_rows != frames_of[k] or (t.num_rows and int(x_col[0].as_py()) != int(old_from[i])):
+            raise DatasetStateError(f"{root}/{old_rel}: {t.num_rows} rows from index "
+                                    f"{x_col[0].as_py() if t.num_rows else None}, meta/episodes says "
+                                    f"{frames_of[k]} from {int(old_from[i])} for partition {k!r}")
         t = _set(t, "episode_index", pc.add(e_col, pa.scalar(d_ep, e_col.type)))
         t = _set(t, "index", pc.add(x_col, pa.scalar(d_idx, x_col.type)))
         data = _parquet_bytes(t)

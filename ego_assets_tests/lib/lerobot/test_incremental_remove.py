@@ -163,3 +163,17 @@ def test_removing_the_last_partition_needs_the_full_assembly(dataset_copy, parts
     with pytest.raises(incremental.NeedsFullAssembly, match="no episode"):
         incremental.update_dataset(fs, str(root), remove=[parts["A"].key, parts["B"].key])
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before  # nothing changed
+
+
+def test_a_data_file_that_disagrees_with_meta_is_named_and_nothing_is_published(abc, parts):
+    from ego_assets.lib.lerobot.layout import DatasetStateError
+
+    root = abc
+    bad = root / "data/chunk-000/file-002.parquet"  # C's
+    t = pq.read_table(bad)
+    pq.write_table(t.slice(0, t.num_rows - 1), bad)
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    with pytest.raises(DatasetStateError, match="file-002.parquet"):
+        incremental.remove_partition(fsspec.filesystem("file"), str(root), parts["A"].key)
+    # B's renumbered copy (written before C's failed) is gone again; no metadata changed
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
