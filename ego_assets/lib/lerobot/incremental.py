@@ -253,15 +253,17 @@ def update_dataset(fs, root: str, *, remove=(), append=(), scratch: str | Path |
     import time
 
     t0 = time.perf_counter()
+    if append and scratch is None:
+        raise LeRobotExportError("update_dataset: appending needs a local scratch folder (scratch=)")
     root = root.rstrip("/")
     view = _Pending(fs)
-    state, info = _read_header(view, root)
+    _read_header(view, root)  # raises NeedsFullAssembly when there is no dataset of this format
     changed: dict[str, pa.Table] = {}
     removed: list[str] = []
     added, replaced, kept = [], [], []
     try:
         if remove:
-            removed, renumbered = _remove(view, root, sorted(set(remove)), state, info)
+            removed, renumbered = _remove(view, root, sorted(set(remove)), *_read_header(view, root))
             changed.update(renumbered)
         for sdir in append:
             key, prov, outcome = _append(view, root, sdir.rstrip("/"), Path(scratch), repo_id=repo_id,
