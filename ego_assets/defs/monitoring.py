@@ -64,6 +64,14 @@ def fail_dead_runs(instance: DagsterInstance) -> list[str]:
     return failed
 
 
+def running_here(instance: DagsterInstance) -> int:
+    """How many runs of this machine are running now (STARTED; a run without a host tag, launched by
+    the UI's launcher, is this machine's). A run counts itself."""
+    host = socket.gethostname()
+    return sum(1 for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+               if run.tags.get(HOST_TAG, host) == host)
+
+
 class LocalRunLauncher(DefaultRunLauncher):
     """Dagster's default launcher (a run worker process per run) that can tell run monitoring whether
     the worker still lives."""

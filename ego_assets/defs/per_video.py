@@ -31,6 +31,7 @@ from ego_assets.defs.k8s import op_tags, pool
 from ego_assets.defs.partitions import backfill_policy, videos
 from ego_assets.defs.runner import PartitionOutput, check_specs, progress_logger, run_partitions
 from ego_assets.defs.settings import EgoStorage
+from ego_assets.lib import parallel
 from ego_assets.lib.quality import CheckDef
 from ego_assets.lib.storage import PartitionWriter, Store
 
@@ -105,6 +106,22 @@ class Step:
             yield w
 
 
+def step_cores(context: dg.AssetExecutionContext) -> int:
+    """The cores a step's body may use (``lib.parallel``): the machine's, shared by the runs this machine
+    is running now (a backfill's two workers get one core each; a video running alone gets them all).
+    On Kubernetes a step is a pod of its own: its CPU limit."""
+    from ego_assets.defs.monitoring import running_here
+    from ego_assets.lib import settings
+
+    if settings.get("RUNTIME") == "k8s":
+        return parallel.machine_cores()
+    try:
+        running = running_here(context.instance)
+    except Exception:  # noqa: BLE001 - an instance that cannot list its runs: one core, as before
+        return 1
+    return max(1, parallel.machine_cores() // max(1, running))
+
+
 def per_video_asset(*, group: str, code_version: str, description: str, kinds: set[str],
                     deps: Iterable = (), checks: list[CheckDef] = (), config: type[PerVideoConfig] = PerVideoConfig,
                     params: Callable[[Step], dict] | None = None, stage: str | None = None,
@@ -128,9 +145,12 @@ def per_video_asset(*, group: str, code_version: str, description: str, kinds: s
             def step(pk: str) -> Step:
                 return Step(context, store, config, asset, pk)
 
+            share = step_cores(context)
+
             def run(pk: str) -> PartitionOutput:
                 s = step(pk)
-                out = body(s)
+                with parallel.using(share):
+                    out = body(s)
                 out.written = s.written
                 return out
 

@@ -107,6 +107,13 @@ def iter_frames(path: str, start_index: int = 0, stop_index: int | None = None,
             _cache = keep
 
 
+def is_cached(path: str) -> bool:
+    """Whether ``path``'s frames are kept decoded in this process (reads of any range are then cheap)."""
+    key = _file_key(path)
+    with _cache_lock:
+        return key is not None and _cache is not None and _cache.complete and _cache.key == key
+
+
 def clear_decoded() -> None:
     """Drop the kept frames (the end of a video's run)."""
     global _cache

@@ -77,3 +77,16 @@ def test_camera_motion_on_one_thread_equals_opencvs_pool(head, pool_of_four, mon
     pool = cal.classify_camera_motion(p, 36, n_pairs=10)
     assert one.label == pool.label == "moving" and len(one.pair_values) >= 5
     assert one.pair_values == pool.pair_values and one.value == pool.value
+
+
+def test_a_step_with_the_machine_uses_its_cores(head, pool_of_four):
+    """Inside ``parallel.using(n)`` (a video running alone) OpenCV gets n threads; the result is the same."""
+    from ego_assets.lib import parallel
+
+    p, _ = head
+    threads = []
+    with parallel.using(3):
+        three = cal.classify_camera_motion(p, 36, n_pairs=10, progress=lambda d, n: threads.append(cv2.getNumThreads()))
+    assert threads and set(threads) == {3} and cv2.getNumThreads() == 4
+    one = cal.classify_camera_motion(p, 36, n_pairs=10)
+    assert one.pair_values == three.pair_values and one.value == three.value

@@ -408,11 +408,11 @@ def classify_camera_motion(proxy_path: str, n_frames: int,
                            progress: Callable[[int, int], None] | None = None) -> CameraMotion:
     """Static or moving camera from the background motion of up to ``n_pairs`` consecutive proxy frame
     pairs spread over the video (one decoding pass, two frames in memory). ``mask_fn(frame_index)``
-    may give a hand mask (nonzero = ignore) once hands are known. OpenCV runs on one thread here
-    (``lib/opencv_threads``)."""
+    may give a hand mask (nonzero = ignore) once hands are known. OpenCV runs on the step's cores here
+    (one in a backfill; ``lib/opencv_threads``)."""
     from ego_assets.lib.opencv_threads import opencv_threads
 
-    with opencv_threads(1):
+    with opencv_threads():
         return _classify_camera_motion(proxy_path, n_frames, mask_fn, n_pairs, threshold_px, undistort, progress)
 
 

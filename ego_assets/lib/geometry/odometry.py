@@ -121,10 +121,10 @@ def estimate(proxy_path: str, frames: pa.Table, clips: pa.Table | None, calib: d
     given, else from the hands (metric ``joints_cam`` against their triangulated depth while a hand
     rests; for head motion too small to triangulate, a still hand's metric positions against the
     camera's translation), else the scale is 'relative' (median scene depth ~ 1). A camera the calibration classified
-    as static gets identity poses. OpenCV runs on one thread here (``lib/opencv_threads``)."""
+    as static gets identity poses. OpenCV runs on the step's cores (``lib/opencv_threads``)."""
     from ego_assets.lib.opencv_threads import opencv_threads
 
-    with opencv_threads(1):
+    with opencv_threads():
         return _estimate(proxy_path, frames, clips, calib, hand_tracks, progress, scene_depth, params)
 
 

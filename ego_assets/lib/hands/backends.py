@@ -549,16 +549,71 @@ class MediaPipeHands(HandsBackend):
             min_tracking_confidence=self.conf[2])
         return vision.HandLandmarker.create_from_options(opts)
 
+    # A video splits into chunks of frames run at once on the cores its step may use (lib.parallel: a
+    # video running alone, not one of a backfill's), each chunk with its own landmarkers: MediaPipe's
+    # inference releases the GIL. Each chunk but the first starts WARMUP_S early (those frames are run,
+    # not kept) so that its landmarker already tracks the hands at the chunk's first frame, as the one
+    # landmarker of an unsplit video would: a fresh landmarker's palm detector can take a second to find
+    # the second hand (measured on the real pour clip: 0.8 s of warm-up left 3 one-hand frames where the
+    # unsplit pass tracked two; 1.6 s, none). Chunks are at least MIN_CHUNK_S long, so the warm-up costs
+    # at most ~13 % more frames.
+    MIN_CHUNK_S: ClassVar[float] = 15.0
+    WARMUP_S: ClassVar[float] = 2.0
+
     def detect(self, proxy_path: str, frames: pa.Table, calib: dict,
                progress: Callable[[int, int], None] | None = None) -> HandDetections:
-        """Run the landmarker over the proxy and lift every hand, one row per detection."""
-        from ego_assets.lib.video import iter_frames
+        """Run the landmarker over the proxy and lift every hand, one row per detection. On more than
+        one core (``lib.parallel.cores()``) and with the proxy's frames kept decoded in this process,
+        contiguous chunks of frames run at once (see :attr:`MIN_CHUNK_FRAMES`); the first chunk's
+        detections are exactly the unsplit ones, a later chunk's differ only where its warm-up did not
+        reach the same tracking state."""
+        import threading
+        from concurrent.futures import ThreadPoolExecutor
+
+        from ego_assets.lib import parallel
+        from ego_assets.lib.video import is_cached
 
         t_s = frame_times(frames)
         n = len(t_s)
+        span = float(t_s[-1] - t_s[0]) if n else 0.0
+        k = max(1, min(parallel.cores(), int(span // self.MIN_CHUNK_S))) if is_cached(proxy_path) else 1
+        bounds = np.linspace(0, n, k + 1).round().astype(int).tolist()
+        lock, done = threading.Lock(), [0]
+
+        def report(c: int) -> None:
+            if progress is None:
+                return
+            with lock:
+                done[0] += c
+                if done[0] % 25 == 0 or done[0] == n:
+                    progress(done[0], n)
+
+        if k == 1:
+            parts = [self._detect_range(proxy_path, t_s, n, 0, n, calib, report)]
+        else:
+            with ThreadPoolExecutor(k, thread_name_prefix="hands") as pool:
+                parts = list(pool.map(lambda a: self._detect_range(proxy_path, t_s, n, *a, calib, report),
+                                      zip(bounds[:-1], bounds[1:])))
+        out = {key: [x for part in parts for x in part["out"][key]] for key in parts[0]["out"]}
+        timing: dict = {}
+        for part in parts:
+            for key, v in part["timing"].items():
+                timing[key] = timing.get(key, 0) + v
+        timing["chunks"] = k
+        first = parts[0]
+        return HandDetections(self.name, **out, t_s=t_s, image_size=first["size"], K=first["K"],
+                              undistorted=first["undistorted"], timing=timing)
+
+    def _detect_range(self, proxy_path: str, t_s: np.ndarray, n: int, start: int, stop: int, calib: dict,
+                      report: Callable[[int], None]) -> dict:
+        """The detections of frames ``start``..``stop - 1`` (of ``n``, at times ``t_s``) with landmarkers
+        of their own, run from ``WARMUP_S`` before ``start`` (those frames' hands are not kept)."""
+        from ego_assets.lib.video import iter_frames
+
         ts_ms = _timestamps_ms(t_s)
-        out = {k: [] for k in ("frame_index", "detection", "mp_label", "mp_score", "kp2d", "world",
-                               "joints_cam", "fit", "reproj_px")}
+        first = int(np.searchsorted(t_s, t_s[start] - self.WARMUP_S - 1e-9)) if start > 0 else 0
+        out = {key: [] for key in ("frame_index", "detection", "mp_label", "mp_score", "kp2d", "world",
+                                   "joints_cam", "fit", "reproj_px")}
         timing = dict(decode_s=0.0, landmarker_s=0.0, lifting_s=0.0, tile_s=0.0)
         K = undistort = None
         size = None
@@ -567,7 +622,8 @@ class MediaPipeHands(HandsBackend):
         n_tiled, tile_hit, last_tiled = 0, False, -(10 ** 9)
         try:
             t_dec = time.perf_counter()
-            for i, _, img in iter_frames(proxy_path):
+            # the last chunk reads to the end: a proxy with more frames than the table is an error
+            for i, _, img in iter_frames(proxy_path, first, stop if stop < n else None):
                 if i >= n:
                     raise HandTrackingInputError(f"proxy {proxy_path}: has more frames than the frames "
                                                  f"table ({n})")
@@ -591,37 +647,36 @@ class MediaPipeHands(HandsBackend):
                     more = _tile_detections(vp.image_landmarker(), img[: size[1], pad: pad + size[0]], found)
                     found += more
                     tile_hit, last_tiled = bool(more), i
-                    n_tiled += 1
+                    n_tiled += i >= start
                 t1 = time.perf_counter()
                 timing["landmarker_s"] += t1 - t0
                 timing["tile_s"] += t1 - t_tile
-                for d, (hd, kp, w) in enumerate(found):
-                    if not (np.isfinite(kp).all() and np.isfinite(w).all()):
-                        continue
-                    lift = lifting.lift_hand(kp, w, K, self.lift_params)
-                    out["frame_index"].append(i)
-                    out["detection"].append(d)
-                    out["mp_label"].append(hd[0].category_name if hd else "")
-                    out["mp_score"].append(float(hd[0].score) if hd else 0.5)
-                    out["kp2d"].append(kp)
-                    out["world"].append(w)
-                    out["joints_cam"].append(lift.joints_cam)
-                    out["fit"].append(lift.fit)
-                    out["reproj_px"].append(lift.reproj_px)
+                if i >= start:  # not a warm-up frame
+                    for d, (hd, kp, w) in enumerate(found):
+                        if not (np.isfinite(kp).all() and np.isfinite(w).all()):
+                            continue
+                        lift = lifting.lift_hand(kp, w, K, self.lift_params)
+                        out["frame_index"].append(i)
+                        out["detection"].append(d)
+                        out["mp_label"].append(hd[0].category_name if hd else "")
+                        out["mp_score"].append(float(hd[0].score) if hd else 0.5)
+                        out["kp2d"].append(kp)
+                        out["world"].append(w)
+                        out["joints_cam"].append(lift.joints_cam)
+                        out["fit"].append(lift.fit)
+                        out["reproj_px"].append(lift.reproj_px)
+                    count += 1
+                    report(1)
                 timing["lifting_s"] += time.perf_counter() - t1
-                count += 1
-                if progress is not None and (count % 25 == 0 or count == n):
-                    progress(count, n)
                 t_dec = time.perf_counter()
         finally:
             vp.close()
         timing["tiled_frames"] = n_tiled
         timing.update(vp.counts)
-        if count != n:
-            raise HandTrackingInputError(f"proxy {proxy_path}: decoded {count} frames, the frames table "
-                                         f"has {n}")
-        return HandDetections(self.name, **out, t_s=t_s, image_size=size, K=K,
-                              undistorted=undistort is not None, timing=timing)
+        if count != stop - start:
+            raise HandTrackingInputError(f"proxy {proxy_path}: decoded {start + count} frames, the frames "
+                                         f"table has {n}")
+        return dict(out=out, timing=timing, size=size, K=K, undistorted=undistort is not None)
 
 
 @register("hands")
@@ -827,7 +882,8 @@ def _timing(t: dict, n: int, d: int, assemble_s: float) -> dict:
     wall = t["decode_s"] + t["landmarker_s"] + t["lifting_s"] + assemble_s
     # decode includes the rectification of distorted frames; none of it counts imports or model loading
     # (but the landmarker includes the restarts of the palm_every > 1 policy)
-    counts = {k: int(t[k]) for k in ("single_hand_frames", "palm_checks", "landmarker_restarts") if k in t}
+    counts = {k: int(t[k]) for k in ("single_hand_frames", "palm_checks", "landmarker_restarts", "chunks")
+              if k in t}
     return dict(tiled_frames=int(t.get("tiled_frames", 0)), **counts,
                 tile_ms_per_frame=1000 * t.get("tile_s", 0.0) / max(n, 1),
                 fps=n / wall if wall > 0 else float("nan"),

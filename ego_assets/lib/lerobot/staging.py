@@ -468,8 +468,8 @@ def stage_partition(partition_key: str, proxy_path: str | Path, frames, segments
     writer = None
     try:
         # ffmpeg_logs_off: see its docstring (avoids a decoder deadlock); OpenCV (undistortion, resize) on
-        # one thread, as in the other per-video stages (lib/opencv_threads)
-        with ffmpeg_logs_off(), opencv_threads(1):
+        # the step's cores (one in a backfill), as in the other per-video stages (lib/opencv_threads)
+        with ffmpeg_logs_off(), opencv_threads():
             plans, skipped = episode_plans(frames, segments, captions, fps)
             n_src = int(_np(frames, "frame_index", np.int64).max()) + 1 if frames.num_rows else 0
             t_by_fi = np.full(n_src, np.nan)

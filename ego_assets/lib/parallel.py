@@ -1,0 +1,62 @@
+"""How many cores the work running now may use (``cores()``), set by whoever knows (``using(n)``).
+
+A backfill's parallelism is its videos: one video per worker process (or per run under the UI), one
+worker per core. A lib stage that can split its own work (the hands' landmarker over chunks of frames,
+OpenCV's loops) then has one core and must not take more: extra threads would only compete with the
+other videos (and OpenCV's spin while they wait). A video that runs alone (one long video, or the last
+video of a backfill while the other workers are idle) has the machine: the same stage may then use
+every core. Only the orchestration knows which case it is in (``defs.runner`` counts this machine's
+running runs), so it sets the figure for the duration of a step and the lib reads it. Outside a step
+(tests, benchmarks, a notebook) the figure is 1: single-threaded, unless the caller says otherwise.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from contextvars import ContextVar
+from typing import Iterator
+
+_cores: ContextVar[int] = ContextVar("ego_assets_cores", default=1)
+
+
+def cores() -> int:
+    """The cores the current work may use (>= 1)."""
+    return _cores.get()
+
+
+@contextlib.contextmanager
+def using(n: int) -> Iterator[int]:
+    """Let the work inside the block use ``n`` cores (at least 1)."""
+    token = _cores.set(max(1, int(n)))
+    try:
+        yield _cores.get()
+    finally:
+        _cores.reset(token)
+
+
+def machine_cores() -> int:
+    """The cores this process may run on: its CPU affinity, bounded by a cgroup CPU quota where one is
+    set (a Kubernetes pod's CPU limit: ``cpu.max`` of cgroup v2, or v1's ``cpu.cfs_quota_us``)."""
+    n = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = _cgroup_quota()
+    if quota is not None:
+        n = min(n, max(1, int(quota)))  # a fractional limit (1.5 CPU) gets the whole cores below it
+    return max(1, n)
+
+
+def _cgroup_quota() -> float | None:
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:  # cgroup v2: "max 100000" or "150000 100000"
+            q, period = f.read().split()[:2]
+            return None if q == "max" else int(q) / int(period)
+    except (OSError, ValueError):
+        pass
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            q = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period = int(f.read())
+        return None if q <= 0 else q / period
+    except (OSError, ValueError):
+        return None
