@@ -15,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from ego_assets.defs.monitoring import HOST_TAG, fail_dead_runs
+from ego_assets.lib.parallel import machine_cores
 from ego_assets.lib.storage import Store
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -96,15 +97,11 @@ def default_workers(n_videos: int) -> int:
 
     n = settings.get("WORKERS")
     if n is None:
-        n = _cores()
+        n = machine_cores()
         avail = _available_memory_gib()
         if avail is not None:
             n = min(n, int(avail // WORKER_MEMORY_GIB))
     return max(1, min(n, n_videos))
-
-
-def _cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _available_memory_gib() -> float | None:
@@ -176,7 +173,9 @@ def _materialize(defs, instance, keys, run_config, assets, workers, on_run) -> d
     if workers > 1 and defs is definitions.defs and os.environ.get("DAGSTER_HOME"):
         return _materialize_in_workers(keys, run_config, assets, workers, on_run)
     status: dict[str, VideoStatus] = {}
-    for pk in keys:
+    for i, pk in enumerate(keys):
+        if i == len(keys) - 1 and not assets and machine_cores() > 1:
+            preload_dataset_modules()  # the last video leaves a core free: the dataset's imports use it
         result = _execute_one(defs, instance, pk, run_config, assets)
         status[pk] = run_status(instance, result.run_id, pk)
         if on_run:
@@ -270,8 +269,9 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
 
 
 # What the dataset's steps import (lerobot's dataset loader, which brings torch, for the validation: ~11
-# core-seconds), loaded in this process once a worker has no video left, so that it overlaps the last
-# videos instead of following them on one core.
+# core-seconds), loaded in this process once a worker has no video left (or, videos run in this process,
+# when the last one starts: its steps leave the other core free), so that it overlaps the last videos
+# instead of following them on one core.
 DATASET_MODULES = ("ego_assets.lib.skills", "ego_assets.lib.lerobot.assembly", "ego_assets.lib.lerobot.validate",
                    "lerobot.datasets.lerobot_dataset")
 _preloading: threading.Thread | None = None
