@@ -56,14 +56,16 @@ def _file_key(path: str) -> tuple | None:
 
 
 def iter_frames(path: str, start_index: int = 0, stop_index: int | None = None,
-                fmt: str = "rgb24") -> Iterator[tuple[int, float, np.ndarray]]:
+                fmt: str = "rgb24", keep: bool = True) -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield ``(frame_index, t_s, image)`` for the frames of a proxy video (frame_index counts decoded
     frames from 0; ``image`` is HxWx3 uint8 RGB, or HxW for ``fmt='gray'``).
 
     A video whose frames fit in ``DECODE_CACHE_MIB`` is decoded once per process: its frames are kept
     (the last such video only) and later calls, any range or format, convert the kept frames. A call
     that stops early (``stop_index``, or the caller closes the generator) while the frames are being kept
-    decodes the rest into the cache before returning."""
+    decodes the rest into the cache before returning. ``keep=False``: a read that keeps nothing (one of
+    several concurrent readers of parts of the video; frames before ``start_index`` are decoded, not
+    converted)."""
     global _cache
     key = _file_key(path)
     with _cache_lock:
@@ -74,7 +76,7 @@ def iter_frames(path: str, start_index: int = 0, stop_index: int | None = None,
             t, frame = hit.frames[i]
             yield i, t, frame.to_ndarray(format=fmt)
         return
-    keep = _Decoded(key) if key is not None else None
+    keep = _Decoded(key) if key is not None and keep else None
     budget = DECODE_CACHE_MIB * 2 ** 20
     done = False  # the caller has what it wants (its stop, or it closed this generator): the rest is
     # decoded only into the cache, for the next step

@@ -563,20 +563,19 @@ class MediaPipeHands(HandsBackend):
     def detect(self, proxy_path: str, frames: pa.Table, calib: dict,
                progress: Callable[[int, int], None] | None = None) -> HandDetections:
         """Run the landmarker over the proxy and lift every hand, one row per detection. On more than
-        one core (``lib.parallel.cores()``) and with the proxy's frames kept decoded in this process,
-        contiguous chunks of frames run at once (see :attr:`MIN_CHUNK_FRAMES`); the first chunk's
+        one core (``lib.parallel.cores()``), contiguous chunks of frames run at once (see
+        :attr:`MIN_CHUNK_S`); the first chunk's
         detections are exactly the unsplit ones, a later chunk's differ only where its warm-up did not
         reach the same tracking state."""
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
         from ego_assets.lib import parallel
-        from ego_assets.lib.video import is_cached
 
         t_s = frame_times(frames)
         n = len(t_s)
         span = float(t_s[-1] - t_s[0]) if n else 0.0
-        k = max(1, min(parallel.cores(), int(span // self.MIN_CHUNK_S))) if is_cached(proxy_path) else 1
+        k = max(1, min(parallel.cores(), int(span // self.MIN_CHUNK_S)))
         bounds = np.linspace(0, n, k + 1).round().astype(int).tolist()
         lock, done = threading.Lock(), [0]
 
@@ -608,7 +607,7 @@ class MediaPipeHands(HandsBackend):
                       report: Callable[[int], None]) -> dict:
         """The detections of frames ``start``..``stop - 1`` (of ``n``, at times ``t_s``) with landmarkers
         of their own, run from ``WARMUP_S`` before ``start`` (those frames' hands are not kept)."""
-        from ego_assets.lib.video import iter_frames
+        from ego_assets.lib.video import is_cached, iter_frames
 
         ts_ms = _timestamps_ms(t_s)
         first = int(np.searchsorted(t_s, t_s[start] - self.WARMUP_S - 1e-9)) if start > 0 else 0
@@ -623,7 +622,10 @@ class MediaPipeHands(HandsBackend):
         try:
             t_dec = time.perf_counter()
             # the last chunk reads to the end: a proxy with more frames than the table is an error
-            for i, _, img in iter_frames(proxy_path, first, stop if stop < n else None):
+            # a later chunk of a proxy not kept decoded decodes (without converting) the frames before
+            # it: ~1-2 ms a frame at 640 px, against ~25 ms of landmarker; it keeps nothing
+            for i, _, img in iter_frames(proxy_path, first, stop if stop < n else None,
+                                         keep=start == 0 or is_cached(proxy_path)):
                 if i >= n:
                     raise HandTrackingInputError(f"proxy {proxy_path}: has more frames than the frames "
                                                  f"table ({n})")
