@@ -11,6 +11,7 @@ import pytest
 import ego_assets.lib.opencv_threads as ot
 from ego_assets.lib.geometry import calibration as cal
 from ego_assets.lib.geometry import odometry, render
+from ego_assets_tests.lib.geometry.test_odometry import _calib
 
 
 @pytest.fixture
@@ -26,12 +27,6 @@ def head(tmp_path_factory):
     p = str(tmp_path_factory.mktemp("threads") / "head.mp4")
     seq, _ = render.render_sequence(p, n_frames=36, kind="head")
     return p, seq
-
-
-def _calib(seq):
-    K = seq.K
-    intr = cal.Intrinsics(K[0, 0], K[1, 1], K[0, 2], K[1, 2], *seq.size, method="test")
-    return cal.calibration_table(intr, cal.CameraMotion("moving", 1.0, [], 0)).to_pylist()[0]
 
 
 def test_the_block_runs_on_n_threads_and_the_count_comes_back(pool_of_four):
