@@ -3,8 +3,8 @@
 Modules: ``format`` (the v3.0 format: names, paths, metadata writers, without LeRobot), ``features`` (names
 and action spaces), ``actions`` (state/action maths), ``layout`` (the dataset's own file names, formats and
 errors), ``staging`` (``stage_partition``, ``load_staged``), ``assembly`` (``assemble``), ``versions``
-(``assemble_versioned``: versioned publication), ``incremental`` (``append_partition`` on any fsspec
-filesystem), ``validate`` (``validate_dataset``), ``publish`` (``write_card``, ``push``). Writing and
+(``assemble_versioned``: versioned publication), ``incremental`` (``update_dataset``: append, remove, replace
+on any fsspec filesystem, no working copy), ``validate`` (``validate_dataset``), ``publish`` (``write_card``, ``push``). Writing and
 checking a dataset needs no lerobot/torch; LeRobot (the ``lerobot`` extra) is imported only where it is
 used: the load-check when installed, ``push``.
 """

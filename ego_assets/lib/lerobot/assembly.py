@@ -339,7 +339,7 @@ def assemble(dataset_dir: str | Path, staged: Sequence[StagedPartition | str | P
         raise DatasetStateError(f"dataset {str(root)!r} has state format {state.get('format')!r}; "
                                 f"this code writes {STATE_FORMAT}: rebuild=True from the staged partitions")
     old_parts: dict[str, dict] = (state or {}).get("partitions", {})
-    if state is not None:  # partitions appended since (incremental.append_partition): one file each
+    if state is not None:  # partitions appended since (incremental.update_dataset): one file each
         old_parts = {**old_parts, **{f.stem: json.loads(f.read_text())
                                      for f in sorted((root / APPENDED_DIR).glob("*.json"))}}
 

@@ -33,7 +33,7 @@ def _sources(root: Path) -> dict[str, dict]:
                                                 "frames": 0, "backends": set()})
     if not path.exists():
         return {}
-    # the full assembly's file, then those of episodes appended since (incremental.append_partition)
+    # the full assembly's file, then those of episodes appended since (incremental.update_dataset)
     rows = [r for f in [path, *sorted(path.parent.glob("ego_assets_provenance.append-*.parquet"))]
             for r in pq.read_table(f).to_pylist()]
     for r in rows:
