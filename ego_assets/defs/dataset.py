@@ -607,9 +607,18 @@ def _append(context, config: DatasetConfig, store, target: _Target, to_append, g
     detail = (f"{len(res.added)} video(s) appended, {len(res.replaced)} replaced, {len(res.removed)} removed "
               f"({info['total_episodes']} episodes, {info['total_frames']} frames); their files, "
               f"{len(renumbered)} later data file(s) renumbered and the metadata written, no other video touched")
+    # no local copy for LeRobot's load: what its lookup relies on, read back from the store
+    from ego_assets.lib.lerobot.validate import check_published
+
+    published = check_published(store.fs, remote_root, sorted(set(res.episodes["partition_key"].to_pylist())))
+    valid = all(c.passed for c in published)
+    if not valid:
+        context.log.error("the dataset changed in place fails its checks: "
+                          + "; ".join(f"{c.name}: {c.detail}" for c in published if not c.passed))
     target.write_quality(store, [dict(
-        asset="lerobot_dataset", check_name="lerobot_dataset_valid", passed=True, severity="ERROR",
-        value=float(len(res.added) + len(res.replaced) + len(res.removed)), detail=detail)])
+        asset="lerobot_dataset", check_name="lerobot_dataset_valid", passed=valid, severity="ERROR",
+        value=float(sum(not c.passed for c in published)),
+        detail=detail + "; " + "; ".join(f"{c.name}: {c.detail}" for c in published))])
     params = {**fmt.as_dict(), "val_fraction": config.val_fraction, "skills": _skills_version(store)}
     target.write_lineage(store, dict(
                              partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
@@ -625,8 +634,8 @@ def _append(context, config: DatasetConfig, store, target: _Target, to_append, g
     return dg.MaterializeResult(
         metadata=meta, data_version=dg.DataVersion(str(state.get("version", ""))[:16]),
         check_results=[
-            dg.AssetCheckResult(check_name="lerobot_dataset_valid", passed=True, severity=dg.AssetCheckSeverity.ERROR,
-                                metadata={"append": detail}),
+            dg.AssetCheckResult(check_name="lerobot_dataset_valid", passed=valid, severity=dg.AssetCheckSeverity.ERROR,
+                                metadata={"append": detail, **{c.name: c.detail for c in published}}),
             dg.AssetCheckResult(check_name="stats_nondegenerate", passed=True, severity=dg.AssetCheckSeverity.WARN,
                                 metadata={"append": "stats merged from the appended episodes' stats, or aggregated "
                                                     "again from every episode's stats after a removal"})])

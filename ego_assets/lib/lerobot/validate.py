@@ -301,3 +301,118 @@ class _FilesDataset:
                                  f"(nearest {None if best is None else round(best[0], 4)})")
             out[key] = best[1].to_ndarray(format="rgb24").transpose(2, 0, 1).astype(np.float32) / 255.0
         return out
+
+
+# what check_published reads of meta/episodes (the layout; not the per-episode stats, most of its bytes)
+_LAYOUT = ["episode_index", "length", "data/chunk_index", "data/file_index", "dataset_from_index",
+           "dataset_to_index", "source/partition_key"]
+_VIDEO_LAYOUT = ["chunk_index", "file_index", "from_timestamp", "to_timestamp"]
+
+
+def check_published(fs, root: str, changed: list[str], tolerance_s: float = 1e-4) -> list[Check]:
+    """The checks of a dataset changed in place on any fsspec filesystem (``incremental.update_dataset``:
+    no local copy for ``validate_dataset``'s LeRobot load), reading what LeRobot's lookup depends on:
+
+    - ``episode_layout``: ``meta/episodes`` (its layout columns only) holds episodes 0..E-1 with E and the
+      frame total of ``info.json``, each episode's ``[dataset_from_index, dataset_to_index)`` following the
+      previous one, of its length: LeRobot finds episode e at row e and frame i at row i;
+    - ``changed_data_rows``: in the data files of the ``changed`` partitions (appended, replaced, or
+      renumbered by a removal), each of their episodes' rows: ``index`` = its range, ``episode_index`` = e,
+      ``frame_index`` 0..length-1, ``timestamp`` = frame_index / fps;
+    - ``changed_videos``: the video files of those episodes decode at the last frame of their last
+      episode (a seek: the file's header and last group of pictures are read, not the whole file).
+
+    What is read grows with the dataset only by the layout columns (~50 B per episode)."""
+    import av
+
+    from ego_assets.lib.video import open_av
+
+    out: list[Check] = []
+    info = json.loads(fs.cat_file(f"{root}/{INFO_PATH}"))
+    fps = float(info["fps"])
+    vkeys = [k for k, f in info["features"].items() if f.get("dtype") == "video"]
+    cols = _LAYOUT + [f"videos/{k}/{c}" for k in vkeys for c in _VIDEO_LAYOUT]
+    files = sorted(fs.glob(f"{root}/{EPISODES_DIR}/*/*.parquet"))
+    tables = []
+    for f in files:
+        with fs.open(f, "rb") as fh:
+            tables.append(pq.read_table(fh, columns=cols))
+    meta = pa.concat_tables(tables).sort_by("episode_index") if tables else None
+    problems = []
+    if meta is None:
+        problems.append(f"{root}/{EPISODES_DIR}: no parquet file")
+    else:
+        e = np.asarray(meta["episode_index"].to_pylist(), np.int64)
+        lengths = np.asarray(meta["length"].to_pylist(), np.int64)
+        fr = np.asarray(meta["dataset_from_index"].to_pylist(), np.int64)
+        to = np.asarray(meta["dataset_to_index"].to_pylist(), np.int64)
+        if not np.array_equal(e, np.arange(len(e))) or len(e) != int(info["total_episodes"]):
+            problems.append(f"episode_index is not 0..{int(info['total_episodes']) - 1} "
+                            f"({len(e)} rows in {len(files)} meta/episodes files)")
+        if int(lengths.sum()) != int(info["total_frames"]):
+            problems.append(f"lengths sum to {int(lengths.sum())}, info.json says {info['total_frames']} frames")
+        bad = np.flatnonzero((to - fr != lengths) | (fr != np.concatenate([[0], to[:-1]])))
+        problems += [f"episode {int(e[i])}: rows [{fr[i]}, {to[i]}) for length {lengths[i]}" for i in bad[:3]]
+    out.append(Check("episode_layout", not problems, float(len(problems)),
+                     "; ".join(problems) if problems else
+                     f"{int(info['total_episodes'])} episodes, {int(info['total_frames'])} frames, "
+                     f"contiguous (meta/episodes: {len(files)} files)"))
+    if meta is None:
+        return out
+    mine = meta.filter(pa.compute.is_in(meta["source/partition_key"], pa.array(list(changed), pa.string())))
+    rows = mine.to_pylist()
+    problems, n_rows = [], 0
+    by_file: dict[tuple, list[dict]] = {}
+    for r in rows:
+        by_file.setdefault((r["data/chunk_index"], r["data/file_index"]), []).append(r)
+    for (c, fi), eps in sorted(by_file.items()):
+        path = f"{root}/{info['data_path'].format(chunk_index=c, file_index=fi)}"
+        try:
+            with fs.open(path, "rb") as fh:
+                d = pq.read_table(fh, columns=["index", "episode_index", "frame_index", "timestamp"])
+        except (OSError, pa.ArrowException) as ex:
+            problems.append(f"{path}: cannot read ({ex})")
+            continue
+        idx, ep = d["index"].to_numpy(), d["episode_index"].to_numpy()
+        fidx, ts = d["frame_index"].to_numpy(), d["timestamp"].to_numpy()
+        for r in eps:
+            sel = ep == r["episode_index"]
+            want = np.arange(r["dataset_from_index"], r["dataset_to_index"])
+            n_rows += int(sel.sum())
+            if not np.array_equal(idx[sel], want) or not np.array_equal(fidx[sel], np.arange(r["length"])):
+                problems.append(f"{path}: episode {r['episode_index']} has rows index {idx[sel][:1].tolist()}.."
+                                f" ({int(sel.sum())} rows), meta/episodes says [{want[0] if len(want) else '-'}, "
+                                f"{r['dataset_to_index']})")
+            elif len(ts[sel]) and float(np.max(np.abs(ts[sel] - fidx[sel] / fps))) > tolerance_s:
+                problems.append(f"{path}: episode {r['episode_index']} timestamps off the 1/{fps:g} s grid")
+    out.append(Check("changed_data_rows", not problems, float(len(problems)),
+                     "; ".join(problems[:3]) if problems else
+                     f"{len(rows)} episodes of {len(changed)} changed video(s): {n_rows} rows in "
+                     f"{len(by_file)} data file(s) as meta/episodes says"))
+    problems, n_files = [], 0
+    for k in vkeys:
+        spans: dict[tuple, float] = {}
+        for r in rows:
+            key = (r[f"videos/{k}/chunk_index"], r[f"videos/{k}/file_index"])
+            spans[key] = max(spans.get(key, 0.0), float(r[f"videos/{k}/to_timestamp"]))
+        for (c, fi), end in sorted(spans.items()):
+            path = f"{root}/{info['video_path'].format(video_key=k, chunk_index=c, file_index=fi)}"
+            n_files += 1
+            last = end - 1.0 / fps  # the last frame of its last changed episode
+            try:
+                with fs.open(path, "rb") as fh, open_av(fh) as cont:
+                    s = cont.streams.video[0]
+                    cont.seek(max(0, int((last - 0.5) / s.time_base)), stream=s, backward=True)
+                    got = None
+                    for frame in cont.decode(s):  # reads the header and the last GOP, not the file
+                        if frame.pts is not None and float(frame.pts * s.time_base) >= last - tolerance_s:
+                            got = float(frame.pts * s.time_base)
+                            break
+            except (OSError, av.error.FFmpegError) as ex:
+                problems.append(f"{path}: cannot decode ({ex})")
+                continue
+            if got is None or abs(got - last) > 0.5 / fps:
+                problems.append(f"{path}: no frame at {last:.3f} s, where its episodes end")
+    out.append(Check("changed_videos", not problems, float(len(problems)),
+                     "; ".join(problems[:3]) if problems else f"{n_files} video file(s) decode at their episodes' last frame"))
+    return out
