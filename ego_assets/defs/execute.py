@@ -272,7 +272,8 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
 # core-seconds), loaded in this process once a worker has no video left (or, videos run in this process,
 # when the last one starts: its steps leave the other core free), so that it overlaps the last videos
 # instead of following them on one core.
-DATASET_MODULES = ("ego_assets.lib.skills", "ego_assets.lib.lerobot.assembly", "ego_assets.lib.lerobot.validate",
+DATASET_MODULES = ("ego_assets.lib.skills", "sklearn.cluster", "sklearn.metrics",  # the skills' fit: ~1.5 s
+                   "ego_assets.lib.lerobot.assembly", "ego_assets.lib.lerobot.validate",
                    "lerobot.datasets.lerobot_dataset")
 _preloading: threading.Thread | None = None
 
