@@ -127,3 +127,41 @@ def load_check(root: Path, full: Path) -> None:
         a = ds[r["dataset_from_index"]]["observation.images.ego"]
         b = ref[q["dataset_from_index"]]["observation.images.ego"]
         assert a.shape == b.shape and torch.equal(a, b), r["episode_index"]
+
+
+class Recording:
+    """A filesystem wrapper that records the paths read, written and deleted."""
+
+    def __init__(self, fs):
+        self.fs, self.read, self.written, self.deleted = fs, [], [], []
+
+    def __getattr__(self, name):
+        return getattr(self.fs, name)
+
+    def cat_file(self, path, *a, **kw):
+        self.read.append(path)
+        return self.fs.cat_file(path, *a, **kw)
+
+    def open(self, path, *a, **kw):
+        self.read.append(path)
+        return self.fs.open(path, *a, **kw)
+
+    def get_file(self, rpath, lpath, **kw):
+        self.read.append(rpath)
+        return self.fs.get_file(rpath, lpath, **kw)
+
+    def pipe_file(self, path, data, **kw):
+        self.written.append(path)
+        return self.fs.pipe_file(path, data, **kw)
+
+    def put_file(self, lpath, rpath, **kw):
+        self.written.append(rpath)
+        return self.fs.put_file(lpath, rpath, **kw)
+
+    def rm_file(self, path):
+        self.deleted.append(path)
+        return self.fs.rm_file(path)
+
+    def rm(self, paths, **kw):
+        self.deleted.extend([paths] if isinstance(paths, str) else paths)
+        return self.fs.rm(paths, **kw)

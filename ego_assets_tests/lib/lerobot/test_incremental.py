@@ -8,7 +8,6 @@ import json
 
 import fsspec
 import numpy as np
-import pyarrow.parquet as pq
 import pytest
 
 from ego_assets.lib.lerobot import incremental
@@ -16,35 +15,14 @@ from ego_assets.lib.lerobot.format import aggregate_stats
 from ego_assets.lib.lerobot.validate import validate_dataset
 from ego_assets.lib.lerobot.assembly import assemble
 from ego_assets_tests.lib.lerobot.conftest import VAL_FRACTION
-
-
-class Counting:
-    """A filesystem wrapper that records the paths written."""
-
-    def __init__(self, fs):
-        self.fs, self.written = fs, []
-
-    def __getattr__(self, name):
-        return getattr(self.fs, name)
-
-    def pipe_file(self, path, data, **kw):
-        self.written.append(path)
-        return self.fs.pipe_file(path, data, **kw)
-
-    def put_file(self, lpath, rpath, **kw):
-        self.written.append(rpath)
-        return self.fs.put_file(lpath, rpath, **kw)
-
-
-def _meta_rows(root):
-    return [r for f in sorted(root.glob("meta/episodes/*/*.parquet")) for r in pq.read_table(f).to_pylist()]
+from ego_assets_tests.lib.lerobot.dataset_checks import Recording, meta_rows
 
 
 def test_append_touches_only_the_new_partition_and_metadata(dataset_copy, staged, parts, tmp_path):
     root, before = dataset_copy
     old_files = {p: p.read_bytes() for p in root.glob("data/*/*.parquet")} | {
         p: p.read_bytes() for p in root.glob("videos/*/*/*.mp4")}
-    fs = Counting(fsspec.filesystem("file"))
+    fs = Recording(fsspec.filesystem("file"))
     res = incremental.append_partition(fs, str(root), str(staged["C"].path), tmp_path / "scratch")
     n_c = staged["C"].n_episodes
     assert res.added == [parts["C"].key] and res.n_episodes == before.n_episodes + n_c
@@ -61,7 +39,7 @@ def test_append_touches_only_the_new_partition_and_metadata(dataset_copy, staged
     for p, b in old_files.items():
         assert p.read_bytes() == b, p
     # indices contiguous; C's episodes at the end
-    rows = _meta_rows(root)
+    rows = meta_rows(root)
     assert [r["episode_index"] for r in rows] == list(range(res.n_episodes))
     assert [r["dataset_from_index"] for r in rows][1:] == [r["dataset_to_index"] for r in rows][:-1]
     assert {r["source/partition_key"] for r in rows[-n_c:]} == {parts["C"].key}

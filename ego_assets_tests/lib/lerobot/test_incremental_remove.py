@@ -16,47 +16,9 @@ import pytest
 from ego_assets.lib.lerobot import incremental
 from ego_assets.lib.lerobot.assembly import assemble
 from ego_assets_tests.lib.lerobot.conftest import VAL_FRACTION
-from ego_assets_tests.lib.lerobot.dataset_checks import (assert_same_dataset, by_key, check_consistent, load_check,
-                                                         meta_rows)
+from ego_assets_tests.lib.lerobot.dataset_checks import (Recording, assert_same_dataset, by_key, check_consistent,
+                                                         load_check, meta_rows)
 from ego_assets_tests.lib.lerobot.synth import make_partition, stage
-
-class Recording:
-    """A filesystem wrapper that records the paths read, written and deleted."""
-
-    def __init__(self, fs):
-        self.fs, self.read, self.written, self.deleted = fs, [], [], []
-
-    def __getattr__(self, name):
-        return getattr(self.fs, name)
-
-    def cat_file(self, path, *a, **kw):
-        self.read.append(path)
-        return self.fs.cat_file(path, *a, **kw)
-
-    def open(self, path, *a, **kw):
-        self.read.append(path)
-        return self.fs.open(path, *a, **kw)
-
-    def get_file(self, rpath, lpath, **kw):
-        self.read.append(rpath)
-        return self.fs.get_file(rpath, lpath, **kw)
-
-    def pipe_file(self, path, data, **kw):
-        self.written.append(path)
-        return self.fs.pipe_file(path, data, **kw)
-
-    def put_file(self, lpath, rpath, **kw):
-        self.written.append(rpath)
-        return self.fs.put_file(lpath, rpath, **kw)
-
-    def rm_file(self, path):
-        self.deleted.append(path)
-        return self.fs.rm_file(path)
-
-    def rm(self, paths, **kw):
-        self.deleted.extend([paths] if isinstance(paths, str) else paths)
-        return self.fs.rm(paths, **kw)
-
 
 @pytest.fixture()
 def abc(dataset_copy, staged, tmp_path):
