@@ -595,22 +595,21 @@ def _append(context, config: DatasetConfig, store, target: _Target, to_append, g
     except incremental.NeedsFullAssembly as e:
         context.log.warning(f"the dataset is assembled in full: {e}")
         return None
-    for pk in res.episodes["partition_key"].unique().to_pylist():
+    changed = sorted(set(res.episodes["partition_key"].to_pylist()))
+    for pk in changed:
         store.write_parquet(store.table_path("episodes", pk), schemas.conform("episodes", res.episodes_of(pk), pk))
     for pk in res.removed:
         if store.exists(store.table_path("episodes", pk)):
             store.fs.rm_file(store.table_path("episodes", pk))
     members = sorted(unchanged + res.added + res.replaced + res.kept)
-    state = _published_state(store, remote_root) or {}
-    info = store.read_json(f"{remote_root}/meta/info.json")
     renumbered = sorted(set(res.data_written) - set(res.added) - set(res.replaced))
     detail = (f"{len(res.added)} video(s) appended, {len(res.replaced)} replaced, {len(res.removed)} removed "
-              f"({info['total_episodes']} episodes, {info['total_frames']} frames); their files, "
+              f"({res.n_episodes} episodes, {res.n_frames} frames); their files, "
               f"{len(renumbered)} later data file(s) renumbered and the metadata written, no other video touched")
     # no local copy for LeRobot's load: what its lookup relies on, read back from the store
     from ego_assets.lib.lerobot.validate import check_published
 
-    published = check_published(store.fs, remote_root, sorted(set(res.episodes["partition_key"].to_pylist())))
+    published = check_published(store.fs, remote_root, changed)
     valid = all(c.passed for c in published)
     if not valid:
         context.log.error("the dataset changed in place fails its checks: "
@@ -622,17 +621,17 @@ def _append(context, config: DatasetConfig, store, target: _Target, to_append, g
     params = {**fmt.as_dict(), "val_fraction": config.val_fraction, "skills": _skills_version(store)}
     target.write_lineage(store, dict(
                              partition_key="dataset", asset="lerobot_dataset", run_id=context.run.run_id,
-                             code_version=DATASET_CODE_VERSION, data_version=state.get("version"),
+                             code_version=DATASET_CODE_VERSION, data_version=res.version,
                              upstream=json.dumps({pk: versions[pk] for pk in members}, sort_keys=True),
                              params=json.dumps(params, sort_keys=True), status="ok", error=None,
                              started_at=_started(t0), finished_at=now()))
     meta = {"videos": len(members), "left_out": len(left_out), "path": dg.MetadataValue.path(store.url(remote_root)),
-            "episodes": info["total_episodes"], "frames": info["total_frames"], "tasks": info["total_tasks"],
+            "episodes": res.n_episodes, "frames": res.n_frames, "tasks": res.n_tasks,
             "format": fmt.label(), "new_or_changed": len(to_append), "added": len(res.added),
             "replaced": len(res.replaced), "removed": len(res.removed), "renumbered": len(renumbered),
             "published": True, "appended": True, "seconds": round(time.perf_counter() - t0, 2)}
     return dg.MaterializeResult(
-        metadata=meta, data_version=dg.DataVersion(str(state.get("version", ""))[:16]),
+        metadata=meta, data_version=dg.DataVersion(res.version[:16]),
         check_results=[
             dg.AssetCheckResult(check_name="lerobot_dataset_valid", passed=valid, severity=dg.AssetCheckSeverity.ERROR,
                                 metadata={"append": detail, **{c.name: c.detail for c in published}}),

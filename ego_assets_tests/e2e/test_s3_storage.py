@@ -592,14 +592,21 @@ def test_lerobot_dataset_step_replaces_and_removes_in_the_bucket(s3, tmp_path, m
     def materialize() -> dict:
         r = dg.materialize([dataset.lerobot_dataset], resources={"ego": EgoStorage()})
         assert r.success
+        valid = [e for e in r.get_asset_check_evaluations() if e.check_name == "lerobot_dataset_valid"]
+        assert valid and all(e.passed for e in valid)
         return {k: getattr(v, "value", v) for k, v in r.asset_materializations_for_node("lerobot_dataset")[0]
                 .metadata.items()}
 
+    def dataset_version() -> str:
+        return store.lineage("lerobot_dataset", "dataset")[-1]["data_version"]
+
     materialize()
+    versions = [dataset_version()]
     root = dataset.dataset_dir(store)
     videos = _etags(store.fs, root, ".mp4")
     n["v-b"] = _add(store, tmp_path / "again", "v-b", "lab", 7)  # re-staged: another version
     m = materialize()
+    versions.append(dataset_version())
     assert m["appended"] and m["replaced"] == 1 and m["added"] == 0 and m["removed"] == 0
     assert m["episodes"] == sum(n.values())
     after = _etags(store.fs, root, ".mp4")
@@ -611,6 +618,8 @@ def test_lerobot_dataset_step_replaces_and_removes_in_the_bucket(s3, tmp_path, m
                              started_at=now(), finished_at=now()))
     kept = _etags(store.fs, root, ".mp4")
     m = materialize()
+    versions.append(dataset_version())
+    assert all(versions) and len(set(versions)) == 3  # each change in place is a new data version
     assert m["appended"] and m["removed"] == 1 and m["episodes"] == n["v-b"] + n["v-c"]
     after = _etags(store.fs, root, ".mp4")
     assert len(after) == 2 and all(kept[p] == e for p, e in after.items())
