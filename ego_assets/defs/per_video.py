@@ -145,11 +145,9 @@ def per_video_asset(*, group: str, code_version: str, description: str, kinds: s
             def step(pk: str) -> Step:
                 return Step(context, store, config, asset, pk)
 
-            share = step_cores(context)
-
-            def run(pk: str) -> PartitionOutput:
+            def run(pk: str) -> PartitionOutput:  # only when the body runs (not for a skipped step)
                 s = step(pk)
-                with parallel.using(share):
+                with parallel.using(step_cores(context)):
                     out = body(s)
                 out.written = s.written
                 return out

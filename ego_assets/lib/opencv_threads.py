@@ -21,8 +21,8 @@ def opencv_threads(n: int | None = None):
     worker's video needed (odometry on real footage: 4-22 % more CPU than one thread, depending on the
     machine's load, about 10 % with two workers on two cores; benchmarks/stage_costs.py). The results do
     not depend on the thread count (ego_assets_tests/lib/test_opencv_threads.py compares them). A video
-running alone has every core (``lib.parallel``): OpenCV's pool then shortens its wall time (~10 % for
-camera_poses)."""
+    running alone has every core (``lib.parallel``): OpenCV's pool then shortens its wall time (~10 % for
+    camera_poses)."""
     import cv2
 
     from ego_assets.lib import parallel

@@ -56,27 +56,26 @@ def _file_key(path: str) -> tuple | None:
 
 
 def iter_frames(path: str, start_index: int = 0, stop_index: int | None = None,
-                fmt: str = "rgb24", keep: bool = True) -> Iterator[tuple[int, float, np.ndarray]]:
+                fmt: str = "rgb24", cache: bool = True) -> Iterator[tuple[int, float, np.ndarray]]:
     """Yield ``(frame_index, t_s, image)`` for the frames of a proxy video (frame_index counts decoded
     frames from 0; ``image`` is HxWx3 uint8 RGB, or HxW for ``fmt='gray'``).
 
     A video whose frames fit in ``DECODE_CACHE_MIB`` is decoded once per process: its frames are kept
     (the last such video only) and later calls, any range or format, convert the kept frames. A call
     that stops early (``stop_index``, or the caller closes the generator) while the frames are being kept
-    decodes the rest into the cache before returning. ``keep=False``: a read that keeps nothing (one of
+    decodes the rest into the cache before returning. ``cache=False``: a read that keeps nothing (one of
     several concurrent readers of parts of the video; frames before ``start_index`` are decoded, not
     converted)."""
     global _cache
     key = _file_key(path)
-    with _cache_lock:
-        hit = _cache if _cache is not None and _cache.complete and _cache.key == key else None
+    hit = _kept(key)
     if hit is not None:
         stop = len(hit.frames) if stop_index is None else min(stop_index, len(hit.frames))
         for i in range(start_index, stop):
             t, frame = hit.frames[i]
             yield i, t, frame.to_ndarray(format=fmt)
         return
-    keep = _Decoded(key) if key is not None and keep else None
+    keep = _Decoded(key) if key is not None and cache else None
     budget = DECODE_CACHE_MIB * 2 ** 20
     done = False  # the caller has what it wants (its stop, or it closed this generator): the rest is
     # decoded only into the cache, for the next step
@@ -109,11 +108,15 @@ def iter_frames(path: str, start_index: int = 0, stop_index: int | None = None,
             _cache = keep
 
 
+def _kept(key: tuple | None) -> _Decoded | None:
+    """The kept frames of the file with ``key``, if they are the ones kept."""
+    with _cache_lock:
+        return _cache if key is not None and _cache is not None and _cache.complete and _cache.key == key else None
+
+
 def is_cached(path: str) -> bool:
     """Whether ``path``'s frames are kept decoded in this process (reads of any range are then cheap)."""
-    key = _file_key(path)
-    with _cache_lock:
-        return key is not None and _cache is not None and _cache.complete and _cache.key == key
+    return _kept(_file_key(path)) is not None
 
 
 def clear_decoded() -> None:

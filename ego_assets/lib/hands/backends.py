@@ -564,9 +564,8 @@ class MediaPipeHands(HandsBackend):
                progress: Callable[[int, int], None] | None = None) -> HandDetections:
         """Run the landmarker over the proxy and lift every hand, one row per detection. On more than
         one core (``lib.parallel.cores()``), contiguous chunks of frames run at once (see
-        :attr:`MIN_CHUNK_S`); the first chunk's
-        detections are exactly the unsplit ones, a later chunk's differ only where its warm-up did not
-        reach the same tracking state."""
+        :attr:`MIN_CHUNK_S`); the first chunk's detections are exactly the unsplit ones, a later chunk's
+        differ only where its warm-up did not reach the same tracking state."""
         import threading
         from concurrent.futures import ThreadPoolExecutor
 
@@ -607,7 +606,7 @@ class MediaPipeHands(HandsBackend):
                       report: Callable[[int], None]) -> dict:
         """The detections of frames ``start``..``stop - 1`` (of ``n``, at times ``t_s``) with landmarkers
         of their own, run from ``WARMUP_S`` before ``start`` (those frames' hands are not kept)."""
-        from ego_assets.lib.video import is_cached, iter_frames
+        from ego_assets.lib.video import iter_frames
 
         ts_ms = _timestamps_ms(t_s)
         first = int(np.searchsorted(t_s, t_s[start] - self.WARMUP_S - 1e-9)) if start > 0 else 0
@@ -621,11 +620,10 @@ class MediaPipeHands(HandsBackend):
         n_tiled, tile_hit, last_tiled = 0, False, -(10 ** 9)
         try:
             t_dec = time.perf_counter()
-            # the last chunk reads to the end: a proxy with more frames than the table is an error
-            # a later chunk of a proxy not kept decoded decodes (without converting) the frames before
-            # it: ~1-2 ms a frame at 640 px, against ~25 ms of landmarker; it keeps nothing
-            for i, _, img in iter_frames(proxy_path, first, stop if stop < n else None,
-                                         keep=start == 0 or is_cached(proxy_path)):
+            # the last chunk reads to the end: a proxy with more frames than the table is an error. A
+            # later chunk of a proxy not kept decoded decodes (without converting) the frames before it,
+            # ~1-2 ms a frame at 640 px against ~25 ms of landmarker, and keeps none of them
+            for i, _, img in iter_frames(proxy_path, first, stop if stop < n else None, cache=start == 0):
                 if i >= n:
                     raise HandTrackingInputError(f"proxy {proxy_path}: has more frames than the frames "
                                                  f"table ({n})")
