@@ -91,6 +91,25 @@ def decode_sample(meta: pa.Table, video_keys: list[str], max_n: int | None) -> l
     return sorted({e for x in ends for e in x})
 
 
+def layout_problems(meta: pa.Table, n_episodes: int, n_frames: int) -> list[str]:
+    """What is wrong with ``meta/episodes``' layout (its rows sorted by episode): LeRobot finds episode e
+    at row e and frame i at data row i, so the rows must be episodes 0..E-1 (E = ``n_episodes``), each
+    one's ``[dataset_from_index, dataset_to_index)`` of its length and following the previous one, the
+    lengths summing to ``n_frames``. At most 5 episodes are named."""
+    e = np.asarray(meta["episode_index"].to_pylist(), np.int64)
+    lengths = np.asarray(meta["length"].to_pylist(), np.int64)
+    fr = np.asarray(meta["dataset_from_index"].to_pylist(), np.int64)
+    to = np.asarray(meta["dataset_to_index"].to_pylist(), np.int64)
+    problems = []
+    if not np.array_equal(e, np.arange(len(e))) or len(e) != n_episodes:
+        problems.append(f"episode_index is not 0..{n_episodes - 1} ({len(e)} rows in meta/episodes)")
+    if int(lengths.sum()) != n_frames:
+        problems.append(f"lengths sum to {int(lengths.sum())}, info.json says {n_frames} frames")
+    bad = np.flatnonzero((to - fr != lengths) | (fr != np.concatenate([[0], to[:-1]])))
+    problems += [f"episode {int(e[i])}: rows [{fr[i]}, {to[i]}) for length {lengths[i]}" for i in bad[:5]]
+    return problems
+
+
 def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, repo_id: str | None = None,
                      video_backend: str = "pyav", max_episodes: int | None = None,
                      tolerance_s: float = 1e-4) -> list[Check]:
@@ -147,12 +166,9 @@ def validate_dataset(dataset_dir: str | Path, episodes: pa.Table | None = None, 
     to_i = np.asarray(meta["dataset_to_index"].to_pylist(), np.int64)
     ep_col = np.asarray(data["episode_index"].to_numpy(), np.int64)
     counts = np.bincount(ep_col, minlength=n_eps) if len(ep_col) else np.zeros(n_eps, np.int64)
-    problems = []
-    if len(meta) != n_eps or not np.array_equal(meta["episode_index"].to_numpy(), np.arange(n_eps)):
-        problems.append(f"meta/episodes has {len(meta)} rows for {n_eps} episodes or a gap in episode_index")
-    bad = np.flatnonzero((lengths != to_i - from_i) | (counts[:len(lengths)] != lengths))
-    problems += [f"episode {e}: length {lengths[e]}, index range {to_i[e] - from_i[e]}, data rows {counts[e]}"
-                 for e in bad[:5]]
+    problems = layout_problems(meta, n_eps, int(info["total_frames"]))
+    bad = np.flatnonzero(counts[:len(lengths)] != lengths)
+    problems += [f"episode {e}: length {lengths[e]}, data rows {counts[e]}" for e in bad[:5]]
     if episodes is not None:
         rows = {int(e): int(n) for e, n in zip(episodes["episode_index"].to_pylist(), episodes["length"].to_pylist())}
         if len(rows) != n_eps:
@@ -338,21 +354,8 @@ def check_published(fs, root: str, changed: list[str], tolerance_s: float = 1e-4
         with fs.open(f, "rb") as fh:
             tables.append(pq.read_table(fh, columns=cols))
     meta = pa.concat_tables(tables).sort_by("episode_index") if tables else None
-    problems = []
-    if meta is None:
-        problems.append(f"{root}/{EPISODES_DIR}: no parquet file")
-    else:
-        e = np.asarray(meta["episode_index"].to_pylist(), np.int64)
-        lengths = np.asarray(meta["length"].to_pylist(), np.int64)
-        fr = np.asarray(meta["dataset_from_index"].to_pylist(), np.int64)
-        to = np.asarray(meta["dataset_to_index"].to_pylist(), np.int64)
-        if not np.array_equal(e, np.arange(len(e))) or len(e) != int(info["total_episodes"]):
-            problems.append(f"episode_index is not 0..{int(info['total_episodes']) - 1} "
-                            f"({len(e)} rows in {len(files)} meta/episodes files)")
-        if int(lengths.sum()) != int(info["total_frames"]):
-            problems.append(f"lengths sum to {int(lengths.sum())}, info.json says {info['total_frames']} frames")
-        bad = np.flatnonzero((to - fr != lengths) | (fr != np.concatenate([[0], to[:-1]])))
-        problems += [f"episode {int(e[i])}: rows [{fr[i]}, {to[i]}) for length {lengths[i]}" for i in bad[:3]]
+    problems = ([f"{root}/{EPISODES_DIR}: no parquet file"] if meta is None else
+                layout_problems(meta, int(info["total_episodes"]), int(info["total_frames"])))
     out.append(Check("episode_layout", not problems, float(len(problems)),
                      "; ".join(problems) if problems else
                      f"{int(info['total_episodes'])} episodes, {int(info['total_frames'])} frames, "
