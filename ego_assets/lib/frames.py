@@ -24,13 +24,10 @@ class FrameParams:
     crf: int = 23
     preset: str = "ultrafast"  # the proxy is an intermediate: speed over bytes (see benchmarks/frames.py)
     gop_s: float = 1.0  # a proxy keyframe every second, for cheap seeking by later stages
-    # Frames no other frame refers to (most B-frames) are not decoded when the source has at least this
-    # many frames per sampling period: a sampled tick then takes the first reference frame at or after
-    # it (up to two source frames late). If a whole period passes with no decoded frame, the file is
-    # decoded again in full. Off by default (inf): it saves ~40 % of the decode's CPU on x264 B-frame
-    # sources, but the hands measured on such frames were worse on two real clips (raw bone-length CV
-    # 0.149 -> 0.200 and 0.078 -> 0.124, detection rate 0.987 -> 0.960 on one): 3.0 turns it on.
-    skip_nonref_min_ratio: float = float("inf")
+    # Frames nobody samples and no other frame refers to (most B-frames) are not decoded (``_SkipPlan``);
+    # the sampled frames, and all that is measured on them, are exactly a full decode's. False decodes
+    # every frame (the baseline of benchmarks/frames.py).
+    skip_unsampled: bool = True
 
     def __post_init__(self):
         if self.rate_hz <= 0 or self.long_side < 16:
@@ -53,8 +50,99 @@ def _rotate(img: np.ndarray, rotation_deg: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(img, k=-(rotation_deg // 90)))
 
 
+class _Sampler:
+    """The sampling rule: the first frame at or after each tick of the ``period`` grid, times from the
+    first frame (frames must come in presentation order)."""
+
+    def __init__(self, period: float):
+        self.period, self.next_tick, self.last_t = period, 0, -np.inf
+
+    def keep(self, t: float) -> bool:
+        if t < self.next_tick * self.period - 1e-6 or t <= self.last_t:
+            return False
+        self.next_tick = int(np.floor(t / self.period + 1e-6)) + 1
+        self.last_t = t
+        return True
+
+
 class _MissedTick(Exception):
-    """Skipping non-reference frames left a sampling period without a frame: decode in full."""
+    """A frame the sampling keeps was left undecoded (see ``_SkipPlan``): decode again in full."""
+
+
+# Packets read ahead of the one being decided: every frame shown before it is then known (decoders
+# reorder over at most 16 frames in H.264 and HEVC).
+LOOKAHEAD = 48
+_MARGIN_S = 1e-3  # a frame this close below a tick is always decoded
+
+
+class _SkipPlan:
+    """Which packets the sampling may leave undecoded.
+
+    A frame that is not the first of its sampling period is never kept. If no other frame refers to it
+    either, FFmpeg's ``skip_frame = NONREF`` set for its packet leaves it out, and every other frame
+    decodes bit for bit as in a full decode (a reference frame is decoded whatever the setting; the
+    setting travels with each packet, frame threads included). A packet is decided once ``LOOKAHEAD``
+    later packets are read, so the earlier frames of its period are known; a frame within ``_MARGIN_S``
+    below a tick is always decoded. ``check`` then runs the sampling rule over every packet's time and
+    tells whether each frame it keeps was decoded: where not (a decoder that drops frames or reorders
+    further), the caller decodes again in full. Why by hand: FFmpeg skips frames by type, not by time."""
+
+    def __init__(self, time_base, period: float):
+        self.tb, self.period = time_base, period
+        self.t0: int | None = None
+        self.pts: list[int] = []
+        self.first_in: dict[int, int] = {}  # period -> the earliest pts read in it
+        self.n_skipped = 0
+
+    def _period(self, pts: int, ahead: float = 0.0) -> int:
+        """The period of the frame at ``pts`` (+ ``ahead`` seconds): the ``k`` of the sampling rule's
+        ``t >= k * period - 1e-6``."""
+        return int(np.floor((float((pts - self.t0) * self.tb) + ahead + 1e-6) / self.period))
+
+    def _read(self, pts: int) -> None:
+        b = self._period(pts)
+        if pts < self.first_in.get(b, pts + 1):
+            self.first_in[b] = pts
+
+    def packets(self, container, stream):
+        """(packet, skip) in decode order; ``skip``: leave the frame out unless it is a reference."""
+        from collections import deque
+
+        window: deque = deque()
+
+        def decide(pkt):
+            if self.t0 is None:
+                if not self.pts:
+                    return pkt, False
+                self.t0 = min(self.pts)  # the first LOOKAHEAD packets hold the first frame shown
+                for q in self.pts:
+                    self._read(q)
+            skip = False
+            if pkt.pts is not None and not pkt.is_discard and pkt.pts > self.t0:
+                b = self._period(pkt.pts)
+                # an earlier frame of its period, and not just below the next tick
+                skip = self.first_in.get(b, pkt.pts) < pkt.pts and self._period(pkt.pts, _MARGIN_S) == b
+            self.n_skipped += skip
+            return pkt, skip
+
+        for pkt in container.demux(stream):
+            window.append(pkt)
+            if pkt.pts is not None and not pkt.is_discard:
+                self.pts.append(pkt.pts)
+                if self.t0 is not None:
+                    self._read(pkt.pts)
+            if len(window) > LOOKAHEAD:
+                yield decide(window.popleft())
+        while window:
+            yield decide(window.popleft())
+
+    def check(self, t0: int | None, decoded: set[int]) -> bool:
+        """Whether every frame a full decode would keep (times from ``t0``, the first frame decoded) was
+        decoded."""
+        if t0 is None or t0 != self.t0:
+            return not self.n_skipped
+        rule = _Sampler(self.period)
+        return all(q in decoded for q in sorted(set(self.pts)) if rule.keep(float((q - t0) * self.tb)))
 
 
 def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_deg: int,
@@ -65,20 +153,19 @@ def sample_frames(src: str, proxy_path: str, width: int, height: int, rotation_d
     ``proxy_path`` (H.264) and measure blur (variance of the Laplacian), brightness (mean luma in
     [0, 1]) and motion (mean absolute luma change from the previous sampled frame, in [0, 1]).
 
-    With ``p.skip_nonref_min_ratio`` set, a source with that many frames per tick is decoded without
-    its non-reference frames (FFmpeg's ``skip_frame = NONREF``: nothing refers to them, so the others
-    decode the same), about half the decoding of a B-frame stream; each tick then takes the first
-    reference frame at or after it. When that leaves a whole period without a frame, the file is
-    decoded again with every frame.
+    Frames that are not kept and that no other frame refers to are not decoded (``_SkipPlan``: about a
+    third of a 30 fps B-frame stream sampled at 10 Hz); the result is exactly a full decode's, which is
+    run instead where the plan missed a kept frame.
 
     Returns (columns of the ``frames`` table, stats)."""
     try:
-        return _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source, skip_nonref=True)
+        return _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source,
+                       skip=p.skip_unsampled)
     except _MissedTick:
-        return _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source, skip_nonref=False)
+        return _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source, skip=False)
 
 
-def _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source, skip_nonref: bool):
+def _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source, skip: bool):
     import av
     import cv2
 
@@ -89,18 +176,16 @@ def _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source,
     cols: dict[str, list] = {k: [] for k in ("frame_index", "t_s", "is_keyframe", "blur", "brightness",
                                              "motion")}
     t_start = time.perf_counter()
-    n_decoded = 0
+    n_read = n_decoded = 0
     prev_small = None
-    next_tick = 0
-    last_t = -np.inf
+    rule = _Sampler(period)
+    decoded: set[int] = set()
     with open_av(src) as inp, open_av(proxy_path, "w", format="mp4") as out:
         ins = inp.streams.video[0]
         ins.thread_type = "AUTO"
-        fps = float(ins.average_rate or ins.guessed_rate or 0)
-        skipping = skip_nonref and fps >= p.skip_nonref_min_ratio * p.rate_hz
-        if skipping:
-            ins.codec_context.skip_frame = "NONREF"
+        cc = ins.codec_context
         tb = ins.time_base
+        plan = _SkipPlan(tb, period) if skip else None
         st = out.add_stream("libx264", rate=Fraction(p.rate_hz).limit_denominator(1000))
         st.width, st.height, st.pix_fmt = pw, ph, "yuv420p"
         st.time_base = PROXY_TIME_BASE
@@ -111,23 +196,30 @@ def _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source,
         st.options = {"crf": str(p.crf), "preset": p.preset, "bf": "0", "tune": "zerolatency"}
         encoder = _Encoder(out, st)
         t0 = None
+
+        def source_frames():
+            nonlocal n_read
+            packets = plan.packets(inp, ins) if plan else ((pkt, False) for pkt in inp.demux(ins))
+            for pkt, skip_it in packets:
+                n_read += pkt.size > 0
+                want = "NONREF" if skip_it else "DEFAULT"
+                if cc.skip_frame != want:
+                    cc.skip_frame = want
+                yield from cc.decode(pkt)
+                if progress and n_source and pkt.size > 0 and n_read % 300 == 0:
+                    progress(n_read, n_source)
+
         try:
-            for frame in inp.decode(ins):
+            for frame in source_frames():
                 n_decoded += 1
                 if frame.pts is None:
                     continue
                 if t0 is None:
-                    if skipping and ins.start_time is not None and frame.pts != ins.start_time:
-                        raise _MissedTick()  # the first frame may have been a skipped one: t_s from it
                     t0 = frame.pts
+                decoded.add(frame.pts)
                 t = float((frame.pts - t0) * tb)
-                if t < next_tick * period - 1e-6 or t <= last_t:
+                if not rule.keep(t):
                     continue
-                tick = int(np.floor(t / period + 1e-6))
-                if skipping and tick > next_tick:  # a period without a decoded frame
-                    raise _MissedTick()
-                next_tick = tick + 1
-                last_t = t
                 small = frame.reformat(width=rw, height=rh, format="yuv420p", interpolation="AREA")
                 if rotation_deg:
                     rgb = _rotate(small.to_ndarray(format="rgb24"), rotation_deg)
@@ -148,8 +240,8 @@ def _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source,
                 small.time_base = PROXY_TIME_BASE
                 small.pict_type = av.video.frame.PictureType.NONE
                 encoder.put(small)
-                if progress and n_source and n_decoded % 300 == 0:
-                    progress(n_decoded, n_source)
+            if plan is not None and not plan.check(t0, decoded):
+                raise _MissedTick()
             encoder.close()
         except av.error.FFmpegError as e:
             writing = encoder.error is e
@@ -165,8 +257,9 @@ def _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source,
     if not cols["t_s"]:
         raise VideoError(src, "no frame could be decoded")
     wall = time.perf_counter() - t_start
-    stats = dict(n_sampled=len(cols["t_s"]), n_decoded=n_decoded, proxy_width=pw, proxy_height=ph,
-                 seconds=wall, decode_fps=n_decoded / wall if wall > 0 else 0.0, skipped_nonref=skipping)
+    stats = dict(n_sampled=len(cols["t_s"]), n_decoded=n_decoded, n_skipped=n_read - n_decoded,
+                 proxy_width=pw, proxy_height=ph, seconds=wall,
+                 decode_fps=n_read / wall if wall > 0 else 0.0)
     return cols, stats
 
 
