@@ -246,35 +246,35 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
     relay_thread = threading.Thread(target=relay, name="progress-relay", daemon=True)
     relay_thread.start()
     status: dict[str, VideoStatus] = {}
+    if not assets:
+        preload_dataset_modules()  # this process only waits for the workers: its imports are done early
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(q,))
     try:
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                                 initargs=(q,)) as pool:
-            futures = {pool.submit(_worker_run, pk, run_config, assets): pk for pk in keys}
-            left = len(futures)
-            for fut in as_completed(futures):
-                left -= 1
-                if left < workers and not assets:
-                    preload_dataset_modules()  # a core is free from now on
-                pk = futures[fut]
-                try:
-                    status[pk] = fut.result()
-                except Exception as e:  # noqa: BLE001 - a worker died (killed, out of memory)
-                    status[pk] = VideoStatus(pk, "failed", None, f"run worker failed: {type(e).__name__}: {e}")
-                if on_run:
-                    on_run([pk], status[pk])
+        futures = {pool.submit(_worker_run, pk, run_config, assets): pk for pk in keys}
+        for fut in as_completed(futures):
+            pk = futures[fut]
+            try:
+                status[pk] = fut.result()
+            except Exception as e:  # noqa: BLE001 - a worker died (killed, out of memory)
+                status[pk] = VideoStatus(pk, "failed", None, f"run worker failed: {type(e).__name__}: {e}")
+            if on_run:
+                on_run([pk], status[pk])
     finally:
+        # the workers' exit (~1.5 s: their models, threads and interpreter) overlaps what comes next; the
+        # interpreter still waits for them before it exits
+        pool.shutdown(wait=False, cancel_futures=True)
         q.put(None)
         relay_thread.join(timeout=5)
     return {pk: status[pk] for pk in keys}
 
 
 # What the dataset's steps import (lerobot's dataset loader, which brings torch, for the validation: ~11
-# core-seconds), loaded in this process once a worker has no video left (or, videos run in this process,
-# when the last one starts: its steps leave the other core free), so that it overlaps the last videos
-# instead of following them on one core.
+# core-seconds), loaded in this process while the videos run: from the start where they run in worker
+# processes (this one only waits for them), else when the last one starts (its steps leave the other core
+# free), so that it overlaps the videos instead of following them on one core.
 DATASET_MODULES = ("ego_assets.lib.skills", "sklearn.cluster", "sklearn.metrics",  # the skills' fit: ~1.5 s
                    "ego_assets.lib.lerobot.assembly", "ego_assets.lib.lerobot.validate",
-                   "lerobot.datasets.lerobot_dataset")
+                   "lerobot.datasets.lerobot_dataset", "matplotlib.pyplot")  # the skills preview: ~0.9 s
 _preloading: threading.Thread | None = None
 
 
