@@ -248,7 +248,8 @@ def _sample(src, proxy_path, width, height, rotation_deg, p, progress, n_source,
             encoder.close(abort=True)
             if writing:  # the proxy could not be written (a full disk): name that file, not the source
                 raise VideoError(proxy_path, f"cannot write the proxy of {src}: {e.strerror or e}") from None
-            raise VideoError(src, f"decoding failed after {n_decoded} frames: {e.strerror or e}") from None
+            where = f"{cols['t_s'][-1]:.2f} s" if cols["t_s"] else "the start"
+            raise VideoError(src, f"decoding failed after {where} of video: {e.strerror or e}") from None
         except BaseException:
             encoder.close(abort=True)
             raise

@@ -172,3 +172,19 @@ def test_a_plan_that_misses_a_sampled_frame_decodes_again_in_full(tmp_path, monk
     monkeypatch.setattr(frames._SkipPlan, "packets", wrong)
     _, cols, stats = _same_as_full_decode(tmp_path, src, rate_hz=10, long_side=160)
     assert calls == [1] and stats["n_skipped"] == 0 and len(cols["t_s"]) == 30
+
+
+@pytest.mark.parametrize("codec, opts, rotation", [
+    ("libx265", {"preset": "veryfast", "x265-params": "bframes=4:log-level=error"}, 0),  # HEVC, B-frames
+    ("mpeg4", {"bf": "2", "qscale": "4"}, 0),  # MPEG-4 part 2: no B-frame is a reference
+    ("libx264", {"preset": "veryfast", "bf": "3"}, 90),  # a phone's portrait video
+])
+def test_other_codecs_and_rotations_match_a_full_decode(tmp_path, codec, opts, rotation):
+    size = (320, 180)
+    tex = synth.texture(size[1], size[0], 0)
+    src = tmp_path / "v.mp4"
+    synth.write_frames(src, (synth.frame_at(i, size[1], size[0], tex) for i in range(90)), fps=30, size=size,
+                       codec=codec, codec_options=opts, rotation=rotation, time_base=Fraction(1, 30))
+    row, cols, stats = _same_as_full_decode(tmp_path, src, rate_hz=10, long_side=160)
+    assert len(cols["t_s"]) == 30 and stats["n_skipped"] >= 20
+    assert (row["rotation_deg"] == 90) == (rotation == 90)
