@@ -12,9 +12,12 @@ each real clip upscaled to 1920x1080 (scaled to cover, centre-cropped), looped f
 
 and prints wall, realtime factor (seconds of video per second of wall), core-seconds per asset (the
 steps' own wall times from the lineage table), cores used (CPU seconds of the whole process tree / wall),
-the share of the cores' time outside asset bodies (orchestration: run start-up, Dagster events, the
-dataset's own step excluded from the bodies), peak memory (sum of the RSS of the process tree, sampled
-every 0.2 s) and the ratio of the backfill's wall to the bare decode.
+the share of the cores' time outside asset bodies (orchestration: run start-up, Dagster events, idle
+cores, the dataset's own step excluded from the bodies) and where it goes (start-up, the videos phase
+between the steps' bodies, Dagster between a run's steps and in a run outside its steps, the dataset
+tail), peak memory (sum of the RSS of the process tree, sampled every 0.2 s) and the ratio of the
+backfill's wall to the bare decode (the machine's speed varies: that ratio compares runs of different
+days).
 
     python benchmarks/throughput.py [--videos 16] [--seconds 15] [--workers N] [--keep]
 
@@ -238,6 +241,33 @@ def dataset_step_seconds(home: Path, env: dict) -> dict[str, float]:
         return {}
 
 
+def run_overheads(home: Path, env: dict) -> dict[str, float]:
+    """Per job, from Dagster's own records: the runs' wall (run start to end, summed) and the part of it
+    outside their steps (run set-up, start and end events, planned events), in a child process on the run's
+    instance."""
+    code = ("import json, dagster as dg\n"
+            "i = dg.DagsterInstance.get(); out = {}\n"
+            "for r in i.get_runs():\n"
+            "    st = i.get_run_stats(r.run_id)\n"
+            "    if not (st.start_time and st.end_time):\n"
+            "        continue\n"
+            "    steps = sum(s.end_time - s.start_time for s in i.get_run_step_stats(r.run_id)\n"
+            "                if s.start_time and s.end_time)\n"
+            "    o = out.setdefault(r.job_name, {'runs': 0, 'wall': 0.0, 'outside_steps': 0.0})\n"
+            "    o['runs'] += 1; o['wall'] += st.end_time - st.start_time\n"
+            "    o['outside_steps'] += st.end_time - st.start_time - steps\n"
+            "print(json.dumps(out))")
+    res = subprocess.run([sys.executable, "-c", code], env={**env, "DAGSTER_HOME": str(home / "dagster")},
+                         cwd=ROOT, capture_output=True, text=True)
+    try:
+        import json
+
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        print(res.stderr[-2000:], file=sys.stderr)
+        return {}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=16)
@@ -274,10 +304,13 @@ def main() -> None:
     phase = phases(rows, first)
     gaps = in_run_gaps(rows)
     ds_steps = dataset_step_seconds(home, env)
+    per_run = run_overheads(home, env).get("per_video_job", {})
     rerun = run_cli(clip_dir, home, env)
     load1 = os.getloadavg()
 
     bodies = sum(v for k, v in per_asset.items() if k != "lerobot_dataset")
+    video_bodies = sum(v for k, v in per_asset.items() if k not in DATASET_STEPS)
+    in_videos = phase.get("videos", 0.0) * workers - video_bodies  # the workers' time between their steps
     core_time = first["wall"] * workers
     rows = [
         ("videos x seconds (1080p30)", f"{a.videos} x {a.seconds:g} s = {video_s:.0f} s of video"),
@@ -291,7 +324,12 @@ def main() -> None:
          f"{100 * max(0.0, core_time - bodies) / core_time:.0f} %"),
         ("phases: start-up / videos / dataset and the rest",
          " / ".join(f"{v:.1f} s" for v in phase.values())),
+        ("videos phase: workers' time outside the steps' bodies",
+         f"{in_videos:.1f} core-s ({100 * in_videos / max(1e-9, phase.get('videos', 0.0) * workers):.0f} % of it)"),
         ("Dagster between a run's steps (summed over videos)", f"{gaps:.1f} core-s ({100 * gaps / core_time:.0f} %)"),
+        ("Dagster in a video's run outside its steps (summed)",
+         f"{per_run.get('outside_steps', 0.0):.1f} core-s ({100 * per_run.get('outside_steps', 0.0) / core_time:.0f} %, "
+         f"{per_run.get('runs', 0)} runs)"),
         ("dataset job steps (Dagster's step times)",
          ", ".join(f"{k} {v:.1f} s" for k, v in sorted(ds_steps.items())) or "none"),
         ("peak memory (process tree RSS)", f"{first['peak'] / 2**30:.2f} GiB"),
