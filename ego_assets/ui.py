@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -47,11 +46,12 @@ def default_home() -> str:
 
 
 def prepare_home(home: str) -> Path:
-    """<home>/dagster with the project's dagster.yaml (the instance `make ui` and the CLI share)."""
+    """<home>/dagster with the project's dagster.yaml for this machine (the instance `make ui` and the CLI
+    share; its run queue runs one video per core, as the CLI: ``execute.instance_yaml``)."""
+    from ego_assets.defs.execute import install_instance_yaml
+
     dh = Path(os.environ.get("DAGSTER_HOME") or Path(home) / "dagster").resolve()
-    dh.mkdir(parents=True, exist_ok=True)
-    if (ROOT / "dagster.yaml").exists():
-        shutil.copyfile(ROOT / "dagster.yaml", dh / "dagster.yaml")
+    install_instance_yaml(dh)
     return dh
 
 

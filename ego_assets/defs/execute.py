@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import socket
 import threading
 from dataclasses import dataclass
@@ -28,13 +27,32 @@ def use_local_instance(store: Store) -> dg.DagsterInstance:
         if not store.is_local:
             raise RuntimeError("set DAGSTER_HOME when EGO_ASSETS_HOME is an object store URL")
         dh = Path(store.root) / "dagster"
-        dh.mkdir(parents=True, exist_ok=True)
-        src = PROJECT_ROOT / "dagster.yaml"
-        if src.exists() and (not (dh / "dagster.yaml").exists()
-                             or (dh / "dagster.yaml").read_bytes() != src.read_bytes()):
-            shutil.copyfile(src, dh / "dagster.yaml")
+        install_instance_yaml(dh)
         os.environ["DAGSTER_HOME"] = str(dh)
     return dg.DagsterInstance.get()
+
+
+def instance_yaml() -> str | None:
+    """The project's ``dagster.yaml`` for this machine: its run queue runs as many runs (videos) at once
+    as the CLI runs workers (:func:`default_workers`, with the machine's total memory: the file stays the
+    same from one call to the next). None without the project's file."""
+    import re
+
+    src = PROJECT_ROOT / "dagster.yaml"
+    if not src.exists():
+        return None
+    runs = default_workers(1 << 30, memory=_total_memory_gib)
+    return re.sub(r"(?m)^(\s*max_concurrent_runs:\s*)\d+", lambda m: f"{m.group(1)}{runs}", src.read_text(), count=1)
+
+
+def install_instance_yaml(dagster_home: Path) -> None:
+    """Write :func:`instance_yaml` into ``dagster_home`` (made if missing) where it differs (the UI and the
+    CLI share the instance)."""
+    dagster_home.mkdir(parents=True, exist_ok=True)
+    text = instance_yaml()
+    dst = dagster_home / "dagster.yaml"
+    if text is not None and (not dst.exists() or dst.read_text() != text):
+        dst.write_text(text)
 
 
 @dataclass
@@ -90,29 +108,38 @@ def run_status(instance: dg.DagsterInstance, run_id: str, pk: str) -> VideoStatu
 WORKER_MEMORY_GIB = 1.5
 
 
-def default_workers(n_videos: int) -> int:
+def default_workers(n_videos: int, memory=None) -> int:
     """How many videos run at once: the ``WORKERS`` setting, else one per core, but no more than the
-    available memory holds at WORKER_MEMORY_GIB each (each worker process holds its own models)."""
+    available memory (``memory()``, GiB: default the memory available now) holds at WORKER_MEMORY_GIB
+    each (each worker process holds its own models)."""
     from ego_assets.lib import settings
 
     n = settings.get("WORKERS")
     if n is None:
         n = machine_cores()
-        avail = _available_memory_gib()
+        avail = (memory or _available_memory_gib)()
         if avail is not None:
             n = min(n, int(avail // WORKER_MEMORY_GIB))
     return max(1, min(n, n_videos))
 
 
-def _available_memory_gib() -> float | None:
+def _meminfo_gib(field: str) -> float | None:
     try:
         with open("/proc/meminfo") as f:
             for line in f:
-                if line.startswith("MemAvailable:"):
+                if line.startswith(field + ":"):
                     return int(line.split()[1]) / 2 ** 20
     except OSError:
         pass
     return None
+
+
+def _available_memory_gib() -> float | None:
+    return _meminfo_gib("MemAvailable")
+
+
+def _total_memory_gib() -> float | None:
+    return _meminfo_gib("MemTotal")
 
 
 def materialize_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store: Store,

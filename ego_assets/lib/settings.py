@@ -78,7 +78,7 @@ _ALL = [
     Setting("RUNTIME", _choice("local", "k8s"), "local",
             "local: steps run in the run's process; k8s: one pod per step (dagster-k8s)."),
     Setting("WORKERS", _positive_int, None,
-            "Runs of `ego-assets run` side by side (default: from the cores and the memory)."),
+            "Videos run side by side: `ego-assets run`'s workers and the UI's run queue (default: from the cores and the memory)."),
     Setting("LOG_LEVEL", str, "CRITICAL", "Dagster's console log level in `ego-assets run`."),
     Setting("DEBUG", _flag, False, "The CLI prints the traceback of an error."),
     # -- backends and models

@@ -250,6 +250,34 @@ def test_default_workers_one_per_core_within_memory(monkeypatch):
     assert execute.default_workers(16) == 3 and execute.default_workers(2) == 2
 
 
+def test_the_ui_instance_runs_as_many_videos_at_once_as_the_cli(tmp_path, monkeypatch):
+    """The instance's run queue (what a UI backfill or a sensor launches at once) takes the CLI's worker
+    count for this machine, from the total memory (the file must not change from one call to the next)."""
+    import dagster as dg
+
+    from ego_assets.defs import execute
+
+    monkeypatch.delenv("EGO_ASSETS_WORKERS", raising=False)
+    monkeypatch.setattr(execute.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(execute, "_available_memory_gib", lambda: 2.0)  # what is free now does not count
+    monkeypatch.setattr(execute, "_total_memory_gib", lambda: 7.6)  # room for five workers
+    dh = tmp_path / "dagster"
+    execute.install_instance_yaml(dh)
+    with dg.DagsterInstance.from_config(str(dh)) as instance:
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 5
+    mtime = (dh / "dagster.yaml").stat().st_mtime_ns
+    execute.install_instance_yaml(dh)
+    assert (dh / "dagster.yaml").stat().st_mtime_ns == mtime  # unchanged: not written again
+    monkeypatch.setenv("EGO_ASSETS_WORKERS", "3")
+    execute.install_instance_yaml(dh)
+    with dg.DagsterInstance.from_config(str(dh)) as instance:
+        assert instance.get_concurrency_config().run_queue_config.max_concurrent_runs == 3
+        # the rest is the project's file: the run launcher, the event log, the per-video limit
+        assert type(instance.event_log_storage).__name__ == "EventLogStorage"
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        assert any(lim["key"] == "dagster/partition" and lim["limit"] == 1 for lim in limits)
+
+
 def test_a_declared_asset_is_checked_on_what_it_just_wrote_and_hashed_as_written(tmp_path, monkeypatch):
     """per_video_asset (the one way to declare a per-video asset): the body writes through
     ``step.write()``; its checks get the very tables it wrote (nothing is read back from the store),
