@@ -220,52 +220,46 @@ def in_run_gaps(rows: list[dict]) -> float:
 DATASET_STEPS = ("skills", "lerobot_dataset")
 
 
+def _on_instance(home: Path, env: dict, code: str) -> dict:
+    """The JSON that ``code`` prints (its last line), run in a child process on the home's instance."""
+    res = subprocess.run([sys.executable, "-c", "import json, dagster as dg\ni = dg.DagsterInstance.get()\n" + code],
+                         env={**env, "DAGSTER_HOME": str(home / "dagster")}, cwd=ROOT, capture_output=True, text=True)
+    try:
+        import json
+
+        return json.loads(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        print(res.stderr[-2000:], file=sys.stderr)
+        return {}
+
+
 def dataset_step_seconds(home: Path, env: dict) -> dict[str, float]:
     """Wall seconds of each step of the dataset job's run(s), from Dagster's own step records (the
-    lineage does not time every dataset step), read in a child process on the run's instance."""
-    code = ("import json, dagster as dg\n"
-            "i = dg.DagsterInstance.get(); out = {}\n"
-            "for r in i.get_runs(dg.RunsFilter(job_name='dataset_job')):\n"
-            "    for s in i.get_run_step_stats(r.run_id):\n"
-            "        if s.start_time and s.end_time:\n"
-            "            out[s.step_key] = out.get(s.step_key, 0.0) + s.end_time - s.start_time\n"
-            "print(json.dumps(out))")
-    res = subprocess.run([sys.executable, "-c", code], env={**env, "DAGSTER_HOME": str(home / "dagster")},
-                         cwd=ROOT, capture_output=True, text=True)
-    try:
-        import json
-
-        return json.loads(res.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        print(res.stderr[-2000:], file=sys.stderr)
-        return {}
+    lineage does not time every dataset step)."""
+    return _on_instance(home, env, (
+        "out = {}\n"
+        "for r in i.get_runs(dg.RunsFilter(job_name='dataset_job')):\n"
+        "    for s in i.get_run_step_stats(r.run_id):\n"
+        "        if s.start_time and s.end_time:\n"
+        "            out[s.step_key] = out.get(s.step_key, 0.0) + s.end_time - s.start_time\n"
+        "print(json.dumps(out))"))
 
 
-def run_overheads(home: Path, env: dict) -> dict[str, float]:
+def run_overheads(home: Path, env: dict) -> dict[str, dict]:
     """Per job, from Dagster's own records: the runs' wall (run start to end, summed) and the part of it
-    outside their steps (run set-up, start and end events, planned events), in a child process on the run's
-    instance."""
-    code = ("import json, dagster as dg\n"
-            "i = dg.DagsterInstance.get(); out = {}\n"
-            "for r in i.get_runs():\n"
-            "    st = i.get_run_stats(r.run_id)\n"
-            "    if not (st.start_time and st.end_time):\n"
-            "        continue\n"
-            "    steps = sum(s.end_time - s.start_time for s in i.get_run_step_stats(r.run_id)\n"
-            "                if s.start_time and s.end_time)\n"
-            "    o = out.setdefault(r.job_name, {'runs': 0, 'wall': 0.0, 'outside_steps': 0.0})\n"
-            "    o['runs'] += 1; o['wall'] += st.end_time - st.start_time\n"
-            "    o['outside_steps'] += st.end_time - st.start_time - steps\n"
-            "print(json.dumps(out))")
-    res = subprocess.run([sys.executable, "-c", code], env={**env, "DAGSTER_HOME": str(home / "dagster")},
-                         cwd=ROOT, capture_output=True, text=True)
-    try:
-        import json
-
-        return json.loads(res.stdout.strip().splitlines()[-1])
-    except (ValueError, IndexError):
-        print(res.stderr[-2000:], file=sys.stderr)
-        return {}
+    outside their steps (run set-up, start and end events, planned events)."""
+    return _on_instance(home, env, (
+        "out = {}\n"
+        "for r in i.get_runs():\n"
+        "    st = i.get_run_stats(r.run_id)\n"
+        "    if not (st.start_time and st.end_time):\n"
+        "        continue\n"
+        "    steps = sum(s.end_time - s.start_time for s in i.get_run_step_stats(r.run_id)\n"
+        "                if s.start_time and s.end_time)\n"
+        "    o = out.setdefault(r.job_name, {'runs': 0, 'wall': 0.0, 'outside_steps': 0.0})\n"
+        "    o['runs'] += 1; o['wall'] += st.end_time - st.start_time\n"
+        "    o['outside_steps'] += st.end_time - st.start_time - steps\n"
+        "print(json.dumps(out))"))
 
 
 def main() -> None:
