@@ -15,7 +15,10 @@ def home(tmp_path, monkeypatch):
     h = tmp_path / "home"
     h.mkdir()
     monkeypatch.setenv("EGO_ASSETS_HOME", str(h))
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    # set, then removed: monkeypatch then restores what it was after the test, even where the test's own
+    # code set it (use_local_instance does), so one test's Dagster home never becomes the next one's
+    monkeypatch.setenv("DAGSTER_HOME", str(h / "dagster"))
+    monkeypatch.delenv("DAGSTER_HOME")
     return h
 
 

@@ -415,7 +415,10 @@ def test_warm_workers_that_get_no_video_are_not_waited_for(tmp_path, monkeypatch
     from ego_assets.defs import execute
     from ego_assets.lib.storage import Store
 
-    monkeypatch.delenv("DAGSTER_HOME", raising=False)
+    # set, then removed: monkeypatch restores its absence afterwards (the home set below must not leak
+    # into later tests, whose instance it would become)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    monkeypatch.delenv("DAGSTER_HOME")
     store = Store(str(tmp_path / "home"))
     execute.local_dagster_home(store)
     assert not execute.local_instance_made()  # nothing made yet: the CLI makes it before the workers
