@@ -117,47 +117,36 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
         print("error: no video files found under " + ", ".join(printable(p) for p in paths), file=sys.stderr)
         return EXIT_USAGE
     _quiet_dagster()
-    from ego_assets.defs.execute import (Workers, dataset_up_to_date, default_workers, local_dagster_home,
-                                         local_instance_made, materialize_dataset, materialize_videos,
-                                         use_local_instance)
+    from ego_assets.defs.execute import (dataset_up_to_date, default_workers, materialize_dataset,
+                                         materialize_videos, use_local_instance)
+    from ego_assets.defs.partitions import videos
+    from ego_assets.definitions import defs
 
     store.save_identities(identities)
-    local_dagster_home(store)
+    instance = use_local_instance(store)
     by_key: dict[str, list] = {}
-    rehinted, new = [], []
+    rehinted = []
     for d in found:
         by_key.setdefault(d.partition_key, []).append(d)
-        if store.register_video(d.partition_key, d.record()):
-            new.append(d.partition_key)
-        elif hints and len(by_key[d.partition_key]) == 1:
+        if not store.register_video(d.partition_key, d.record()) and hints and len(by_key[d.partition_key]) == 1:
             # a rerun with camera hints: they replace the registered ones, and the calibration (whose
             # parameters include them) and everything downstream rerun
             if store.update_video(d.partition_key, hints=d.hints):
                 rehinted.append(d.partition_key)
     keys = list(by_key)
-    workers = default_workers(len(keys))
-    if workers > 1 and new:
-        # new videos will run: the workers start now and load what a run needs (~5 s each) while this
-        # process loads the definitions and the instance (made here first where it is new)
-        if not local_instance_made():
-            use_local_instance(store)
-        workers = Workers(workers, warm=True)
+    existing = set(instance.get_dynamic_partitions(videos.name))
+    instance.add_dynamic_partitions(videos.name, [k for k in keys if k not in existing])
+    print(f"{len(found)} file(s), {len(keys)} video(s) for source {source!r}; storage {store.home}",
+          file=sys.stderr)
+    if rehinted:
+        print(f"camera hints changed for {len(rehinted)} registered video(s): calibrations and what "
+              "depends on it rerun", file=sys.stderr)
+    progress.set_hook(_Bar())
+    t0 = time.perf_counter()
     try:
-        from ego_assets.defs.partitions import videos
-        from ego_assets.definitions import defs
-
-        instance = use_local_instance(store)
-        existing = set(instance.get_dynamic_partitions(videos.name))
-        instance.add_dynamic_partitions(videos.name, [k for k in keys if k not in existing])
-        print(f"{len(found)} file(s), {len(keys)} video(s) for source {source!r}; storage {store.home}",
-              file=sys.stderr)
-        if rehinted:
-            print(f"camera hints changed for {len(rehinted)} registered video(s): calibrations and what "
-                  "depends on it rerun", file=sys.stderr)
-        progress.set_hook(_Bar())
-        t0 = time.perf_counter()
         # with the default configuration, a video already up to date gets no run (hinted ones rerun)
-        status = materialize_videos(defs, instance, store, keys, run_config=run_config, workers=workers,
+        status = materialize_videos(defs, instance, store, keys, run_config=run_config,
+                                    workers=default_workers(len(keys)),
                                     skip_up_to_date=False if run_config else rehinted)
         ds = None
         if all(s.up_to_date for s in status.values()) and dataset_up_to_date(store):
@@ -165,8 +154,6 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
         elif any(s.status == "ok" for s in status.values()):
             ds = materialize_dataset(defs, instance)
     finally:
-        if isinstance(workers, Workers):
-            workers.close()
         progress.set_hook(None)
     n_bad = 0
     for k in keys:

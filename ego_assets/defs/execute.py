@@ -23,26 +23,13 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 def use_local_instance(store: Store) -> dg.DagsterInstance:
     """The SQLite instance under <home>/dagster with the project's dagster.yaml (unless DAGSTER_HOME is
     set), the same one `make ui` shows, so CLI runs appear in the UI."""
-    local_dagster_home(store)
-    return dg.DagsterInstance.get()
-
-
-def local_instance_made() -> bool:
-    """Whether the SQLite instance at DAGSTER_HOME has its databases (other processes may then open it
-    beside this one; making a fresh one's schema from several processes at once would race)."""
-    dh = Path(os.environ.get("DAGSTER_HOME") or ".")
-    return all((dh / f).exists() for f in ("history/runs.db", "history/runs/index.db", "schedules/schedules.db"))
-
-
-def local_dagster_home(store: Store) -> None:
-    """DAGSTER_HOME = <home>/dagster with this machine's dagster.yaml, unless it is set (no instance is
-    made: worker processes started now find it in their environment)."""
     if not os.environ.get("DAGSTER_HOME"):
         if not store.is_local:
             raise RuntimeError("set DAGSTER_HOME when EGO_ASSETS_HOME is an object store URL")
         dh = Path(store.root) / "dagster"
         install_instance_yaml(dh)
         os.environ["DAGSTER_HOME"] = str(dh)
+    return dg.DagsterInstance.get()
 
 
 def instance_yaml() -> str | None:
@@ -157,7 +144,7 @@ def _total_memory_gib() -> float | None:
 
 def materialize_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store: Store,
                        keys: list[str], run_config: dict | None = None, on_run=None,
-                       assets: list[str] | None = None, workers: int | Workers = 1,
+                       assets: list[str] | None = None, workers: int = 1,
                        skip_up_to_date: bool | list[str] = False) -> dict[str, VideoStatus]:
     """Run every per-video asset for ``keys``: one run per video, as the sensor and a UI backfill
     launch them. A video that fails stops there; the others are complete. Runs of this machine left
@@ -167,8 +154,7 @@ def materialize_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store
     ``workers`` > 1 (the CLI: one per core) runs that many videos at once, each in-process run in one of
     ``workers`` long-lived processes that load the project's definitions and each model once (a run
     worker per video would load them per video); the run queue's rule holds: never two runs of one
-    video at once (each key is given to one worker). ``workers`` may be :class:`Workers` started earlier
-    (warm); they are closed here. It needs the project's own definitions (the
+    video at once (each key is given to one worker). It needs the project's own definitions (the
     workers import them); other definitions run in this process, one video after the other.
     ``on_run(keys, result)`` is called after each run in this process (``result`` is the in-process
     result), or with the run's :class:`VideoStatus` when it ran in a worker.
@@ -185,10 +171,8 @@ def materialize_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store
         status.update(up_to_date_videos(defs, instance, store, [k for k in keys if k not in must_run]))
     todo = [k for k in keys if k not in status]
     if not todo:
-        if isinstance(workers, Workers):
-            workers.close()
         return status
-    if (workers.n if isinstance(workers, Workers) else workers) > 1:
+    if workers > 1:
         todo = longest_first(store, todo)
     status.update(_materialize(defs, instance, todo, run_config, assets, workers, on_run))
     return {pk: status[pk] for pk in keys}
@@ -212,11 +196,6 @@ def longest_first(store: Store, keys: list[str]) -> list[str]:
 def _materialize(defs, instance, keys, run_config, assets, workers, on_run) -> dict[str, VideoStatus]:
     from ego_assets import definitions
 
-    if isinstance(workers, Workers):
-        if defs is definitions.defs and os.environ.get("DAGSTER_HOME"):
-            return _materialize_in_workers(keys, run_config, assets, workers, on_run)
-        workers.close()
-        workers = 1
     workers = max(1, min(workers, len(keys)))
     if workers > 1 and defs is definitions.defs and os.environ.get("DAGSTER_HOME"):
         return _materialize_in_workers(keys, run_config, assets, workers, on_run)
@@ -275,64 +254,28 @@ def _execute_one(defs, instance, pk: str, run_config, assets):
         clear_decoded()  # the video's proxy frames, kept for its steps (lib/video.py)
 
 
-class Workers:
-    """The CLI's worker processes (spawn: no inherited SQLite connections or threads), each running one
-    video's run at a time, and the relay of their progress reports to this process's hook (the CLI's bar).
+def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> dict[str, VideoStatus]:
+    """The videos' one-video runs spread over ``workers`` spawned processes (spawn: no inherited
+    SQLite connections or threads), the next video to whichever worker is free. Progress reports
+    of the workers come back through a queue to this process's hook (the CLI's bar)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
 
-    ``warm``: start every process now, each importing the definitions and the stages' libraries and
-    opening the instance (~5 s of a core each) while the caller still prepares (its own imports, the
-    registration); otherwise they start with the first videos. Single use: :meth:`close` after the
-    videos (also where none ran: unused warm processes are stopped, not waited for)."""
+    from ego_assets.lib import progress
 
-    def __init__(self, n: int, warm: bool = False):
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
 
-        from ego_assets.lib import progress
+    def relay():
+        while (item := q.get()) is not None:
+            progress.report(*item)
 
-        ctx = mp.get_context("spawn")
-        self.n = n
-        self.q = ctx.Queue()
-
-        def relay():
-            while (item := self.q.get()) is not None:
-                progress.report(*item)
-
-        self.relay = threading.Thread(target=relay, name="progress-relay", daemon=True)
-        self.relay.start()
-        self.pool = ProcessPoolExecutor(max_workers=n, mp_context=ctx, initializer=_worker_init,
-                                        initargs=(self.q,))
-        self.used = self.closed = False
-        for _ in range(n if warm else 0):  # one task per process: each submit starts a process
-            self.pool.submit(_worker_warm)
-
-    def submit(self, *args):
-        self.used = True
-        return self.pool.submit(*args)
-
-    def close(self) -> None:
-        if self.closed:
-            return
-        self.closed = True
-        if not self.used:  # warm processes that got no video: their imports are not waited for
-            for proc in list(getattr(self.pool, "_processes", {}).values()):
-                proc.terminate()
-        # the workers' exit (~1.5 s: their models, threads and interpreter) overlaps what comes next; the
-        # interpreter still waits for them before it exits
-        self.pool.shutdown(wait=False, cancel_futures=True)
-        self.q.put(None)
-        self.relay.join(timeout=5)
-
-
-def _materialize_in_workers(keys, run_config, assets, workers: int | Workers, on_run) -> dict[str, VideoStatus]:
-    """The videos' one-video runs spread over the worker processes (``workers``: how many, or
-    :class:`Workers` started earlier), the next video to whichever worker is free."""
-    from concurrent.futures import as_completed
-
-    pool = workers if isinstance(workers, Workers) else Workers(workers)
+    relay_thread = threading.Thread(target=relay, name="progress-relay", daemon=True)
+    relay_thread.start()
     status: dict[str, VideoStatus] = {}
     if not assets:
         preload_dataset_modules()  # this process only waits for the workers: its imports are done early
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(q,))
     try:
         futures = {pool.submit(_worker_run, pk, run_config, assets): pk for pk in keys}
         for fut in as_completed(futures):
@@ -344,7 +287,11 @@ def _materialize_in_workers(keys, run_config, assets, workers: int | Workers, on
             if on_run:
                 on_run([pk], status[pk])
     finally:
-        pool.close()
+        # the workers' exit (~1.5 s: their models, threads and interpreter) overlaps what comes next; the
+        # interpreter still waits for them before it exits
+        pool.shutdown(wait=False, cancel_futures=True)
+        q.put(None)
+        relay_thread.join(timeout=5)
     return {pk: status[pk] for pk in keys}
 
 
@@ -424,36 +371,13 @@ class _Forward:
 _worker_instance: dg.DagsterInstance | None = None
 
 
-def _worker_dagster() -> tuple[dg.Definitions, dg.DagsterInstance]:
-    """The project's definitions and the instance (DAGSTER_HOME came with the environment), loaded once
-    per worker process."""
+def _worker_run(pk: str, run_config, assets) -> VideoStatus:
     from ego_assets.definitions import defs
 
     global _worker_instance
     if _worker_instance is None:
-        _worker_instance = dg.DagsterInstance.get()
-    return defs, _worker_instance
-
-
-# imported by a warm worker before its first video (the stages import them on first use; a plug-in
-# backend that needs none of them skips what is not installed)
-WORKER_MODULES = ("cv2", "scipy.optimize", "mediapipe.tasks.python.vision")
-
-
-def _worker_warm() -> None:
-    """A warm worker's first task: what every video's run needs, loaded while the CLI still prepares."""
-    import importlib
-
-    _worker_dagster()
-    for name in WORKER_MODULES:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - only a head start: the stage imports it itself
-            pass
-
-
-def _worker_run(pk: str, run_config, assets) -> VideoStatus:
-    defs, instance = _worker_dagster()
+        _worker_instance = dg.DagsterInstance.get()  # DAGSTER_HOME came with the environment
+    instance = _worker_instance
     result = _execute_one(defs, instance, pk, run_config, assets)
     return run_status(instance, result.run_id, pk)
 

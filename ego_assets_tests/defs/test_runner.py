@@ -406,31 +406,3 @@ def test_several_videos_at_once_start_largest_first(tmp_path):
                                   "size_bytes": size})
     assert longest_first(store, ["a", "b", "zz", "c", "d"]) == ["d", "b", "a", "c", "zz"]
 
-
-def test_warm_workers_that_get_no_video_are_not_waited_for(tmp_path, monkeypatch):
-    """`ego-assets run` starts its workers before it knows that every video is up to date (a no-op rerun
-    of new files): closing them unused stops them instead of waiting for their ~5 s of imports."""
-    import time
-
-    from ego_assets.defs import execute
-    from ego_assets.lib.storage import Store
-
-    # set, then removed: monkeypatch restores its absence afterwards (the home set below must not leak
-    # into later tests, whose instance it would become)
-    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
-    monkeypatch.delenv("DAGSTER_HOME")
-    store = Store(str(tmp_path / "home"))
-    execute.local_dagster_home(store)
-    assert not execute.local_instance_made()  # nothing made yet: the CLI makes it before the workers
-    execute.use_local_instance(store)
-    assert execute.local_instance_made()
-    workers = execute.Workers(2, warm=True)
-    procs = list(workers.pool._processes.values())
-    assert len(procs) == 2  # both started at once
-    t = time.perf_counter()
-    workers.close()
-    assert time.perf_counter() - t < 3
-    for p in procs:
-        p.join(timeout=10)
-        assert not p.is_alive()
-    workers.close()  # twice is harmless
