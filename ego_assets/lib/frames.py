@@ -92,7 +92,7 @@ class _SkipPlan:
         self.t0: int | None = None
         self.pts: list[int] = []
         self.first_in: dict[int, int] = {}  # period -> the earliest pts read in it
-        self.n_skipped = 0
+        self.n_marked = 0  # packets marked NONREF (a reference frame among them still decodes)
 
     def _period(self, pts: int, ahead: float = 0.0) -> int:
         """The period of the frame at ``pts`` (+ ``ahead`` seconds): the ``k`` of the sampling rule's
@@ -122,7 +122,7 @@ class _SkipPlan:
                 b = self._period(pkt.pts)
                 # an earlier frame of its period, and not just below the next tick
                 skip = self.first_in.get(b, pkt.pts) < pkt.pts and self._period(pkt.pts, _MARGIN_S) == b
-            self.n_skipped += skip
+            self.n_marked += skip
             return pkt, skip
 
         for pkt in container.demux(stream):
@@ -140,7 +140,7 @@ class _SkipPlan:
         """Whether every frame a full decode would keep (times from ``t0``, the first frame decoded) was
         decoded."""
         if t0 is None or t0 != self.t0:
-            return not self.n_skipped
+            return not self.n_marked
         rule = _Sampler(self.period)
         return all(q in decoded for q in sorted(set(self.pts)) if rule.keep(float((q - t0) * self.tb)))
 
