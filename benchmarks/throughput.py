@@ -20,6 +20,16 @@ backfill's wall to the bare decode (the machine's speed varies: that ratio compa
 days).
 
     python benchmarks/throughput.py [--videos 16] [--seconds 15] [--workers N] [--keep]
+    python benchmarks/throughput.py --ui [--videos 16] [--seconds 15]
+
+``--ui`` measures the users' other path instead of the CLI: `make ui` (dagster dev: webserver, daemon,
+code server) on a fresh home, then the source is added as a user does (sources.yaml), the discovery
+sensor requests one run per video, the run queue runs them (one process each, launched by Dagster's
+code server), and the dataset automation sensor assembles the dataset. It prints the sensors' waits
+apart from the work: the videos phase (first video run's start to the last one's end) and its
+realtime factor, each run's start-up (Dagster's launch to the run's own start event: the process and
+its imports), the machine's cores busy over the videos phase (system-wide: a quiet machine is needed),
+the CPU of the whole UI tree, peak memory, and the dataset run.
 
 The machine's load average is printed: figures on a shared machine are noisy.
 """
@@ -116,12 +126,14 @@ def bare_decode(paths: list[Path]) -> tuple[float, float]:
 
 
 class TreeSampler:
-    """Peak summed RSS of a process and its descendants, sampled every ``every_s``."""
+    """Peak summed RSS of a process and its descendants, sampled every ``every_s``, and the CPU seconds
+    each descendant had used when last seen (``cpu``: pid -> s; a process's last ``every_s`` is missed)."""
 
     def __init__(self, pid: int, every_s: float = 0.2):
         import psutil
 
         self.proc, self.every, self.peak = psutil.Process(pid), every_s, 0
+        self.cpu: dict[int, float] = {}
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -136,6 +148,8 @@ class TreeSampler:
                 for p in procs:
                     try:
                         rss += p.memory_info().rss
+                        t = p.cpu_times()
+                        self.cpu[p.pid] = t.user + t.system
                     except psutil.Error:
                         pass
                 self.peak = max(self.peak, rss)
@@ -262,12 +276,126 @@ def run_overheads(home: Path, env: dict) -> dict[str, dict]:
         "print(json.dumps(out))"))
 
 
+def run_ui(folder: Path, home: Path, env: dict, n_videos: int, timeout_s: float = 3600.0) -> dict:
+    """`make ui` on ``home``, the source added, until every video's run and the dataset's run ended."""
+    import psutil
+
+    from ego_assets_tests.e2e.ui_helpers import DagsterDev, free_port
+
+    srv = DagsterDev(home=home, port=free_port(), log_path=home.parent / f"{home.name}_dagster_dev.log")
+    old_env = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)  # DagsterDev.start passes os.environ on
+    try:
+        srv.start()
+    finally:
+        os.environ.clear()
+        os.environ.update(old_env)
+    sampler = TreeSampler(srv.proc.pid)
+    out: dict = {}
+    try:
+        out["ready_s"] = srv.wait_ready(600)
+        tmp = home / "sources.yaml.tmp"
+        tmp.write_text(f"sources:\n  - name: bench\n    uri: {folder}\n    glob: \"*.mp4\"\n")
+        os.replace(tmp, home / "sources.yaml")
+        out["t_added"] = time.time()
+        cpu_marks: dict[str, object] = {}
+        deadline = time.monotonic() + timeout_s
+        from dagster import DagsterInstance
+        from dagster._core.instance.ref import InstanceRef
+
+        inst = DagsterInstance.from_ref(InstanceRef.from_dir(str(home / "dagster")))
+        while time.monotonic() < deadline:
+            st = ui_state(inst)
+            if st.get("video_runs_started") and "first" not in cpu_marks:
+                cpu_marks["first"] = psutil.cpu_times()
+            if st.get("video_runs_done", 0) >= n_videos and "last" not in cpu_marks:
+                cpu_marks["last"] = psutil.cpu_times()
+            if st.get("dataset_done") and st.get("video_runs_done", 0) >= n_videos:
+                out.update(st)
+                break
+            if srv.proc.poll() is not None:
+                raise RuntimeError(f"make ui exited:\n{srv.log_tail()}")
+            time.sleep(2.0)
+        else:
+            raise TimeoutError(f"the UI's runs did not end within {timeout_s:.0f} s:\n{srv.log_tail()}")
+        if "first" in cpu_marks and "last" in cpu_marks:
+            a, b = cpu_marks["first"], cpu_marks["last"]
+            busy = (sum(b) - b.idle - b.iowait) - (sum(a) - a.idle - a.iowait)
+            out["busy_core_s"] = busy
+    finally:
+        srv.stop()
+        out["peak"] = sampler.close()
+        out["run_cpu"] = [sampler.cpu[p] for p in out.get("pids", []) if p in sampler.cpu]
+    return out
+
+
+def ui_state(i) -> dict:
+    """The instance ``i``'s state during a UI run, and at its end every figure the table reads (Dagster's
+    records): polled in this process (a child per poll would import Dagster on the cores measured)."""
+    import dagster as dg
+
+    vids = i.get_runs(dg.RunsFilter(job_name="per_video_job"))
+    done = [r for r in vids if r.status.value in ("SUCCESS", "FAILURE", "CANCELED")]
+    ends = {r.run_id: i.get_run_stats(r.run_id).end_time or 0.0 for r in done}
+    ev = i.get_latest_materialization_event(dg.AssetKey("lerobot_dataset"))
+    ds = [i.get_run_by_id(ev.run_id)] if ev is not None else []
+    ds = [r for r in ds if r.tags.get("dagster/sensor_name") == "dataset_automation" and r.status.value == "SUCCESS"
+          and ends and ev.timestamp > max(ends.values())]
+    out = {"video_runs_started": len(vids), "video_runs_done": len(done), "dataset_done": bool(ds)}
+    if ds and len(done) == len(vids):
+        from ego_assets.defs.monitoring import run_worker_pid
+
+        starts, startup, steps = [], [], 0.0
+        pids = [run_worker_pid(i, r.run_id) for r in done]
+        for r in done:
+            st = i.get_run_stats(r.run_id)
+            starts.append(st.launch_time or st.start_time)
+            if st.launch_time and st.start_time:
+                startup.append(st.start_time - st.launch_time)
+            steps += sum(s.end_time - s.start_time for s in i.get_run_step_stats(r.run_id) if s.start_time and s.end_time)
+        d = i.get_run_stats(ds[0].run_id)
+        out.update(first_start=min(starts), last_end=max(ends.values()), startup=startup, step_s=steps, pids=pids,
+                   ok=sum(r.status.value == "SUCCESS" for r in done),
+                   dataset_launch=d.launch_time, dataset_start=d.start_time, dataset_end=d.end_time)
+    return out
+
+
+def ui_table(a, res: dict, dec_wall: float, video_s: float, load: tuple) -> list[tuple[str, str]]:
+    videos = res["last_end"] - res["first_start"]
+    startup = res["startup"] or [0.0]
+    return [
+        ("videos x seconds (1080p30)", f"{a.videos} x {a.seconds:g} s = {video_s:.0f} s of video"),
+        ("path", "make ui + sources.yaml: discovery sensor, run queue, one process per video run"),
+        ("bare PyAV decode, wall", f"{dec_wall:.1f} s ({video_s / dec_wall:.2f}x realtime)"),
+        ("dagster dev ready after", f"{res['ready_s']:.1f} s"),
+        ("source added -> first video run launched", f"{res['first_start'] - res['t_added']:.1f} s (the sensor's tick)"),
+        ("videos phase (first run launched -> last run ended)", f"{videos:.1f} s ({res['ok']}/{a.videos} runs ok)"),
+        ("videos phase, realtime factor", f"{video_s / videos:.2f}x"),
+        ("videos phase / bare decode", f"{videos / dec_wall:.2f}"),
+        ("machine's cores busy over the videos phase", f"{res.get('busy_core_s', 0.0) / videos:.2f} of "
+                                                        f"{len(os.sched_getaffinity(0))}"),
+        ("a run's start-up (launched -> run start event)",
+         f"median {np.median(startup):.1f} s, max {max(startup):.1f} s; {sum(startup):.1f} s summed"),
+        ("steps (Dagster's step times, summed)", f"{res['step_s']:.1f} s"),
+        ("CPU of each video's run process (sampled every 0.2 s)",
+         f"median {np.median(res['run_cpu'] or [0]):.1f} s, {sum(res['run_cpu']):.1f} s summed over "
+         f"{len(res['run_cpu'])} runs"),
+        ("last video run -> dataset run launched", f"{res['dataset_launch'] - res['last_end']:.1f} s "
+                                                   "(the automation sensor's tick)"),
+        ("dataset run, wall", f"{res['dataset_end'] - res['dataset_launch']:.1f} s"),
+        ("peak memory (process tree RSS)", f"{res['peak'] / 2**30:.2f} GiB"),
+        ("load average before / after", f"{load[0]:.2f} / {load[1]:.2f}"),
+    ]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--seconds", type=float, default=15.0)
     ap.add_argument("--workers", type=int, default=0, help="videos at once (default: EGO_ASSETS_WORKERS or cores)")
     ap.add_argument("--keep", action="store_true", help="keep the home (printed)")
+    ap.add_argument("--ui", action="store_true", help="the UI's path (make ui, a new source, its sensors)")
     a = ap.parse_args()
 
     folder, clips = make_clips(a.videos, a.seconds)
@@ -292,6 +420,18 @@ def main() -> None:
     load0 = os.getloadavg()
 
     dec_wall, video_s = bare_decode(clips)
+    if a.ui:
+        res = run_ui(clip_dir, home, env, a.videos)
+        rows = ui_table(a, res, dec_wall, video_s, (load0[0], os.getloadavg()[0]))
+        w = max(len(r[0]) for r in rows)
+        print(f"\n{'measure':<{w}}  value")
+        for k, v in rows:
+            print(f"{k:<{w}}  {v}")
+        print(f"home: {home}" if a.keep else "")
+        if not a.keep:
+            shutil.rmtree(home, ignore_errors=True)
+        shutil.rmtree(clip_dir, ignore_errors=True)
+        return
     first = run_cli(clip_dir, home, env)
     rows = lineage_rows(home)
     per_asset = asset_seconds(rows)

@@ -6,12 +6,20 @@ launcher cannot tell, so such a run would stay STARTED forever. :class:`LocalRun
 ``dagster dev``, the ``ego-assets`` process for the CLI's in-process runs) on this machine. The CLI
 calls :func:`fail_dead_runs` when it starts, for runs no daemon watched. Only dagster is imported
 here: the webserver and the daemon load this module.
+
+It also starts each run's process warm (:meth:`LocalRunLauncher.launch_run`): forked from a template
+process that imported the libraries every run imports, instead of a fresh interpreter per run.
 """
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
+import signal
 import socket
+import sys
+import threading
 
 from dagster import DagsterEventType, DagsterInstance, DagsterRunStatus, RunsFilter
 from dagster._core.launcher import DefaultRunLauncher
@@ -19,6 +27,14 @@ from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
 
 HOST_TAG = "ego_assets/host"  # the machine a run's process runs on (set by the CLI and the launcher)
+WORKER_TAG = "ego_assets/worker_pid"  # the process of a run started warm (LocalRunLauncher.launch_run)
+
+# What every video's run imports (Dagster's run worker, the steps' libraries), imported once by the
+# template process the runs' processes are forked from. Third-party only: the project's own code is
+# imported by each run, so a run after an edit (and the UI's reload) runs the edited code.
+RUN_WORKER_MODULES = ("dagster._cli.api", "numpy", "pyarrow.parquet", "pandas", "duckdb", "av", "cv2",
+                      "mediapipe", "scipy.ndimage", "scipy.signal", "scipy.optimize", "scipy.spatial.transform",
+                      "matplotlib.pyplot")
 
 
 def _alive(pid: int) -> bool:
@@ -64,17 +80,103 @@ def fail_dead_runs(instance: DagsterInstance) -> list[str]:
     return failed
 
 
+# the runs that hold, or are about to take, one of the run queue's slots
+OCCUPYING = (DagsterRunStatus.QUEUED, DagsterRunStatus.STARTING, DagsterRunStatus.STARTED)
+
+
 def running_here(instance: DagsterInstance) -> int:
-    """How many runs of this machine are running now (STARTED; a run without a host tag, launched by
-    the UI's launcher, is this machine's). A run counts itself."""
+    """How many runs of this machine are running now or about to (STARTED, and the UI's QUEUED and
+    STARTING runs; a run without a host tag, launched by the UI's launcher, is this machine's). A run
+    counts itself.
+
+    In a UI backfill or a sensor's runs, a slot of the run queue that one video's run just left is taken
+    by the next one seconds later (the queue's next tick, then the run process's start-up): counting only
+    STARTED runs, a step that began in that gap took every core for its whole length (OpenCV's pool, the
+    hands' chunks) beside the next run's work."""
     host = socket.gethostname()
-    return sum(1 for run in instance.get_runs(filters=RunsFilter(statuses=[DagsterRunStatus.STARTED]))
+    return sum(1 for run in instance.get_runs(filters=RunsFilter(statuses=list(OCCUPYING)))
                if run.tags.get(HOST_TAG, host) == host)
+
+
+_log = logging.getLogger(__name__)
+_lock = threading.Lock()
+_template: multiprocessing.context.BaseContext | None = None
+
+
+def _run_worker(args_json: str) -> None:
+    """A run's process, forked from the template: what ``dagster api execute_run`` runs (Dagster's run
+    worker: the run's steps, its events, SIGINT cancels it)."""
+    from dagster._cli.api import execute_run_command
+
+    sys.argv = ["dagster", "api", "execute_run"]
+    execute_run_command.callback(input_json=args_json, compressed_input_json=None)
+
+
+def start_warm_worker(args_json: str) -> int:
+    """Start :func:`_run_worker` in a process forked from the template (started on first use, with
+    :data:`RUN_WORKER_MODULES` imported); returns its pid. The template is a fresh interpreter that runs
+    no thread, so forking it is safe (forking the multi-threaded daemon is not)."""
+    global _template
+    with _lock:
+        if _template is None:
+            ctx = multiprocessing.get_context("forkserver")
+            ctx.set_forkserver_preload(list(RUN_WORKER_MODULES))
+            _template = ctx
+        proc = _template.Process(target=_run_worker, args=(args_json,), name="dagster-run-worker")
+        proc.start()
+        # the run outlives this launch: not joined at this process's exit (the daemon's shutdown), and
+        # its end is the run's status, which run monitoring reads
+        multiprocessing.process._children.discard(proc)
+        return proc.pid
 
 
 class LocalRunLauncher(DefaultRunLauncher):
     """Dagster's default launcher (a run worker process per run) that can tell run monitoring whether
-    the worker still lives."""
+    the worker still lives, and starts the run worker warm.
+
+    Dagster's own launcher asks the code server to start each run in a fresh interpreter, which imports
+    Dagster, the project and the steps' libraries (MediaPipe, OpenCV, SciPy, ...) again: about 3 s of
+    start-up and 1.5-3 s more in the first steps, per run, i.e. per video, on the cores the other videos
+    need (``benchmarks/throughput.py --ui``). Here the run's process is forked from a template that
+    imported them once; the run worker itself is Dagster's (``dagster api execute_run``), with the run's
+    own code origin. A code location in another Python environment gets Dagster's own launch, and so
+    does any run whose warm start fails (logged). ``EGO_ASSETS_RUN_START=fresh`` turns it off."""
+
+    def launch_run(self, context) -> None:
+        from dagster._grpc.types import ExecuteRunArgs
+        from dagster._serdes import serialize_value
+
+        from ego_assets.lib import settings
+
+        run = context.dagster_run
+        origin = run.job_code_origin
+        if settings.get("RUN_START") != "warm" or origin is None or \
+                os.path.realpath(origin.executable_path or "") != os.path.realpath(sys.executable):
+            return super().launch_run(context)
+        try:
+            pid = start_warm_worker(serialize_value(ExecuteRunArgs(
+                job_origin=origin, run_id=run.run_id, instance_ref=self._instance.get_ref(),
+                set_exit_code_on_failure=True)))
+        except Exception:  # noqa: BLE001 - the run still starts, the usual way
+            _log.exception("warm start of run %s failed; Dagster's own launch instead", run.run_id)
+            return super().launch_run(context)
+        self._instance.add_run_tags(run.run_id, {WORKER_TAG: str(pid)})
+        self._run_ids.add(run.run_id)
+
+    def terminate(self, run_id: str) -> bool:
+        """A warm run's process gets SIGINT, as Dagster's code server does to its runs: the run worker
+        stops its step and marks the run canceled."""
+        run = self._instance.get_run_by_id(run_id) if self.has_instance else None
+        if run is None or WORKER_TAG not in run.tags:
+            return super().terminate(run_id)
+        if run.is_finished:
+            return False
+        self._instance.report_run_canceling(run)
+        try:
+            os.kill(int(run.tags[WORKER_TAG]), signal.SIGINT)
+        except ProcessLookupError:
+            return False
+        return True
 
     @property
     def supports_check_run_worker_health(self) -> bool:

@@ -79,6 +79,9 @@ _ALL = [
             "local: steps run in the run's process; k8s: one pod per step (dagster-k8s)."),
     Setting("WORKERS", _positive_int, None,
             "Videos run side by side: `ego-assets run`'s workers and the UI's run queue (default: from the cores and the memory)."),
+    Setting("RUN_START", _choice("warm", "fresh"), "warm",
+            "How the UI's run queue starts a run's process: warm (forked from a process that imported the runs' "
+            "libraries once) or fresh (Dagster's own: a new interpreter per run)."),
     Setting("LOG_LEVEL", str, "CRITICAL", "Dagster's console log level in `ego-assets run`."),
     Setting("DEBUG", _flag, False, "The CLI prints the traceback of an error."),
     # -- backends and models

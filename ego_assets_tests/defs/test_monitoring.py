@@ -64,3 +64,98 @@ def test_a_killed_run_is_marked_failed(tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def _launch(instance, job_name: str):
+    from dagster._core.launcher import LaunchRunContext
+
+    from ego_assets_tests.helpers import run_jobs
+
+    recon = dg.reconstructable(getattr(run_jobs, job_name))
+    run = instance.create_run_for_job(job_def=recon.get_definition(), job_code_origin=recon.get_python_origin(),
+                                      remote_job_origin=None)
+    instance.run_launcher.launch_run(LaunchRunContext(dagster_run=run, workspace=None))
+    return instance.get_run_by_id(run.run_id)
+
+
+def _wait_status(instance, run_id: str, statuses, timeout_s: float = 120):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        run = instance.get_run_by_id(run_id)
+        if run.status in statuses:
+            return run
+        time.sleep(0.2)
+    raise AssertionError(f"run {run_id} still {instance.get_run_by_id(run_id).status} after {timeout_s} s")
+
+
+@pytest.mark.slow
+def test_runs_start_warm_and_can_be_canceled(tmp_path, monkeypatch):
+    """The launcher forks each run's process from a template that imported the run's libraries: the run
+    is Dagster's own run worker (its events, its status), in a process that is not the launcher's, with
+    the warm modules already imported; terminating it (the UI's "Terminate") cancels it; a dead worker is
+    seen by run monitoring."""
+    from ego_assets.defs import monitoring
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    monkeypatch.setenv("DAGSTER_HOME", str(home))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        run = _launch(instance, "quick")
+        pid = int(run.tags[monitoring.WORKER_TAG])
+        done = _wait_status(instance, run.run_id, (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE))
+        assert done.status == dg.DagsterRunStatus.SUCCESS
+        worker_pid, parent, warm = (home / "worker.txt").read_text().split(" ")
+        assert int(worker_pid) == pid and pid != os.getpid() and int(parent) != os.getpid()  # forked by the template
+        assert set(warm.split(",")) == set(monitoring.RUN_WORKER_MODULES)
+        assert monitoring.run_worker_pid(instance, run.run_id) == pid  # run monitoring finds the process
+
+        slow = _launch(instance, "slow")
+        _wait_status(instance, slow.run_id, (dg.DagsterRunStatus.STARTED,))
+        assert instance.run_launcher.check_run_worker_health(
+            instance.get_run_by_id(slow.run_id)).status.value == "RUNNING"
+        assert instance.run_launcher.terminate(slow.run_id)
+        ended = _wait_status(instance, slow.run_id, (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE), 60)
+        assert ended.status == dg.DagsterRunStatus.CANCELED
+        deadline = time.monotonic() + 30
+        while monitoring._alive(int(slow.tags[monitoring.WORKER_TAG])) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not monitoring._alive(int(slow.tags[monitoring.WORKER_TAG]))
+
+
+def test_runs_about_to_start_count_as_running_here(tmp_path):
+    """A step's cores (defs.per_video.step_cores) divide the machine by running_here: a run the queue
+    holds (QUEUED) or is starting (STARTING) takes its slot within seconds, so it counts; finished runs
+    and another machine's runs do not."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin, RemoteJobOrigin, RemoteRepositoryOrigin
+    from dagster._core.storage.dagster_run import DagsterRun
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+
+    from ego_assets.defs.monitoring import HOST_TAG, running_here
+
+    origin = RemoteJobOrigin(RemoteRepositoryOrigin(InProcessCodeLocationOrigin(
+        LoadableTargetOrigin(module_name="ego_assets.definitions")), "__repository__"), "per_video_job")
+    S = dg.DagsterRunStatus
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        assert running_here(instance) == 0
+        for st, tags in ((S.STARTED, {}), (S.QUEUED, {}), (S.STARTING, {}), (S.SUCCESS, {}), (S.FAILURE, {}),
+                         (S.STARTED, {HOST_TAG: "another-machine"}), (S.NOT_STARTED, {})):
+            instance.add_run(DagsterRun(job_name="per_video_job", status=st, tags=tags, remote_job_origin=origin))
+        assert running_here(instance) == 3
+
+
+@pytest.mark.slow
+def test_fresh_run_start_is_dagsters_own_launch(tmp_path, monkeypatch):
+    """EGO_ASSETS_RUN_START=fresh: the launcher takes Dagster's own path (the code server's new
+    interpreter), which needs the UI's workspace: without one it says so, where the warm start would
+    have started the run."""
+    from dagster._core.errors import DagsterInvariantViolationError
+
+    home = tmp_path / "dagster"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    monkeypatch.setenv("EGO_ASSETS_RUN_START", "fresh")
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        with pytest.raises(DagsterInvariantViolationError, match="workspace"):
+            _launch(instance, "quick")
