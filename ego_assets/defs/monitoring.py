@@ -103,11 +103,14 @@ _lock = threading.Lock()
 _template: multiprocessing.context.BaseContext | None = None
 
 
-def _run_worker(args_json: str) -> None:
+def _run_worker(args_json: str, environ: dict[str, str]) -> None:
     """A run's process, forked from the template: what ``dagster api execute_run`` runs (Dagster's run
-    worker: the run's steps, its events, SIGINT cancels it)."""
+    worker: the run's steps, its events, SIGINT cancels it), in the launcher's environment at launch
+    (the template's is the one it started with; multiprocessing sets the working folder and sys.path)."""
     from dagster._cli.api import execute_run_command
 
+    os.environ.clear()
+    os.environ.update(environ)
     sys.argv = ["dagster", "api", "execute_run"]
     execute_run_command.callback(input_json=args_json, compressed_input_json=None)
 
@@ -122,7 +125,7 @@ def start_warm_worker(args_json: str) -> int:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(list(RUN_WORKER_MODULES))
             _template = ctx
-        proc = _template.Process(target=_run_worker, args=(args_json,), name="dagster-run-worker")
+        proc = _template.Process(target=_run_worker, args=(args_json, dict(os.environ)), name="dagster-run-worker")
         proc.start()
         # the run outlives this launch: not joined at this process's exit (the daemon's shutdown), and
         # its end is the run's status, which run monitoring reads

@@ -102,14 +102,16 @@ def test_runs_start_warm_and_can_be_canceled(tmp_path, monkeypatch):
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     with dg.DagsterInstance.from_config(str(home)) as instance:
-        run = _launch(instance, "quick")
-        pid = int(run.tags[monitoring.WORKER_TAG])
-        done = _wait_status(instance, run.run_id, (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE))
-        assert done.status == dg.DagsterRunStatus.SUCCESS
-        worker_pid, parent, warm = (home / "worker.txt").read_text().split(" ")
-        assert int(worker_pid) == pid and pid != os.getpid() and int(parent) != os.getpid()  # forked by the template
-        assert set(warm.split(",")) == set(monitoring.RUN_WORKER_MODULES)
-        assert monitoring.run_worker_pid(instance, run.run_id) == pid  # run monitoring finds the process
+        for mark in ("first", "second"):  # the second run sees the launcher's environment of its launch
+            monkeypatch.setenv("EGO_ASSETS_TEST_MARK", mark)
+            run = _launch(instance, "quick")
+            pid = int(run.tags[monitoring.WORKER_TAG])
+            done = _wait_status(instance, run.run_id, (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE))
+            assert done.status == dg.DagsterRunStatus.SUCCESS
+            worker_pid, parent, warm, seen = (home / "worker.txt").read_text().split(" ")
+            assert int(worker_pid) == pid and pid != os.getpid() and int(parent) != os.getpid()  # the template's
+            assert set(warm.split(",")) == set(monitoring.RUN_WORKER_MODULES) and seen == mark
+            assert monitoring.run_worker_pid(instance, run.run_id) == pid  # run monitoring finds the process
 
         slow = _launch(instance, "slow")
         _wait_status(instance, slow.run_id, (dg.DagsterRunStatus.STARTED,))

@@ -15,7 +15,7 @@ def record_process() -> None:
 
     warm = sorted(m for m in RUN_WORKER_MODULES if m in sys.modules)
     with open(os.path.join(os.environ["DAGSTER_HOME"], "worker.txt"), "w") as f:
-        f.write(f"{os.getpid()} {os.getppid()} {','.join(warm)}")
+        f.write(f"{os.getpid()} {os.getppid()} {','.join(warm)} {os.environ.get('EGO_ASSETS_TEST_MARK', '')}")
 
 
 @dg.job(executor_def=dg.in_process_executor)  # as the per-video job: the steps in the run's process
