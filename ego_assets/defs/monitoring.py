@@ -32,9 +32,11 @@ WORKER_TAG = "ego_assets/worker_pid"  # the process of a run started warm (Local
 # What every video's run imports (Dagster's run worker, the steps' libraries), imported once by the
 # template process the runs' processes are forked from. Third-party only: the project's own code is
 # imported by each run, so a run after an edit (and the UI's reload) runs the edited code.
-RUN_WORKER_MODULES = ("dagster._cli.api", "numpy", "pyarrow.parquet", "pandas", "duckdb", "av", "cv2",
-                      "mediapipe", "scipy.ndimage", "scipy.signal", "scipy.optimize", "scipy.spatial.transform",
-                      "matplotlib.pyplot")
+RUN_WORKER_MODULES = ("dagster._cli.api", "dagster._core.storage.event_log.sqlite",
+                      "dagster._core.storage.runs.sqlite", "dagster._core.storage.schedules.sqlite",
+                      "numpy", "pyarrow.parquet", "pyarrow.dataset", "pandas", "duckdb", "av", "cv2", "mediapipe",
+                      "scipy.ndimage", "scipy.signal", "scipy.optimize", "scipy.spatial.transform",
+                      "matplotlib.pyplot", "httpx", "upath")
 
 
 def _alive(pid: int) -> bool:

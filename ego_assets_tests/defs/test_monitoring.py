@@ -161,3 +161,23 @@ def test_fresh_run_start_is_dagsters_own_launch(tmp_path, monkeypatch):
     with dg.DagsterInstance.from_config(str(home)) as instance:
         with pytest.raises(DagsterInvariantViolationError, match="workspace"):
             _launch(instance, "quick")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc (Linux)")
+def test_the_template_runs_no_thread():
+    """Forking is safe only from a process that runs one thread: importing RUN_WORKER_MODULES must start
+    none (a library that starts a thread at import does not belong in that list)."""
+    import multiprocessing
+
+    from ego_assets.defs.monitoring import RUN_WORKER_MODULES
+    from ego_assets_tests.helpers.run_jobs import template_state
+
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(list(RUN_WORKER_MODULES))  # the launcher's template, as it starts it
+    q = ctx.Queue()
+    p = ctx.Process(target=template_state, args=(q,))
+    p.start()
+    threads, missing = q.get(timeout=120)
+    p.join(30)
+    assert missing == [] and threads == 1

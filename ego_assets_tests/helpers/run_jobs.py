@@ -31,3 +31,11 @@ def wait() -> None:
 @dg.job(executor_def=dg.in_process_executor)  # as the per-video job: the steps in the run's process
 def slow():
     wait()
+
+
+def template_state(q) -> None:
+    """Puts (threads of this process, warm modules not imported) on ``q``: run in a process forked from
+    the launcher's template before anything else runs in it."""
+    from ego_assets.defs.monitoring import RUN_WORKER_MODULES
+
+    q.put((len(os.listdir("/proc/self/task")), [m for m in RUN_WORKER_MODULES if m not in sys.modules]))
