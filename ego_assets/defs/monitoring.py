@@ -140,9 +140,9 @@ class LocalRunLauncher(DefaultRunLauncher):
     the worker still lives, and starts the run worker warm.
 
     Dagster's own launcher asks the code server to start each run in a fresh interpreter, which imports
-    Dagster, the project and the steps' libraries (MediaPipe, OpenCV, SciPy, ...) again: about 3 s of
-    start-up and 1.5-3 s more in the first steps, per run, i.e. per video, on the cores the other videos
-    need (``benchmarks/throughput.py --ui``). Here the run's process is forked from a template that
+    Dagster, its storage, the project and the steps' libraries (MediaPipe, OpenCV, SciPy, ...) again:
+    about 3 s of start-up and more in the first steps, per run, i.e. per video, on the cores the other
+    videos need (``benchmarks/throughput.py --ui``: ~7 CPU-s per 15 s video). Here the run's process is forked from a template that
     imported them once; the run worker itself is Dagster's (``dagster api execute_run``), with the run's
     own code origin. A code location in another Python environment gets Dagster's own launch, and so
     does any run whose warm start fails (logged). ``EGO_ASSETS_RUN_START=fresh`` turns it off."""
