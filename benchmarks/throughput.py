@@ -24,12 +24,13 @@ days).
 
 ``--ui`` measures the users' other path instead of the CLI: `make ui` (dagster dev: webserver, daemon,
 code server) on a fresh home, then the source is added as a user does (sources.yaml), the discovery
-sensor requests one run per video, the run queue runs them (one process each, launched by Dagster's
-code server), and the dataset automation sensor assembles the dataset. It prints the sensors' waits
-apart from the work: the videos phase (first video run's start to the last one's end) and its
-realtime factor, each run's start-up (Dagster's launch to the run's own start event: the process and
-its imports), the machine's cores busy over the videos phase (system-wide: a quiet machine is needed),
-the CPU of the whole UI tree, peak memory, and the dataset run.
+sensor requests one run per video, the run queue runs them (one process each, started by the project's
+run launcher: warm, or Dagster's own with EGO_ASSETS_RUN_START=fresh), and the dataset automation sensor
+assembles the dataset. It prints the sensors' waits apart from the work: the videos phase (first video
+run's launch to the last one's end) and its realtime factor, each run's start-up (Dagster's launch to
+the run's own start event: the process and its imports), the CPU of each run's process, the machine's
+cores busy over the videos phase (system-wide: a quiet machine is needed), peak memory, and the dataset
+run.
 
 The machine's load average is printed: figures on a shared machine are noisy.
 """
@@ -282,15 +283,8 @@ def run_ui(folder: Path, home: Path, env: dict, n_videos: int, timeout_s: float 
 
     from ego_assets_tests.e2e.ui_helpers import DagsterDev, free_port
 
-    srv = DagsterDev(home=home, port=free_port(), log_path=home.parent / f"{home.name}_dagster_dev.log")
-    old_env = dict(os.environ)
-    os.environ.clear()
-    os.environ.update(env)  # DagsterDev.start passes os.environ on
-    try:
-        srv.start()
-    finally:
-        os.environ.clear()
-        os.environ.update(old_env)
+    srv = DagsterDev(home=home, port=free_port(), log_path=home.parent / f"{home.name}_dagster_dev.log", env=env)
+    srv.start()
     sampler = TreeSampler(srv.proc.pid)
     out: dict = {}
     try:
@@ -337,7 +331,8 @@ def ui_state(i) -> dict:
 
     vids = i.get_runs(dg.RunsFilter(job_name="per_video_job"))
     done = [r for r in vids if r.status.value in ("SUCCESS", "FAILURE", "CANCELED")]
-    ends = {r.run_id: i.get_run_stats(r.run_id).end_time or 0.0 for r in done}
+    stats = {r.run_id: i.get_run_stats(r.run_id) for r in done}
+    ends = {k: st.end_time or 0.0 for k, st in stats.items()}
     ev = i.get_latest_materialization_event(dg.AssetKey("lerobot_dataset"))
     ds = [i.get_run_by_id(ev.run_id)] if ev is not None else []
     ds = [r for r in ds if r.tags.get("dagster/sensor_name") == "dataset_automation" and r.status.value == "SUCCESS"
@@ -349,7 +344,7 @@ def ui_state(i) -> dict:
         starts, startup, steps = [], [], 0.0
         pids = [run_worker_pid(i, r.run_id) for r in done]
         for r in done:
-            st = i.get_run_stats(r.run_id)
+            st = stats[r.run_id]
             starts.append(st.launch_time or st.start_time)
             if st.launch_time and st.start_time:
                 startup.append(st.start_time - st.launch_time)
@@ -389,6 +384,13 @@ def ui_table(a, res: dict, dec_wall: float, video_s: float, load: tuple) -> list
     ]
 
 
+def print_rows(rows: list[tuple[str, str]]) -> None:
+    w = max(len(r[0]) for r in rows)
+    print(f"\n{'measure':<{w}}  value")
+    for k, v in rows:
+        print(f"{k:<{w}}  {v}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=16)
@@ -420,18 +422,23 @@ def main() -> None:
     load0 = os.getloadavg()
 
     dec_wall, video_s = bare_decode(clips)
-    if a.ui:
-        res = run_ui(clip_dir, home, env, a.videos)
-        rows = ui_table(a, res, dec_wall, video_s, (load0[0], os.getloadavg()[0]))
-        w = max(len(r[0]) for r in rows)
-        print(f"\n{'measure':<{w}}  value")
-        for k, v in rows:
-            print(f"{k:<{w}}  {v}")
-        print(f"home: {home}" if a.keep else "")
-        if not a.keep:
+    try:
+        if a.ui:
+            res = run_ui(clip_dir, home, env, a.videos)
+            print_rows(ui_table(a, res, dec_wall, video_s, (load0[0], os.getloadavg()[0])))
+        else:
+            cli_report(a, clip_dir, home, env, workers, dec_wall, video_s, load0)
+    finally:
+        if a.keep:
+            print(f"home: {home}")
+        else:
             shutil.rmtree(home, ignore_errors=True)
         shutil.rmtree(clip_dir, ignore_errors=True)
-        return
+
+
+def cli_report(a, clip_dir: Path, home: Path, env: dict, workers: int, dec_wall: float, video_s: float,
+               load0: tuple) -> None:
+    """The CLI's backfill and its no-op rerun, and their table."""
     first = run_cli(clip_dir, home, env)
     rows = lineage_rows(home)
     per_asset = asset_seconds(rows)
@@ -470,19 +477,11 @@ def main() -> None:
         ("no-op rerun, wall", f"{rerun['wall']:.1f} s ({rerun['ok']}/{a.videos} ok)"),
         ("load average before / after", f"{load0[0]:.2f} / {load1[0]:.2f}"),
     ]
-    w = max(len(r[0]) for r in rows)
-    print(f"\n{'measure':<{w}}  value")
-    for k, v in rows:
-        print(f"{k:<{w}}  {v}")
+    print_rows(rows)
     print(f"\n{'asset':<18} {'core-s':>8} {'share':>6}")
     total = sum(per_asset.values()) or 1.0
     for k, v in sorted(per_asset.items(), key=lambda kv: -kv[1]):
         print(f"{k:<18} {v:8.1f} {100 * v / total:5.0f}%")
-    if a.keep:
-        print(f"home: {home}")
-    else:
-        shutil.rmtree(home, ignore_errors=True)
-    shutil.rmtree(clip_dir, ignore_errors=True)
 
 
 if __name__ == "__main__":

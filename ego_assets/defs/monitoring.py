@@ -117,17 +117,24 @@ def _run_worker(args_json: str, environ: dict[str, str]) -> None:
     execute_run_command.callback(input_json=args_json, compressed_input_json=None)
 
 
-def start_warm_worker(args_json: str) -> int:
-    """Start :func:`_run_worker` in a process forked from the template (started on first use, with
-    :data:`RUN_WORKER_MODULES` imported); returns its pid. The template is a fresh interpreter that runs
-    no thread, so forking it is safe (forking the multi-threaded daemon is not)."""
+def template() -> multiprocessing.context.BaseContext:
+    """The multiprocessing context whose processes are forked from the template: a forkserver (a fresh
+    interpreter, started on first use) that imports :data:`RUN_WORKER_MODULES` and runs no thread, so
+    forking it is safe (forking the multi-threaded daemon is not)."""
     global _template
     with _lock:
         if _template is None:
             ctx = multiprocessing.get_context("forkserver")
             ctx.set_forkserver_preload(list(RUN_WORKER_MODULES))
             _template = ctx
-        proc = _template.Process(target=_run_worker, args=(args_json, dict(os.environ)), name="dagster-run-worker")
+        return _template
+
+
+def start_warm_worker(args_json: str) -> int:
+    """Start :func:`_run_worker` in a process forked from the :func:`template`; returns its pid."""
+    ctx = template()
+    with _lock:
+        proc = ctx.Process(target=_run_worker, args=(args_json, dict(os.environ)), name="dagster-run-worker")
         proc.start()
         # the run outlives this launch: not joined at this process's exit (the daemon's shutdown), and
         # its end is the run's status, which run monitoring reads
@@ -142,9 +149,9 @@ class LocalRunLauncher(DefaultRunLauncher):
     Dagster's own launcher asks the code server to start each run in a fresh interpreter, which imports
     Dagster, its storage, the project and the steps' libraries (MediaPipe, OpenCV, SciPy, ...) again:
     about 3 s of start-up and more in the first steps, per run, i.e. per video, on the cores the other
-    videos need (``benchmarks/throughput.py --ui``: ~7 CPU-s per 15 s video). Here the run's process is forked from a template that
-    imported them once; the run worker itself is Dagster's (``dagster api execute_run``), with the run's
-    own code origin. A code location in another Python environment gets Dagster's own launch, and so
+    videos need (``benchmarks/throughput.py --ui``: ~7 CPU-s per 15 s video). Here the run's process is
+    forked from a template that imported them once; the run worker itself is Dagster's (``dagster api
+    execute_run``), with the run's own code origin. A code location in another Python environment gets Dagster's own launch, and so
     does any run whose warm start fails (logged). ``EGO_ASSETS_RUN_START=fresh`` turns it off."""
 
     def launch_run(self, context) -> None:

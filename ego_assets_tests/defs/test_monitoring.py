@@ -30,11 +30,17 @@ SLOW_RUN = textwrap.dedent("""
 """)
 
 
-@pytest.mark.slow
-def test_a_killed_run_is_marked_failed(tmp_path):
+def _project_home(tmp_path) -> Path:
+    """A DAGSTER_HOME holding the project's dagster.yaml."""
     home = tmp_path / "dagster"
     home.mkdir()
     (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    return home
+
+
+@pytest.mark.slow
+def test_a_killed_run_is_marked_failed(tmp_path):
+    home = _project_home(tmp_path)
     env = {**os.environ, "DAGSTER_HOME": str(home)}
     proc = subprocess.Popen([sys.executable, "-c", SLOW_RUN], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -96,9 +102,7 @@ def test_runs_start_warm_and_can_be_canceled(tmp_path, monkeypatch):
     seen by run monitoring."""
     from ego_assets.defs import monitoring
 
-    home = tmp_path / "dagster"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    home = _project_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]))
     with dg.DagsterInstance.from_config(str(home)) as instance:
@@ -154,9 +158,7 @@ def test_fresh_run_start_is_dagsters_own_launch(tmp_path, monkeypatch):
     have started the run."""
     from dagster._core.errors import DagsterInvariantViolationError
 
-    home = tmp_path / "dagster"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "dagster.yaml").read_text())
+    home = _project_home(tmp_path)
     monkeypatch.setenv("EGO_ASSETS_RUN_START", "fresh")
     with dg.DagsterInstance.from_config(str(home)) as instance:
         with pytest.raises(DagsterInvariantViolationError, match="workspace"):
@@ -168,13 +170,10 @@ def test_fresh_run_start_is_dagsters_own_launch(tmp_path, monkeypatch):
 def test_the_template_runs_no_thread():
     """Forking is safe only from a process that runs one thread: importing RUN_WORKER_MODULES must start
     none (a library that starts a thread at import does not belong in that list)."""
-    import multiprocessing
-
-    from ego_assets.defs.monitoring import RUN_WORKER_MODULES
+    from ego_assets.defs.monitoring import template
     from ego_assets_tests.helpers.run_jobs import template_state
 
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(list(RUN_WORKER_MODULES))  # the launcher's template, as it starts it
+    ctx = template()  # the launcher's own
     q = ctx.Queue()
     p = ctx.Process(target=template_state, args=(q,))
     p.start()

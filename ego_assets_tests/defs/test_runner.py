@@ -405,4 +405,3 @@ def test_several_videos_at_once_start_largest_first(tmp_path):
         store.register_video(pk, {"partition_key": pk, "uri": f"/x/{pk}.mp4", "name": f"{pk}.mp4",
                                   "size_bytes": size})
     assert longest_first(store, ["a", "b", "zz", "c", "d"]) == ["d", "b", "a", "c", "zz"]
-

@@ -48,6 +48,7 @@ class DagsterDev:
     home: Path
     port: int
     log_path: Path
+    env: dict[str, str] | None = None  # the environment it starts from (default: this process's)
     proc: subprocess.Popen | None = None
     stop_seconds: float | None = None
 
@@ -56,7 +57,7 @@ class DagsterDev:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        env = dict(os.environ, DAGSTER_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1")
+        env = dict(os.environ if self.env is None else self.env, DAGSTER_DISABLE_TELEMETRY="1", PYTHONUNBUFFERED="1")
         for var in ("EGO_ASSETS_SOURCES", "DAGSTER_HOME", "EGO_ASSETS_HOME"):
             env.pop(var, None)  # the defaults: <home>/sources.yaml, <home>/dagster
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
