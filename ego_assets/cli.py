@@ -81,7 +81,9 @@ def one_line_error(e: BaseException) -> str:
 def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False,
                run_config: dict | None = None) -> int:
     """Register every video under ``paths`` as partitions of ``source`` and materialize everything."""
+    from ego_assets.defs import warm
     from ego_assets.lib import progress
+    from ego_assets.lib.parallel import default_workers
     from ego_assets.lib.sources import Source, SourcesError, contains_home, discover_file, list_files
     from ego_assets.lib.storage import Store, StorageError
 
@@ -116,24 +118,30 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
     if not found:
         print("error: no video files found under " + ", ".join(printable(p) for p in paths), file=sys.stderr)
         return EXIT_USAGE
-    _quiet_dagster()
-    from ego_assets.defs.execute import (dataset_up_to_date, default_workers, materialize_dataset,
-                                         materialize_videos, use_local_instance)
-    from ego_assets.defs.partitions import videos
-    from ego_assets.definitions import defs
-
     store.save_identities(identities)
-    instance = use_local_instance(store)
     by_key: dict[str, list] = {}
-    rehinted = []
+    rehinted, new = [], False
     for d in found:
         by_key.setdefault(d.partition_key, []).append(d)
-        if not store.register_video(d.partition_key, d.record()) and hints and len(by_key[d.partition_key]) == 1:
+        if store.register_video(d.partition_key, d.record()):
+            new = True
+        elif hints and len(by_key[d.partition_key]) == 1:
             # a rerun with camera hints: they replace the registered ones, and the calibration (whose
             # parameters include them) and everything downstream rerun
             if store.update_video(d.partition_key, hints=d.hints):
                 rehinted.append(d.partition_key)
     keys = list(by_key)
+    workers = default_workers(len(keys))
+    if new and workers > 1 and warm.available():
+        # a new video has work for the workers: the template they are forked from imports its modules
+        # now, beside this process's own imports and the instance's set-up (defs/warm.py)
+        warm.template(warm.PROJECT_MODULES, start=True)
+    _quiet_dagster()
+    from ego_assets.defs.execute import dataset_up_to_date, materialize_dataset, materialize_videos, use_local_instance
+    from ego_assets.defs.partitions import videos
+    from ego_assets.definitions import defs
+
+    instance = use_local_instance(store)
     existing = set(instance.get_dynamic_partitions(videos.name))
     instance.add_dynamic_partitions(videos.name, [k for k in keys if k not in existing])
     print(f"{len(found)} file(s), {len(keys)} video(s) for source {source!r}; storage {store.home}",
@@ -146,7 +154,7 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
     try:
         # with the default configuration, a video already up to date gets no run (hinted ones rerun)
         status = materialize_videos(defs, instance, store, keys, run_config=run_config,
-                                    workers=default_workers(len(keys)),
+                                    workers=workers,
                                     skip_up_to_date=False if run_config else rehinted)
         ds = None
         if all(s.up_to_date for s in status.values()) and dataset_up_to_date(store):

@@ -4,6 +4,7 @@ recorded it (docs/architecture.md §7, §8, §10)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -14,6 +15,7 @@ from pathlib import Path
 import dagster as dg
 
 from ego_assets.defs.monitoring import HOST_TAG, fail_dead_runs
+from ego_assets.lib import parallel
 from ego_assets.lib.parallel import machine_cores
 from ego_assets.lib.storage import Store
 
@@ -34,14 +36,14 @@ def use_local_instance(store: Store) -> dg.DagsterInstance:
 
 def instance_yaml() -> str | None:
     """The project's ``dagster.yaml`` for this machine: its run queue runs as many runs (videos) at once
-    as the CLI runs workers (:func:`default_workers`, with the machine's total memory: the file stays the
+    as the CLI runs workers (:func:`lib.parallel.default_workers`, with the machine's total memory: the file stays the
     same from one call to the next). None without the project's file."""
     import re
 
     src = PROJECT_ROOT / "dagster.yaml"
     if not src.exists():
         return None
-    runs = default_workers(1 << 30, memory=_total_memory_gib)
+    runs = parallel.default_workers(1 << 30, memory=parallel.total_memory_gib)
     return re.sub(r"(?m)^(\s*max_concurrent_runs:\s*)\d+", lambda m: f"{m.group(1)}{runs}", src.read_text(), count=1)
 
 
@@ -98,48 +100,6 @@ def run_status(instance: dg.DagsterInstance, run_id: str, pk: str) -> VideoStatu
         return VideoStatus(pk, "failed", asset, error, run_id)
     status = run.status.value.lower() if run is not None else "missing"
     return VideoStatus(pk, "failed", None, f"run {run_id[:8]} {status}", run_id)
-
-
-# What one worker process may hold at its peak with the default backends, with headroom (measured:
-# the CLI and two workers peaked at 2.2 GiB together on 15 s 1080p clips, benchmarks/throughput.py; one
-# process ~0.7 GiB on a 10 min video, long_video.py; the proxy frames a worker keeps for a video's steps
-# are bounded by lib/video.DECODE_CACHE_MIB, 0.25 GiB): the default number of workers never plans for
-# more than the memory available.
-WORKER_MEMORY_GIB = 1.5
-
-
-def default_workers(n_videos: int, memory=None) -> int:
-    """How many videos run at once: the ``WORKERS`` setting, else one per core, but no more than the
-    available memory (``memory()``, GiB: default the memory available now) holds at WORKER_MEMORY_GIB
-    each (each worker process holds its own models)."""
-    from ego_assets.lib import settings
-
-    n = settings.get("WORKERS")
-    if n is None:
-        n = machine_cores()
-        avail = (memory or _available_memory_gib)()
-        if avail is not None:
-            n = min(n, int(avail // WORKER_MEMORY_GIB))
-    return max(1, min(n, n_videos))
-
-
-def _meminfo_gib(field: str) -> float | None:
-    try:
-        with open("/proc/meminfo") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 2 ** 20
-    except OSError:
-        pass
-    return None
-
-
-def _available_memory_gib() -> float | None:
-    return _meminfo_gib("MemAvailable")
-
-
-def _total_memory_gib() -> float | None:
-    return _meminfo_gib("MemTotal")
 
 
 def materialize_videos(defs: dg.Definitions, instance: dg.DagsterInstance, store: Store,
@@ -255,15 +215,20 @@ def _execute_one(defs, instance, pk: str, run_config, assets):
 
 
 def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> dict[str, VideoStatus]:
-    """The videos' one-video runs spread over ``workers`` spawned processes (spawn: no inherited
-    SQLite connections or threads), the next video to whichever worker is free. Progress reports
-    of the workers come back through a queue to this process's hook (the CLI's bar)."""
+    """The videos' one-video runs spread over ``workers`` processes, the next video to whichever worker
+    is free. The workers are forked from the warm template (``defs.warm``: it imported Dagster, the
+    steps' libraries and the project's definitions once, and runs no thread; the CLI starts it early, so
+    that its imports run beside the CLI's own), else spawned (no forkserver on this platform): no
+    inherited SQLite connections or threads either way. Each gets this process's environment as it is
+    now (the template's is the one it started with). Progress reports of the workers come back through
+    a queue to this process's hook (the CLI's bar)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
+    from ego_assets.defs import warm
     from ego_assets.lib import progress
 
-    ctx = mp.get_context("spawn")
+    ctx = warm.template(warm.PROJECT_MODULES) if warm.available() else mp.get_context("spawn")
     q = ctx.Queue()
 
     def relay():
@@ -275,7 +240,8 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
     status: dict[str, VideoStatus] = {}
     if not assets:
         preload_dataset_modules()  # this process only waits for the workers: its imports are done early
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init, initargs=(q,))
+    pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
+                               initargs=(q, dict(os.environ)))
     try:
         futures = {pool.submit(_worker_run, pk, run_config, assets): pk for pk in keys}
         for fut in as_completed(futures):
@@ -318,6 +284,13 @@ def preload_dataset_modules() -> None:
         import sys
         import warnings
 
+        if sys.platform == "linux":
+            # Only a head start: the workers' steps come first. Linux's nice value is per thread; this
+            # one then takes what the workers leave idle (their start-up, the gaps between their runs, the
+            # last video's spare core) instead of a core they wait for (~6 CPU-s: lerobot brings torch)
+            with contextlib.suppress(OSError):
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+
         # Importing holds the GIL for up to the switch interval (5 ms) at a time: a step running beside it
         # (the frames loop: a few GIL hand-offs per frame) then waits that long at each. 1 ms while it
         # loads: a 60 s video's frames step 15.0 s -> 12.6 s beside it (8.9 s alone)
@@ -338,12 +311,14 @@ def preload_dataset_modules() -> None:
     _preloading.start()
 
 
-def _worker_init(q) -> None:
+def _worker_init(q, environ: dict[str, str]) -> None:
     import logging
     import warnings
 
     from ego_assets.lib import progress
 
+    os.environ.clear()
+    os.environ.update(environ)
     warnings.filterwarnings("ignore")
     for name in ("dagster", "dagster.builtin"):
         logging.getLogger(name).setLevel(logging.ERROR)

@@ -26,17 +26,10 @@ from dagster._core.launcher import DefaultRunLauncher
 from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
 
+from ego_assets.defs.warm import template
+
 HOST_TAG = "ego_assets/host"  # the machine a run's process runs on (set by the CLI and the launcher)
 WORKER_TAG = "ego_assets/worker_pid"  # the process of a run started warm (LocalRunLauncher.launch_run)
-
-# What every video's run imports (Dagster's run worker, the steps' libraries), imported once by the
-# template process the runs' processes are forked from. Third-party only: the project's own code is
-# imported by each run, so a run after an edit (and the UI's reload) runs the edited code.
-RUN_WORKER_MODULES = ("dagster._cli.api", "dagster._core.storage.event_log.sqlite",
-                      "dagster._core.storage.runs.sqlite", "dagster._core.storage.schedules.sqlite",
-                      "numpy", "pyarrow.parquet", "pyarrow.dataset", "pandas", "duckdb", "av", "cv2", "mediapipe",
-                      "scipy.ndimage", "scipy.signal", "scipy.optimize", "scipy.spatial.transform",
-                      "matplotlib.pyplot", "httpx", "upath")
 
 
 def _alive(pid: int) -> bool:
@@ -102,7 +95,6 @@ def running_here(instance: DagsterInstance) -> int:
 
 _log = logging.getLogger(__name__)
 _lock = threading.Lock()
-_template: multiprocessing.context.BaseContext | None = None
 
 
 def _run_worker(args_json: str, environ: dict[str, str]) -> None:
@@ -115,19 +107,6 @@ def _run_worker(args_json: str, environ: dict[str, str]) -> None:
     os.environ.update(environ)
     sys.argv = ["dagster", "api", "execute_run"]
     execute_run_command.callback(input_json=args_json, compressed_input_json=None)
-
-
-def template() -> multiprocessing.context.BaseContext:
-    """The multiprocessing context whose processes are forked from the template: a forkserver (a fresh
-    interpreter, started on first use) that imports :data:`RUN_WORKER_MODULES` and runs no thread, so
-    forking it is safe (forking the multi-threaded daemon is not)."""
-    global _template
-    with _lock:
-        if _template is None:
-            ctx = multiprocessing.get_context("forkserver")
-            ctx.set_forkserver_preload(list(RUN_WORKER_MODULES))
-            _template = ctx
-        return _template
 
 
 def start_warm_worker(args_json: str) -> int:

@@ -60,3 +60,46 @@ def _cgroup_quota() -> float | None:
         return None if q <= 0 else q / period
     except (OSError, ValueError):
         return None
+
+
+# How many videos run at once (the CLI's worker processes, the UI's run queue: defs/execute.py).
+# What one worker process may hold at its peak with the default backends, with headroom (measured:
+# the CLI and two workers peaked at 2.2 GiB together on 15 s 1080p clips, benchmarks/throughput.py; one
+# process ~0.7 GiB on a 10 min video, long_video.py; the proxy frames a worker keeps for a video's steps
+# are bounded by lib/video.DECODE_CACHE_MIB, 0.25 GiB): the default number of workers never plans for
+# more than the memory available.
+WORKER_MEMORY_GIB = 1.5
+
+
+def default_workers(n_videos: int, memory=None) -> int:
+    """How many videos run at once: the ``WORKERS`` setting, else one per core, but no more than the
+    available memory (``memory()``, GiB: default the memory available now) holds at WORKER_MEMORY_GIB
+    each (each worker process holds its own models)."""
+    from ego_assets.lib import settings
+
+    n = settings.get("WORKERS")
+    if n is None:
+        n = machine_cores()
+        avail = (memory or _available_memory_gib)()
+        if avail is not None:
+            n = min(n, int(avail // WORKER_MEMORY_GIB))
+    return max(1, min(n, n_videos))
+
+
+def _meminfo_gib(field: str) -> float | None:
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 2 ** 20
+    except OSError:
+        pass
+    return None
+
+
+def _available_memory_gib() -> float | None:
+    return _meminfo_gib("MemAvailable")
+
+
+def total_memory_gib() -> float | None:
+    return _meminfo_gib("MemTotal")

@@ -100,7 +100,7 @@ def test_runs_start_warm_and_can_be_canceled(tmp_path, monkeypatch):
     is Dagster's own run worker (its events, its status), in a process that is not the launcher's, with
     the warm modules already imported; terminating it (the UI's "Terminate") cancels it; a dead worker is
     seen by run monitoring."""
-    from ego_assets.defs import monitoring
+    from ego_assets.defs import monitoring, warm
 
     home = _project_home(tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(home))
@@ -112,9 +112,9 @@ def test_runs_start_warm_and_can_be_canceled(tmp_path, monkeypatch):
             pid = int(run.tags[monitoring.WORKER_TAG])
             done = _wait_status(instance, run.run_id, (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE))
             assert done.status == dg.DagsterRunStatus.SUCCESS
-            worker_pid, parent, warm, seen = (home / "worker.txt").read_text().split(" ")
+            worker_pid, parent, imported, seen = (home / "worker.txt").read_text().split(" ")
             assert int(worker_pid) == pid and pid != os.getpid() and int(parent) != os.getpid()  # the template's
-            assert set(warm.split(",")) == set(monitoring.RUN_WORKER_MODULES) and seen == mark
+            assert set(imported.split(",")) == set(warm.RUN_WORKER_MODULES) and seen == mark
             assert monitoring.run_worker_pid(instance, run.run_id) == pid  # run monitoring finds the process
 
         slow = _launch(instance, "slow")
@@ -167,16 +167,26 @@ def test_fresh_run_start_is_dagsters_own_launch(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc (Linux)")
-def test_the_template_runs_no_thread():
-    """Forking is safe only from a process that runs one thread: importing RUN_WORKER_MODULES must start
-    none (a library that starts a thread at import does not belong in that list)."""
-    from ego_assets.defs.monitoring import template
-    from ego_assets_tests.helpers.run_jobs import template_state
+@pytest.mark.parametrize("extra", ["", "PROJECT_MODULES"])  # the UI launcher's template, the CLI workers'
+def test_the_template_runs_no_thread(extra):
+    """Forking is safe only from a process that runs one thread: importing RUN_WORKER_MODULES (and, for
+    the CLI's workers, the project's definitions) must start none (a module that starts a thread at
+    import does not belong in the template). Each template in a fresh interpreter: a process has one."""
+    code = textwrap.dedent(f"""
+        from ego_assets.defs import warm
+        from ego_assets_tests.helpers.run_jobs import template_state
 
-    ctx = template()  # the launcher's own
-    q = ctx.Queue()
-    p = ctx.Process(target=template_state, args=(q,))
-    p.start()
-    threads, missing = q.get(timeout=120)
-    p.join(30)
+        if __name__ == "__main__":
+            extra = {"warm." + extra if extra else "()"}
+            ctx = warm.template(extra)
+            q = ctx.Queue()
+            p = ctx.Process(target=template_state, args=(q, [*warm.RUN_WORKER_MODULES, *extra]))
+            p.start()
+            print(repr(q.get(timeout=120)))
+            p.join(30)
+        """)
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])})
+    assert out.returncode == 0, out.stderr[-3000:]
+    threads, missing = eval(out.stdout.strip().splitlines()[-1])
     assert missing == [] and threads == 1

@@ -236,18 +236,18 @@ def test_videos_up_to_date_get_no_run_and_anything_else_does(tmp_path):
 
 
 def test_default_workers_one_per_core_within_memory(monkeypatch):
-    from ego_assets.defs import execute
+    from ego_assets.lib import parallel
 
     monkeypatch.delenv("EGO_ASSETS_WORKERS", raising=False)
-    monkeypatch.setattr(execute.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
-    monkeypatch.setattr(execute, "_available_memory_gib", lambda: 64.0)
-    assert execute.default_workers(16) == 4 and execute.default_workers(3) == 3
-    monkeypatch.setattr(execute, "_available_memory_gib", lambda: 3.2)  # room for two workers
-    assert execute.default_workers(16) == 2
-    monkeypatch.setattr(execute, "_available_memory_gib", lambda: 0.5)
-    assert execute.default_workers(16) == 1
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(parallel, "_available_memory_gib", lambda: 64.0)
+    assert parallel.default_workers(16) == 4 and parallel.default_workers(3) == 3
+    monkeypatch.setattr(parallel, "_available_memory_gib", lambda: 3.2)  # room for two workers
+    assert parallel.default_workers(16) == 2
+    monkeypatch.setattr(parallel, "_available_memory_gib", lambda: 0.5)
+    assert parallel.default_workers(16) == 1
     monkeypatch.setenv("EGO_ASSETS_WORKERS", "3")  # the user's choice stands
-    assert execute.default_workers(16) == 3 and execute.default_workers(2) == 2
+    assert parallel.default_workers(16) == 3 and parallel.default_workers(2) == 2
 
 
 def test_the_ui_instance_runs_as_many_videos_at_once_as_the_cli(tmp_path, monkeypatch):
@@ -256,11 +256,12 @@ def test_the_ui_instance_runs_as_many_videos_at_once_as_the_cli(tmp_path, monkey
     import dagster as dg
 
     from ego_assets.defs import execute
+    from ego_assets.lib import parallel
 
     monkeypatch.delenv("EGO_ASSETS_WORKERS", raising=False)
-    monkeypatch.setattr(execute.os, "sched_getaffinity", lambda pid: set(range(8)))
-    monkeypatch.setattr(execute, "_available_memory_gib", lambda: 2.0)  # what is free now does not count
-    monkeypatch.setattr(execute, "_total_memory_gib", lambda: 7.6)  # room for five workers
+    monkeypatch.setattr(parallel.os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(parallel, "_available_memory_gib", lambda: 2.0)  # what is free now does not count
+    monkeypatch.setattr(parallel, "total_memory_gib", lambda: 7.6)  # room for five workers
     dh = tmp_path / "dagster"
     execute.install_instance_yaml(dh)
     with dg.DagsterInstance.from_config(str(dh)) as instance:

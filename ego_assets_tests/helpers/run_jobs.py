@@ -11,7 +11,7 @@ import dagster as dg
 def record_process() -> None:
     """Writes, beside the instance, this process's pid and which of the launcher's warm modules it had
     imported before this op (the op's own module imports only dagster)."""
-    from ego_assets.defs.monitoring import RUN_WORKER_MODULES
+    from ego_assets.defs.warm import RUN_WORKER_MODULES
 
     warm = sorted(m for m in RUN_WORKER_MODULES if m in sys.modules)
     with open(os.path.join(os.environ["DAGSTER_HOME"], "worker.txt"), "w") as f:
@@ -33,9 +33,7 @@ def slow():
     wait()
 
 
-def template_state(q) -> None:
-    """Puts (threads of this process, warm modules not imported) on ``q``: run in a process forked from
-    the launcher's template before anything else runs in it."""
-    from ego_assets.defs.monitoring import RUN_WORKER_MODULES
-
-    q.put((len(os.listdir("/proc/self/task")), [m for m in RUN_WORKER_MODULES if m not in sys.modules]))
+def template_state(q, modules: list[str]) -> None:
+    """Puts (threads of this process, ``modules`` not imported) on ``q``: run in a process forked from a
+    warm template before anything else runs in it."""
+    q.put((len(os.listdir("/proc/self/task")), [m for m in modules if m not in sys.modules]))
