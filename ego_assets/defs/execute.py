@@ -241,7 +241,7 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
     if not assets:
         preload_dataset_modules()  # this process only waits for the workers: its imports are done early
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
-                               initargs=(q, dict(os.environ)))
+                               initargs=(q, dict(os.environ), os.getpid()))
     try:
         futures = {pool.submit(_worker_run, pk, run_config, assets): pk for pk in keys}
         for fut in as_completed(futures):
@@ -311,7 +311,7 @@ def preload_dataset_modules() -> None:
     _preloading.start()
 
 
-def _worker_init(q, environ: dict[str, str]) -> None:
+def _worker_init(q, environ: dict[str, str], cli_pid: int) -> None:
     import logging
     import warnings
 
@@ -319,10 +319,25 @@ def _worker_init(q, environ: dict[str, str]) -> None:
 
     os.environ.clear()
     os.environ.update(environ)
+    threading.Thread(target=_exit_with, args=(cli_pid,), name="exit-with-cli", daemon=True).start()
     warnings.filterwarnings("ignore")
     for name in ("dagster", "dagster.builtin"):
         logging.getLogger(name).setLevel(logging.ERROR)
     progress.set_hook(_Forward(q))
+
+
+def _exit_with(cli_pid: int, every_s: float = 1.0) -> None:
+    """A worker's watch on the CLI's process: when it is gone (killed: SIGKILL, SIGTERM, the OOM killer),
+    the worker ends too, within ``every_s``, instead of waiting for work forever with its models in
+    memory (a worker's parent is the template, not the CLI, and the pool cannot tell it). Its run, left
+    STARTED, is marked failed by the next ``ego-assets run`` (:func:`monitoring.fail_dead_runs`)."""
+    import time
+
+    from ego_assets.lib.parallel import pid_alive
+
+    while pid_alive(cli_pid):
+        time.sleep(every_s)
+    os._exit(1)
 
 
 class _Forward:

@@ -27,25 +27,10 @@ from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.storage.dagster_run import DagsterRun
 
 from ego_assets.defs.warm import template
+from ego_assets.lib.parallel import pid_alive
 
 HOST_TAG = "ego_assets/host"  # the machine a run's process runs on (set by the CLI and the launcher)
 WORKER_TAG = "ego_assets/worker_pid"  # the process of a run started warm (LocalRunLauncher.launch_run)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")  # zombies are dead
-    except FileNotFoundError:
-        return False
-    except OSError:  # no /proc: ask the kernel
-        try:
-            os.kill(pid, 0)
-            return True
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
 
 
 def run_worker_pid(instance: DagsterInstance, run_id: str) -> int | None:
@@ -59,7 +44,7 @@ def dead_worker(instance: DagsterInstance, run: DagsterRun) -> str | None:
     if run.tags.get(HOST_TAG, socket.gethostname()) != socket.gethostname():
         return None
     pid = run_worker_pid(instance, run.run_id)
-    if pid is None or _alive(pid):
+    if pid is None or pid_alive(pid):
         return None
     return f"the run's process (pid {pid}) is gone: killed or out of memory"
 

@@ -35,6 +35,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ego_assets.lib import schemas, settings
+from ego_assets.lib.parallel import pid_alive
 from ego_assets.lib.keys import check_key, file_sha256
 
 DEFAULT_HOME = settings.SETTINGS["HOME"].default
@@ -96,17 +97,6 @@ def _writer_alive(name: str) -> bool:
     if pid == os.getpid():
         return False  # our own leftovers (an earlier attempt in this process) are stale
     return pid_alive(pid)
-
-
-def pid_alive(pid: int) -> bool:
-    """Whether process ``pid`` runs on this host (one owned by another user counts as running)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _fingerprint(path: Path) -> tuple[int, str]:

@@ -12,6 +12,7 @@ import dagster as dg
 import pytest
 
 from ego_assets.defs.monitoring import LocalRunLauncher, fail_dead_runs
+from ego_assets.lib.parallel import pid_alive
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -125,9 +126,9 @@ def test_runs_start_warm_and_can_be_canceled(tmp_path, monkeypatch):
         ended = _wait_status(instance, slow.run_id, (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE), 60)
         assert ended.status == dg.DagsterRunStatus.CANCELED
         deadline = time.monotonic() + 30
-        while monitoring._alive(int(slow.tags[monitoring.WORKER_TAG])) and time.monotonic() < deadline:
+        while pid_alive(int(slow.tags[monitoring.WORKER_TAG])) and time.monotonic() < deadline:
             time.sleep(0.2)
-        assert not monitoring._alive(int(slow.tags[monitoring.WORKER_TAG]))
+        assert not pid_alive(int(slow.tags[monitoring.WORKER_TAG]))
 
 
 def test_runs_about_to_start_count_as_running_here(tmp_path):

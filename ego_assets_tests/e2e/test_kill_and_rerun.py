@@ -14,8 +14,8 @@ from ego_assets_tests.helpers import synth
 BIN = Path(sys.executable).parent
 
 
-def _run(home, folder, **kw):
-    env = dict(os.environ, EGO_ASSETS_HOME=str(home))
+def _run(home, folder, env_extra=None, **kw):
+    env = dict(os.environ, EGO_ASSETS_HOME=str(home), **(env_extra or {}))
     env.pop("DAGSTER_HOME", None)
     return subprocess.Popen([str(BIN / "ego-assets"), "run", str(folder), "--source", "kill"], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
@@ -58,3 +58,56 @@ def test_kill_during_frames_then_rerun(tmp_path):
     # the killed attempt left no lineage row claiming success
     rows = [pq.read_table(f).to_pylist()[0] for f in (killed_home / "lineage" / "frames").rglob("*.parquet")]
     assert [r["status"] for r in rows] == ["ok"]
+
+
+def _group(pgid: int) -> list[int]:
+    """The live processes of process group ``pgid`` (zombies left out)."""
+    from ego_assets.lib.parallel import pid_alive
+
+    out = []
+    for d in os.listdir("/proc"):
+        if d.isdigit():
+            try:
+                if os.getpgid(int(d)) == pgid and pid_alive(int(d)):
+                    out.append(int(d))
+            except ProcessLookupError:
+                pass
+    return out
+
+
+def test_killing_the_cli_ends_its_workers_and_the_rerun_completes(tmp_path):
+    """`ego-assets run` killed alone (SIGKILL: the OOM killer, `kill -9`), while its two workers run videos:
+    the workers and the template they were forked from end too (else they would wait for work forever,
+    with their models in memory), and the next run marks the killed runs failed and completes."""
+    if not os.path.isdir("/proc"):
+        import pytest
+
+        pytest.skip("lists the process group's processes from /proc (Linux)")
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for i in range(2):
+        synth.make_video(folder / f"long{i}.mp4", n_frames=600, fps=30, size=(960, 540), gop=30, seed=i)
+    home = tmp_path / "home"
+    p = _run(home, folder, env_extra={"EGO_ASSETS_WORKERS": "2"})
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if len(list((home / ".staging" / "frames").glob("*/proxy.mp4"))) >= 2:  # both workers in a video
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "the videos finished before the CLI could be killed"
+    assert len(_group(p.pid)) >= 4  # the CLI, the template, two workers (and Dagster's log tails)
+    os.kill(p.pid, signal.SIGKILL)  # the CLI alone, not its group
+    p.wait(timeout=60)
+    deadline = time.time() + 30
+    while _group(p.pid) and time.time() < deadline:
+        time.sleep(0.2)
+    assert _group(p.pid) == []
+    r = _run(home, folder)
+    out, _ = r.communicate(timeout=600)
+    assert r.returncode == 1 and out.count("hand_tracks: check hands_found failed") == 2, out
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home / "dagster")) as instance:
+        killed = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE]))
+        assert len(instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED]))) == 0
+        assert len(killed) == 4  # the two killed runs (marked failed) and the rerun's two (stopped by the check)

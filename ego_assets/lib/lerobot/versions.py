@@ -13,7 +13,7 @@ from typing import Callable, Sequence
 from ego_assets.lib.lerobot.assembly import AssemblyResult, assemble, link_or_copy, write_atomic
 from ego_assets.lib.lerobot.layout import TMP_DIR
 from ego_assets.lib.lerobot.staging import StagedPartition
-from ego_assets.lib.storage import pid_alive
+from ego_assets.lib.parallel import pid_alive
 
 
 # ----------------------------------------------------------------------------------------------------------
