@@ -191,3 +191,50 @@ def test_the_template_runs_no_thread(extra):
     assert out.returncode == 0, out.stderr[-3000:]
     threads, missing = eval(out.stdout.strip().splitlines()[-1])
     assert missing == [] and threads == 1
+
+
+def test_only_the_daemon_counts_as_the_daemon():
+    from ego_assets.defs.monitoring import in_daemon
+
+    main = os.path.join("venv", "lib", "python3.12", "site-packages", "dagster", "_daemon", "__main__.py")
+    assert in_daemon([main, "run", "--log-level", "info"])  # as dagster dev starts it
+    assert in_daemon([os.path.join("venv", "bin", "dagster-daemon"), "run"])
+    assert not in_daemon([os.path.join("venv", "bin", "dagster-daemon"), "liveness-check"])
+    assert not in_daemon([os.path.join("venv", "bin", "dagster"), "dev"])
+    assert not in_daemon([os.path.join("venv", "bin", "ego-assets"), "run", "videos/"])
+
+
+def _proc(pid: int) -> tuple[int, bytes]:
+    """(parent pid, command line) of a live process."""
+    ppid = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    return ppid, Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="reads the UI's processes from /proc (Linux)")
+def test_the_daemon_starts_the_template_before_any_run(tmp_path):
+    """`make ui`: the daemon (the process that launches the queued runs) starts the warm template as it
+    starts, with no run yet, so the first runs do not wait for its imports; the UI's stop ends it too."""
+    from ego_assets_tests.e2e.ui_helpers import DagsterDev, free_port
+
+    srv = DagsterDev(home=tmp_path / "home", port=free_port(), log_path=tmp_path / "ui.log")
+    srv.start()
+    found = []
+    try:
+        srv.wait_ready(300)
+        deadline = time.monotonic() + 60
+        while not found and time.monotonic() < deadline:
+            for pid in srv.group_alive():
+                try:
+                    ppid, cmd = _proc(pid)
+                    if b"multiprocessing.forkserver" in cmd and b"dagster._daemon" in _proc(ppid)[1]:
+                        found.append(pid)
+                except (OSError, IndexError, ValueError):
+                    continue
+            time.sleep(0.5)
+        with dg.DagsterInstance.from_config(str(tmp_path / "home" / "dagster")) as instance:
+            assert instance.get_runs() == []  # nothing was launched: the daemon started it by itself
+    finally:
+        srv.stop()
+    assert found, srv.log_tail()
+    assert srv.group_alive() == []
