@@ -16,7 +16,6 @@ import dagster as dg
 
 from ego_assets.defs.monitoring import HOST_TAG, fail_dead_runs
 from ego_assets.lib import parallel
-from ego_assets.lib.parallel import machine_cores
 from ego_assets.lib.storage import Store
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -161,7 +160,7 @@ def _materialize(defs, instance, keys, run_config, assets, workers, on_run) -> d
         return _materialize_in_workers(keys, run_config, assets, workers, on_run)
     status: dict[str, VideoStatus] = {}
     for i, pk in enumerate(keys):
-        if i == len(keys) - 1 and not assets and machine_cores() > 1:
+        if i == len(keys) - 1 and not assets and parallel.machine_cores() > 1:
             preload_dataset_modules()  # the last video leaves a core free: the dataset's imports use it
         result = _execute_one(defs, instance, pk, run_config, assets)
         status[pk] = run_status(instance, result.run_id, pk)
@@ -315,10 +314,10 @@ def _worker_init(q, environ: dict[str, str], cli_pid: int) -> None:
     import logging
     import warnings
 
+    from ego_assets.defs import warm
     from ego_assets.lib import progress
 
-    os.environ.clear()
-    os.environ.update(environ)
+    warm.adopt_environment(environ)
     threading.Thread(target=_exit_with, args=(cli_pid,), name="exit-with-cli", daemon=True).start()
     warnings.filterwarnings("ignore")
     for name in ("dagster", "dagster.builtin"):
@@ -333,9 +332,7 @@ def _exit_with(cli_pid: int, every_s: float = 1.0) -> None:
     STARTED, is marked failed by the next ``ego-assets run`` (:func:`monitoring.fail_dead_runs`)."""
     import time
 
-    from ego_assets.lib.parallel import pid_alive
-
-    while pid_alive(cli_pid):
+    while parallel.pid_alive(cli_pid):
         time.sleep(every_s)
     os._exit(1)
 

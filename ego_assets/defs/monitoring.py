@@ -28,6 +28,7 @@ from dagster._core.launcher.base import CheckRunHealthResult, WorkerStatus
 from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.dagster_run import DagsterRun
 
+from ego_assets.defs import warm
 from ego_assets.defs.warm import template
 from ego_assets.lib.parallel import pid_alive
 
@@ -90,8 +91,7 @@ def _run_worker(args_json: str, environ: dict[str, str]) -> None:
     (the template's is the one it started with; multiprocessing sets the working folder and sys.path)."""
     from dagster._cli.api import execute_run_command
 
-    os.environ.clear()
-    os.environ.update(environ)
+    warm.adopt_environment(environ)
     sys.argv = ["dagster", "api", "execute_run"]
     execute_run_command.callback(input_json=args_json, compressed_input_json=None)
 
@@ -118,6 +118,13 @@ def in_daemon(argv: list[str] | None = None) -> bool:
     return os.path.basename(prog) == "dagster-daemon" or prog.endswith(os.path.join("dagster", "_daemon", "__main__.py"))
 
 
+def warm_start() -> bool:
+    """Whether the UI's runs start warm (``EGO_ASSETS_RUN_START``, and a platform with a forkserver)."""
+    from ego_assets.lib import settings
+
+    return settings.get("RUN_START") == "warm" and warm.available()
+
+
 class LocalRunCoordinator(QueuedRunCoordinator):
     """Dagster's run queue (the same configuration, named in ``dagster.yaml``). In the daemon it also
     starts the warm template the run launcher forks each run's process from, as the daemon starts: the
@@ -126,10 +133,7 @@ class LocalRunCoordinator(QueuedRunCoordinator):
 
     def register_instance(self, instance) -> None:
         super().register_instance(instance)
-        from ego_assets.defs import warm
-        from ego_assets.lib import settings
-
-        if in_daemon() and settings.get("RUN_START") == "warm" and warm.available():
+        if in_daemon() and warm_start():
             try:
                 template(start=True)
             except Exception:  # noqa: BLE001 - only a head start: the first launch starts it otherwise
@@ -152,11 +156,9 @@ class LocalRunLauncher(DefaultRunLauncher):
         from dagster._grpc.types import ExecuteRunArgs
         from dagster._serdes import serialize_value
 
-        from ego_assets.lib import settings
-
         run = context.dagster_run
         origin = run.job_code_origin
-        if settings.get("RUN_START") != "warm" or origin is None or \
+        if not warm_start() or origin is None or \
                 os.path.realpath(origin.executable_path or "") != os.path.realpath(sys.executable):
             return super().launch_run(context)
         try:

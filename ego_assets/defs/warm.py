@@ -54,3 +54,12 @@ def template(extra: tuple[str, ...] = (), start: bool = False) -> multiprocessin
 
             forkserver.ensure_running()
         return _template
+
+
+def adopt_environment(environ: dict[str, str]) -> None:
+    """In a process forked from the template: take ``environ`` (its launcher's at the launch) in place of
+    the template's, which is the one the template started with."""
+    import os
+
+    os.environ.clear()
+    os.environ.update(environ)
