@@ -175,9 +175,11 @@ def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False
     print(f"{len(keys) - n_bad}/{len(keys)} video(s) ok in {time.perf_counter() - t0:.1f} s",
           file=sys.stderr)
     try:
+        from ego_assets.defs.catalog_views import refreshed_by
         from ego_assets.lib import catalog
 
-        catalog.refresh(store)  # every view, lineage and quality included, for the user's own client
+        if ds is None or not refreshed_by(ds):  # (the dataset's run refreshes it as its last step)
+            catalog.refresh(store)  # every view, lineage and quality included, for the user's own client
     except Exception as e:  # noqa: BLE001 - the views are a convenience; the data is written
         print(f"note: the catalog file was not refreshed ({printable(str(e).splitlines()[0])})",
               file=sys.stderr)

@@ -8,6 +8,7 @@ from ego_assets.defs.k8s import op_tags, pool
 from ego_assets.defs.settings import EgoStorage
 
 GROUP = "catalog"
+ASSET = "catalog_views"
 # Refreshed once the videos' runs (and the dataset assembly they trigger) have ended: not in the tick
 # that requests the dataset, but at the next one, after it.
 CATALOG_CONDITION = (dg.AutomationCondition.any_deps_updated().since_last_handled()
@@ -17,7 +18,7 @@ CATALOG_CONDITION = (dg.AutomationCondition.any_deps_updated().since_last_handle
 
 
 def catalog_views_asset(upstream: list[str]) -> dg.AssetsDefinition:
-    @dg.asset(name="catalog_views", group_name=GROUP, code_version="1", deps=upstream, kinds={"duckdb"},
+    @dg.asset(name=ASSET, group_name=GROUP, code_version="1", deps=upstream, kinds={"duckdb"},
               op_tags=op_tags(None), pool=pool(None),
               automation_condition=CATALOG_CONDITION,
               description="One DuckDB view per table in <home>/catalog.duckdb (globs over the Parquet "
@@ -34,3 +35,13 @@ def catalog_views_asset(upstream: list[str]) -> dg.AssetsDefinition:
             "path": catalog.catalog_path(store)})
 
     return catalog_views
+
+
+def refreshed_by(result) -> bool:
+    """Whether a run (an in-process result) refreshed the catalog: its `catalog_views` step materialized.
+    It is the dataset job's last step, so the views it defined hold everything the run wrote (files
+    written since are read through the views' globs)."""
+    try:
+        return result.success and bool(result.asset_materializations_for_node(ASSET))
+    except Exception:  # noqa: BLE001 - a run without that step
+        return False

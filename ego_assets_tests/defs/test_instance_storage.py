@@ -121,3 +121,82 @@ def test_wipe_forgets_the_tables_and_engines(tmp_path):
         assert storage.has_table("asset_check_executions")
         instance.add_dynamic_partitions(parts.name, ["w1"])
         assert defs.resolve_job_def("t_job").execute_in_process(instance=instance, partition_key="w1").success
+
+
+def _schema(db: Path) -> dict:
+    """A SQLite database's schema (tables and indexes, as SQL), journal mode and alembic revision."""
+    import sqlite3
+
+    con = sqlite3.connect(db)
+    try:
+        return {"sql": sorted(r for r in con.execute("select type, name, sql from sqlite_master")),
+                "journal": con.execute("pragma journal_mode").fetchone()[0],
+                "revision": con.execute("select version_num from alembic_version").fetchall()}
+    finally:
+        con.close()
+
+
+def test_a_run_database_is_made_as_dagster_makes_it(tmp_path):
+    """A run's own database (set up without alembic's per-run script reading) has Dagster's schema, WAL and
+    alembic's head revision, exactly as Dagster's class makes it; one that exists is left as it is."""
+    from alembic.script import ScriptDirectory
+    from dagster._core.storage.event_log.sqlite import sqlite_event_log
+    from dagster._core.storage.sql import get_alembic_config
+
+    ours, theirs = EventLogStorage(str(tmp_path / "ours")), SqliteEventLogStorage(str(tmp_path / "theirs"))
+    for storage in (ours, theirs):
+        with storage.run_connection("run-a"):
+            pass
+    a, b = _schema(tmp_path / "ours" / "run-a.db"), _schema(tmp_path / "theirs" / "run-a.db")
+    head = ScriptDirectory.from_config(get_alembic_config(sqlite_event_log.__file__)).as_revision_number("head")
+    assert a == b
+    assert a["journal"] == "wal" and a["revision"] == [(head,)]
+    assert any(name == "event_logs" for _, name, _ in a["sql"])
+
+    # an existing run database (an older revision) is not stamped again, as with Dagster's
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "theirs" / "run-a.db")
+    con.execute("update alembic_version set version_num = 'older'")
+    con.commit()
+    con.close()
+    again = EventLogStorage(str(tmp_path / "theirs"))
+    with again.run_connection("run-a"):
+        pass
+    assert _schema(tmp_path / "theirs" / "run-a.db")["revision"] == [("older",)]
+    ours.dispose()
+    again.dispose()
+    theirs.dispose()
+
+
+def test_a_partition_found_is_known_for_a_while_and_a_deletion_is_seen(tmp_path, monkeypatch):
+    """A dynamic partition found is not asked again for PARTITION_SEEN_S; this process's own deletion is
+    seen at once, another's once that time has passed; a missing partition is asked every time."""
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+
+    from ego_assets.defs import instance_storage
+
+    asked = []
+    real = SqlEventLogStorage.has_dynamic_partition
+    monkeypatch.setattr(SqlEventLogStorage, "has_dynamic_partition",
+                        lambda self, d, k: asked.append(k) or real(self, d, k))
+    clock = [1000.0]
+    monkeypatch.setattr(instance_storage.time, "monotonic", lambda: clock[0])
+    base = str(tmp_path / "runs")
+    ours, other = EventLogStorage(base), EventLogStorage(base)  # two processes' storages on one instance
+    assert not ours.has_dynamic_partition("videos", "a")
+    other.add_dynamic_partitions("videos", ["a", "b"])
+    assert ours.has_dynamic_partition("videos", "a")  # a missing one was not remembered
+    n = len(asked)
+    assert all(ours.has_dynamic_partition("videos", "a") for _ in range(40))
+    assert len(asked) == n  # known: no query
+    ours.has_dynamic_partition("videos", "b")
+    ours.delete_dynamic_partition("videos", "b")
+    assert not ours.has_dynamic_partition("videos", "b")  # its own deletion, at once
+    other.delete_dynamic_partition("videos", "a")
+    clock[0] += instance_storage.PARTITION_SEEN_S / 2
+    assert ours.has_dynamic_partition("videos", "a")  # another's deletion: not yet
+    clock[0] += instance_storage.PARTITION_SEEN_S
+    assert not ours.has_dynamic_partition("videos", "a")
+    ours.dispose()
+    other.dispose()

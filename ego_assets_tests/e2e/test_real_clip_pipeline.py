@@ -93,6 +93,26 @@ def test_dataset_loads_with_lerobot(demo):
     assert batch["action"].shape == (4, 102) and torch.isfinite(batch["action"]).all()
 
 
+def test_the_catalog_file_holds_the_whole_run(demo):
+    """The user's own catalog file (the dataset's run refreshed it as its last step; the CLI does not
+    again) shows every row the run wrote, the dataset's own lineage and quality included."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    home = demo["home"]
+    written = {(r["asset"], r["partition_key"], r["run_id"])
+               for f in (home / "lineage").rglob("*.parquet") for r in pq.read_table(f).to_pylist()}
+    con = duckdb.connect(str(home / "catalog.duckdb"), read_only=True)
+    try:
+        seen = set(con.execute("select asset, partition_key, run_id from lineage").fetchall())
+        dataset = con.execute("select status from lineage where asset = 'lerobot_dataset'").fetchall()
+        checks = con.execute("select count(*) from quality where asset = 'lerobot_dataset'").fetchone()[0]
+    finally:
+        con.close()
+    assert seen == written and ("lerobot_dataset", "dataset") in {(a, p) for a, p, _ in seen}
+    assert dataset == [("ok",)] and checks >= 2
+
+
 def test_incremental_growth_and_rematerialization(demo):
     """A second source adds its episodes without touching the first's video files; changing a
     video's segmentation replaces its episodes (no duplicates)."""
