@@ -122,8 +122,7 @@ def refresh(store: Store, tables: list[str] | None = None, compact: bool = True)
     out = {}
     with _lock(store) if store.is_local else _nolock():
         if compact:
-            for t in tables or list(schemas.TABLES):
-                catalog_segments.compact(store, t)
+            _compact(store, tables)
         con = duckdb.connect(path)
         try:
             for t in tables or list(schemas.TABLES):
@@ -139,6 +138,22 @@ def refresh(store: Store, tables: list[str] | None = None, compact: bool = True)
 @contextmanager
 def _nolock():
     yield
+
+
+def _compact(store: Store, tables: list[str] | None) -> None:
+    for t in tables or list(schemas.TABLES):
+        catalog_segments.compact(store, t)
+
+
+def fold(store: Store) -> bool:
+    """The refresh's first half alone: fold the files written since the last refresh into the tables'
+    segments, under the refresh's lock, so that a refresh starting meanwhile waits and then folds only
+    what came after. Local homes only (an object store has no lock to order the two): False there."""
+    if not store.is_local:
+        return False
+    with _lock(store):
+        _compact(store, None)
+    return True
 
 
 def ensure_view(store: Store, table: str) -> None:

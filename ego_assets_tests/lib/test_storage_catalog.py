@@ -259,3 +259,62 @@ def test_segments_keep_queries_exact_through_adds_replaces_and_deletes(tmp_path)
         assert dict(con.execute("select partition_key, count(*) from frames group by 1").fetchall()) == expected
     finally:
         con.close()
+
+
+def _fold_in_child(root: str, started: str) -> None:
+    """A second process's fold (the CLI's worker's), holding the catalog's lock a while after it folded
+    the frames table (``started`` says when)."""
+    import time
+
+    from ego_assets.lib import catalog_segments
+
+    real = catalog_segments.compact
+
+    def slow(store, table):
+        out = real(store, table)
+        if table == "frames":  # folded: hold the lock a while longer
+            open(started, "w").close()
+            time.sleep(0.5)
+        return out
+
+    catalog_segments.compact = slow
+    assert catalog.fold(Store(root))
+
+
+def test_a_fold_beside_a_refresh_leaves_the_refresh_only_what_came_after(tmp_path):
+    """`fold` (a CLI worker's, while the dataset's run goes on) folds every file written so far under the
+    refresh's lock: a refresh started meanwhile waits for it, then folds only the rows written since, and
+    the views are exactly what a refresh alone gives."""
+    import multiprocessing as mp
+    import time
+
+    from ego_assets.lib import catalog_segments
+
+    store = Store(str(tmp_path))
+    for i in range(4):
+        with store.write_partition("frames", f"v{i}") as w:
+            w.write_table("frames", _frames_table(f"v{i}", i + 2))
+    started = str(tmp_path / "fold-started")
+    child = mp.get_context("spawn").Process(target=_fold_in_child, args=(str(tmp_path), started))
+    child.start()
+    while not os.path.exists(started):
+        time.sleep(0.01)
+    with store.write_partition("frames", "late") as w:  # the dataset's own rows, written meanwhile
+        w.write_table("frames", _frames_table("late", 3))
+    t = time.perf_counter()
+    read = []
+    real = catalog_segments.compact
+    catalog_segments.compact = lambda s, table: read.append(r := real(s, table)) or r
+    try:
+        catalog.refresh(store)
+    finally:
+        catalog_segments.compact = real
+    waited = time.perf_counter() - t
+    child.join(30)
+    assert child.exitcode == 0
+    assert waited >= 0.3  # the refresh waited for the fold's lock
+    frames_read = [r["read"] for r, table in zip(read, schemas.TABLES) if table == "frames"]
+    assert frames_read == [1]  # only the late file: the four before were folded by the other process
+    assert dict(catalog.query(store, "select partition_key, count(*) from frames group by 1")[1]) == {
+        "v0": 2, "v1": 3, "v2": 4, "v3": 5, "late": 3}
+    assert catalog_segments.snapshot(store, "frames").fresh == []
