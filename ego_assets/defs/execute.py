@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import threading
 from dataclasses import dataclass
@@ -223,6 +224,7 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
     a queue to this process's hook (the CLI's bar)."""
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures.process import BrokenProcessPool
 
     from ego_assets.defs import warm
     from ego_assets.lib import progress
@@ -230,9 +232,14 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
     ctx = warm.template(warm.PROJECT_MODULES) if warm.available() else mp.get_context("spawn")
     q = ctx.Queue()
 
+    started: set[int] = set()  # the workers' pids (each says so as it starts)
+
     def relay():
         while (item := q.get()) is not None:
-            progress.report(*item)
+            if item[0] == _WORKER_STARTED:
+                started.add(item[1])
+            else:
+                progress.report(*item)
 
     relay_thread = threading.Thread(target=relay, name="progress-relay", daemon=True)
     relay_thread.start()
@@ -241,7 +248,7 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
         preload_dataset_modules()  # this process only waits for the workers: its imports are done early
     pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_worker_init,
                                initargs=(q, dict(os.environ), os.getpid()))
-    interrupted = True
+    interrupted, broken = True, False
     try:
         futures = {pool.submit(_worker_run, pk, run_config, assets): pk for pk in keys}
         for fut in as_completed(futures):
@@ -249,14 +256,25 @@ def _materialize_in_workers(keys, run_config, assets, workers: int, on_run) -> d
             try:
                 status[pk] = fut.result()
             except Exception as e:  # noqa: BLE001 - a worker died (killed, out of memory)
+                broken = broken or isinstance(e, BrokenProcessPool)
                 status[pk] = VideoStatus(pk, "failed", None, f"run worker failed: {type(e).__name__}: {e}")
             if on_run:
                 on_run([pk], status[pk])
+        if broken:
+            # a worker died, so the pool failed every video it had not finished and now waits for the
+            # others' exit, holding its lock (submit and shutdown wait on it): its SIGTERM does not end
+            # them (Dagster's runs leave SIGTERM raising KeyboardInterrupt in the main thread, which a
+            # worker blocked reading its next task may never see), so they are killed here. A run left
+            # STARTED by one is marked failed by the next `ego-assets run`
+            for pid in started:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
         # the videos are done: a free worker folds their catalog rows while this process goes on with
         # the dataset's run (on one core), whose catalog_views step then waits on the catalog's lock and
         # folds only the dataset's own rows (no wait here: the lock orders the two)
-        pool.submit(_fold_catalog)
         interrupted = False
+        with contextlib.suppress(BrokenProcessPool):  # a worker died: the refresh folds them itself
+            pool.submit(_fold_catalog)
     finally:
         # the workers' exit (~1.5 s: their models, threads and interpreter) overlaps what comes next; the
         # interpreter still waits for them before it exits. Interrupted: the videos not started are dropped
@@ -316,6 +334,9 @@ def preload_dataset_modules() -> None:
     _preloading.start()
 
 
+_WORKER_STARTED = "worker started"  # a worker's first message on the progress queue: its pid
+
+
 def _worker_init(q, environ: dict[str, str], cli_pid: int) -> None:
     import logging
     import warnings
@@ -324,6 +345,7 @@ def _worker_init(q, environ: dict[str, str], cli_pid: int) -> None:
     from ego_assets.lib import progress
 
     warm.adopt_environment(environ)
+    q.put((_WORKER_STARTED, os.getpid()))
     threading.Thread(target=_exit_with, args=(cli_pid,), name="exit-with-cli", daemon=True).start()
     warnings.filterwarnings("ignore")
     for name in ("dagster", "dagster.builtin"):

@@ -30,7 +30,6 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Iterator
-
 from functools import lru_cache
 
 from dagster import Field, StringSource

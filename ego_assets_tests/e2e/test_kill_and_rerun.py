@@ -114,3 +114,40 @@ def test_killing_the_cli_ends_its_workers_and_the_rerun_completes(tmp_path):
         assert instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.STARTED])) == []
         runs = instance.get_runs(dg.RunsFilter(job_name="per_video_job"))
         assert len(runs) >= 3 and all(r.status == dg.DagsterRunStatus.FAILURE for r in runs)
+
+
+def test_a_killed_worker_fails_its_videos_not_the_cli(tmp_path):
+    """A worker killed (the OOM killer) while the two workers run videos: the pool breaks, and the CLI
+    reports each video it could not finish as failed by its worker, with no traceback, and exits 1."""
+    if not os.path.isdir("/proc"):
+        import pytest
+
+        pytest.skip("finds the workers from /proc (Linux)")
+    from ego_assets.lib.parallel import pid_alive
+
+    folder = tmp_path / "v"
+    folder.mkdir()
+    for i in range(2):
+        synth.make_video(folder / f"long{i}.mp4", n_frames=600, fps=30, size=(960, 540), gop=30, seed=i)
+    home = tmp_path / "home"
+    p = _run(home, folder, env_extra={"EGO_ASSETS_WORKERS": "2"})
+    deadline = time.time() + 300
+    while time.time() < deadline and p.poll() is None:
+        if len(list((home / "lineage" / "frames").glob("*/*.parquet"))) >= 2:
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "the videos finished before a worker could be killed:\n" + p.communicate()[0]
+
+    def ppid(pid: int) -> int:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+
+    group = _group(p.pid)
+    template = next(q for q in group if b"forkserver" in Path(f"/proc/{q}/cmdline").read_bytes())
+    workers = [q for q in group if ppid(q) == template and pid_alive(q)]
+    assert len(workers) == 2
+    os.kill(workers[0], signal.SIGKILL)
+    out, _ = p.communicate(timeout=600)
+    failed = [ln for ln in out.splitlines() if ln.startswith("FAILED")]
+    assert p.returncode == 1 and "Traceback" not in out, out
+    assert len(failed) == 2 and any("run worker failed" in ln for ln in failed), out
