@@ -13,7 +13,7 @@ alembic's head), with alembic's head revision read once per process (:func:`_ale
 alembic's ~90 revision scripts twice per run, ~55 ms of CPU each time a run starts. A dynamic partition
 found is taken as existing for :data:`PARTITION_SEEN_S` (Dagster asks twice for every output of every step,
 ~40 queries per one-video run).
-``benchmarks/event_log.py`` measures Dagster's CPU per one-video run at 0.37x of Dagster's own class, in the
+``benchmarks/event_log.py`` measures Dagster's CPU per one-video run at 0.27-0.31x of Dagster's own class, in the
 same process (0.64x with the engines kept but a new connection per use). The connections are otherwise
 Dagster's: the same busy timeout, lock and schema initialisation (SQLite's file locks order several
 processes' writes as before; a kept connection holds no lock between transactions), the same files under
