@@ -49,6 +49,7 @@ POOL_SIZE = 2  # connections kept open per database
 # deletion is seen this much later (this process's own at once): Dagster itself only checks existence
 # as it builds a step's output context, so a run of a partition deleted meanwhile goes on for a step.
 PARTITION_SEEN_S = 5.0
+_clock = time.monotonic  # (the tests move it)
 
 
 def _sync_normal(dbapi_conn, _record) -> None:
@@ -161,7 +162,7 @@ class EventLogStorage(SqliteEventLogStorage):
 
     def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
         """As Dagster's; a partition found is known for :data:`PARTITION_SEEN_S` (module doc)."""
-        key, now = (partitions_def_name, partition_key), time.monotonic()
+        key, now = (partitions_def_name, partition_key), _clock()
         seen = self._partitions_seen.get(key)
         if seen is not None and now - seen < PARTITION_SEEN_S:
             return True

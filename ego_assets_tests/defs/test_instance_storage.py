@@ -181,7 +181,7 @@ def test_a_partition_found_is_known_for_a_while_and_a_deletion_is_seen(tmp_path,
     monkeypatch.setattr(SqlEventLogStorage, "has_dynamic_partition",
                         lambda self, d, k: asked.append(k) or real(self, d, k))
     clock = [1000.0]
-    monkeypatch.setattr(instance_storage.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(instance_storage, "_clock", lambda: clock[0])
     base = str(tmp_path / "runs")
     ours, other = EventLogStorage(base), EventLogStorage(base)  # two processes' storages on one instance
     assert not ours.has_dynamic_partition("videos", "a")
