@@ -272,9 +272,11 @@ def _fold_in_child(root: str, started: str) -> None:
 
     def slow(store, table):
         out = real(store, table)
-        if table == "frames":  # folded: hold the lock a while longer
+        if table == "frames":  # folded: hold the lock a while longer, then say until when
             open(started, "w").close()
             time.sleep(0.5)
+            with open(started + ".held", "w") as f:
+                f.write(repr(time.time()))
         return out
 
     catalog_segments.compact = slow
@@ -297,22 +299,30 @@ def test_a_fold_beside_a_refresh_leaves_the_refresh_only_what_came_after(tmp_pat
     started = str(tmp_path / "fold-started")
     child = mp.get_context("spawn").Process(target=_fold_in_child, args=(str(tmp_path), started))
     child.start()
-    while not os.path.exists(started):
+    deadline = time.time() + 120
+    while not os.path.exists(started) and child.is_alive() and time.time() < deadline:
         time.sleep(0.01)
+    assert os.path.exists(started), "the other process's fold did not start"
     with store.write_partition("frames", "late") as w:  # the dataset's own rows, written meanwhile
         w.write_table("frames", _frames_table("late", 3))
-    t = time.perf_counter()
-    read = []
+    read, first = [], []
     real = catalog_segments.compact
-    catalog_segments.compact = lambda s, table: read.append(r := real(s, table)) or r
+
+    def counted(s, table):
+        first.append(time.time())
+        read.append(r := real(s, table))
+        return r
+
+    catalog_segments.compact = counted
     try:
         catalog.refresh(store)
     finally:
         catalog_segments.compact = real
-    waited = time.perf_counter() - t
     child.join(30)
     assert child.exitcode == 0
-    assert waited >= 0.3  # the refresh waited for the fold's lock
+    with open(started + ".held") as f:
+        held_until = float(f.read())
+    assert first[0] >= held_until  # the refresh folded nothing before the other's lock was let go
     frames_read = [r["read"] for r, table in zip(read, schemas.TABLES) if table == "frames"]
     assert frames_read == [1]  # only the late file: the four before were folded by the other process
     assert dict(catalog.query(store, "select partition_key, count(*) from frames group by 1")[1]) == {
