@@ -103,6 +103,17 @@ def _fingerprint(path: Path) -> tuple[int, str]:
     return path.stat().st_size, file_sha256(None, path)
 
 
+def lineage_stamp(t: float) -> str:
+    """A lineage file's name prefix: UTC time ``t`` to the microsecond, so that the names sort as the
+    attempts were made (``Store.lineage`` reads them in that order; its last row is the latest attempt).
+    One clock reading, split in whole microseconds: the seconds and the fraction read apart (or a
+    fraction rounded up to 1.000000) gave an attempt made at a second's turn a name that sorted before
+    the attempts of the second before it."""
+    us = int(round(t * 1_000_000))
+    sec, frac = divmod(us, 1_000_000)
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime(sec)) + f".{frac:06d}"
+
+
 class Store:
     def __init__(self, home: str | None = None):
         self.home = str(home or default_home())
@@ -421,8 +432,8 @@ class Store:
 
     def write_lineage(self, row: dict) -> None:
         pk = check_key(row["partition_key"])
-        stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + f"{time.time() % 1:.6f}"[1:]
-        path = self.join("lineage", row["asset"], pk, f"{stamp}-{row.get('run_id') or 'norun'}.parquet")
+        path = self.join("lineage", row["asset"], pk,
+                         f"{lineage_stamp(time.time())}-{row.get('run_id') or 'norun'}.parquet")
         self.write_parquet(path, schemas.conform("lineage", {k: [v] for k, v in row.items()
                                                              if k != "partition_key"}, pk))
 

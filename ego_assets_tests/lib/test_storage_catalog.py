@@ -328,3 +328,18 @@ def test_a_fold_beside_a_refresh_leaves_the_refresh_only_what_came_after(tmp_pat
     assert dict(catalog.query(store, "select partition_key, count(*) from frames group by 1")[1]) == {
         "v0": 2, "v1": 3, "v2": 4, "v3": 5, "late": 3}
     assert catalog_segments.snapshot(store, "frames").fresh == []
+
+
+def test_lineage_names_sort_as_the_attempts_were_made_across_a_seconds_turn():
+    """The lineage's last row is the latest attempt: the file names must sort in time order, also for
+    attempts a few microseconds apart at a second's turn (the seconds and the fraction read apart, or a
+    fraction rounded up to 1.000000, once put such an attempt before the second it followed)."""
+    from ego_assets.lib.storage import lineage_stamp
+
+    base = 1_700_000_000  # 2023-11-14 22:13:20 UTC
+    times = [base + 0.5, base + 0.999998, base + 0.999999, base + 1.0, base + 1.000001, base + 1.25]
+    stamps = [lineage_stamp(t) for t in times]
+    assert stamps == sorted(stamps) and len(set(stamps)) == len(stamps)
+    assert stamps[0] == "20231114T221320.500000" and stamps[3] == "20231114T221321.000000"
+    # a fraction that rounds up to the next second goes to the next second, not to the start of its own
+    assert lineage_stamp(base + 0.9999996) == "20231114T221321.000000" > stamps[2]
