@@ -29,7 +29,6 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster._core.storage.dagster_run import DagsterRun
 
 from ego_assets.defs import warm
-from ego_assets.defs.warm import template
 from ego_assets.lib.parallel import pid_alive
 
 HOST_TAG = "ego_assets/host"  # the machine a run's process runs on (set by the CLI and the launcher)
@@ -97,8 +96,8 @@ def _run_worker(args_json: str, environ: dict[str, str]) -> None:
 
 
 def start_warm_worker(args_json: str) -> int:
-    """Start :func:`_run_worker` in a process forked from the :func:`template`; returns its pid."""
-    ctx = template()
+    """Start :func:`_run_worker` in a process forked from the warm template; returns its pid."""
+    ctx = warm.template()
     with _lock:
         proc = ctx.Process(target=_run_worker, args=(args_json, dict(os.environ)), name="dagster-run-worker")
         proc.start()
@@ -135,7 +134,7 @@ class LocalRunCoordinator(QueuedRunCoordinator):
         super().register_instance(instance)
         if in_daemon() and warm_start():
             try:
-                template(start=True)
+                warm.template(start=True)
             except Exception:  # noqa: BLE001 - only a head start: the first launch starts it otherwise
                 _log.exception("the warm template did not start with the daemon")
 

@@ -75,14 +75,10 @@ def _group(pgid: int) -> list[int]:
     return out
 
 
-def test_killing_the_cli_ends_its_workers_and_the_rerun_completes(tmp_path):
-    """`ego-assets run` killed alone (SIGKILL: the OOM killer, `kill -9`), while its two workers run videos:
-    the workers and the template they were forked from end too (else they would wait for work forever,
-    with their models in memory), and the next run marks the killed runs failed and completes."""
-    if not os.path.isdir("/proc"):
-        import pytest
-
-        pytest.skip("lists the process group's processes from /proc (Linux)")
+def _two_workers_past_frames(tmp_path, victim: str):
+    """`ego-assets run` (two workers) on two long videos without hands, returned (home, folder, process)
+    once both videos are past frames: both workers are then in their calibrations or hands (~10 s of hand
+    search on 600 frames without a hand), the moment to kill ``victim``."""
     folder = tmp_path / "v"
     folder.mkdir()
     for i in range(2):
@@ -91,12 +87,22 @@ def test_killing_the_cli_ends_its_workers_and_the_rerun_completes(tmp_path):
     p = _run(home, folder, env_extra={"EGO_ASSETS_WORKERS": "2"})
     deadline = time.time() + 300
     while time.time() < deadline and p.poll() is None:
-        # both videos past frames: both workers are in their calibrations or hands (~10 s of hand search
-        # on 600 frames without a hand)
         if len(list((home / "lineage" / "frames").glob("*/*.parquet"))) >= 2:
             break
         time.sleep(0.05)
-    assert p.poll() is None, "the videos finished before the CLI could be killed:\n" + p.communicate()[0]
+    assert p.poll() is None, f"the videos finished before {victim} could be killed:\n" + p.communicate()[0]
+    return home, folder, p
+
+
+def test_killing_the_cli_ends_its_workers_and_the_rerun_completes(tmp_path):
+    """`ego-assets run` killed alone (SIGKILL: the OOM killer, `kill -9`), while its two workers run videos:
+    the workers and the template they were forked from end too (else they would wait for work forever,
+    with their models in memory), and the next run marks the killed runs failed and completes."""
+    if not os.path.isdir("/proc"):
+        import pytest
+
+        pytest.skip("lists the process group's processes from /proc (Linux)")
+    home, folder, p = _two_workers_past_frames(tmp_path, "the CLI")
     assert len(_group(p.pid)) >= 4  # the CLI, the template, two workers (and Dagster's log tails)
     os.kill(p.pid, signal.SIGKILL)  # the CLI alone, not its group
     p.wait(timeout=60)
@@ -125,18 +131,7 @@ def test_a_killed_worker_fails_its_videos_not_the_cli(tmp_path):
         pytest.skip("finds the workers from /proc (Linux)")
     from ego_assets.lib.parallel import pid_alive
 
-    folder = tmp_path / "v"
-    folder.mkdir()
-    for i in range(2):
-        synth.make_video(folder / f"long{i}.mp4", n_frames=600, fps=30, size=(960, 540), gop=30, seed=i)
-    home = tmp_path / "home"
-    p = _run(home, folder, env_extra={"EGO_ASSETS_WORKERS": "2"})
-    deadline = time.time() + 300
-    while time.time() < deadline and p.poll() is None:
-        if len(list((home / "lineage" / "frames").glob("*/*.parquet"))) >= 2:
-            break
-        time.sleep(0.05)
-    assert p.poll() is None, "the videos finished before a worker could be killed:\n" + p.communicate()[0]
+    _, _, p = _two_workers_past_frames(tmp_path, "a worker")
 
     def ppid(pid: int) -> int:
         with open(f"/proc/{pid}/stat") as f:
