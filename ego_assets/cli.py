@@ -80,13 +80,16 @@ def one_line_error(e: BaseException) -> str:
 
 def run_videos(paths: list[str], source: str, hints: dict, verbose: bool = False,
                run_config: dict | None = None) -> int:
-    """Register every video under ``paths`` as partitions of ``source`` and materialize everything."""
+    """Register every video under ``paths`` as partitions of ``source`` and materialize everything.
+    ``verbose``: the steps' own output (stdout, stderr) is printed too (``EGO_ASSETS_SHOW_STEP_OUTPUT``)."""
     from ego_assets.defs import warm
-    from ego_assets.lib import progress
+    from ego_assets.lib import progress, settings
     from ego_assets.lib.parallel import default_workers
     from ego_assets.lib.sources import Source, SourcesError, contains_home, discover_file, list_files
     from ego_assets.lib.storage import Store, StorageError
 
+    if verbose:
+        os.environ[settings.var("SHOW_STEP_OUTPUT")] = "1"  # (the workers take this environment)
     store = Store()
     try:
         store.check_writable()
@@ -409,7 +412,8 @@ def _main(argv=None) -> int:
     r.add_argument("--home")
     r.add_argument("--hfov-deg", type=float)
     r.add_argument("--intrinsics", help="FX,FY,CX,CY at the source resolution")
-    r.add_argument("-v", "--verbose", action="store_true")
+    r.add_argument("-v", "--verbose", action="store_true",
+                   help="also print what the steps write to stdout and stderr (always in the runs' compute logs)")
     c = sub.add_parser("catalog", help="read-only SQL on the catalog")
     c.add_argument("sql", nargs="?", help="one SELECT; none: read statements from stdin, one a line")
     c.add_argument("--refresh", action="store_true",

@@ -31,7 +31,36 @@ def use_local_instance(store: Store) -> dg.DagsterInstance:
         dh = Path(store.root) / "dagster"
         install_instance_yaml(dh)
         os.environ["DAGSTER_HOME"] = str(dh)
-    return dg.DagsterInstance.get()
+    return open_instance()
+
+
+# Dagster's local compute logs (its default), under the names a dagster.yaml may give them
+_DAGSTER_LOCAL_LOGS = {("dagster._core.storage.local_compute_log_manager", "LocalComputeLogManager"),
+                       ("dagster.core.storage.local_compute_log_manager", "LocalComputeLogManager")}
+
+
+def open_instance() -> dg.DagsterInstance:
+    """The instance at ``DAGSTER_HOME`` as ``DagsterInstance.get()`` opens it, for the CLI's runs (its own
+    process and its workers): where its compute logs are Dagster's local ones, the steps' stdout and
+    stderr go to the same files (the UI shows them) but not also to the terminal
+    (``instance_storage.FileComputeLogManager``), unless ``EGO_ASSETS_SHOW_STEP_OUTPUT`` is set (``-v``).
+    Other compute log managers (a dagster.yaml's) are left as they are."""
+    from ego_assets.lib import settings
+
+    home = os.path.expanduser(os.environ.get("DAGSTER_HOME") or "")
+    if settings.get("SHOW_STEP_OUTPUT") or not (os.path.isabs(home) and os.path.isdir(home)):
+        return dg.DagsterInstance.get()  # (which says what is wrong with DAGSTER_HOME)
+    from dagster._core.instance.ref import InstanceRef
+    from dagster._serdes import ConfigurableClassData
+
+    from ego_assets.defs.instance_storage import FileComputeLogManager
+
+    ref = InstanceRef.from_dir(home)
+    logs = ref.compute_logs_data
+    if (logs.module_name, logs.class_name) in _DAGSTER_LOCAL_LOGS:
+        ref = ref._replace(compute_logs_data=ConfigurableClassData(
+            FileComputeLogManager.__module__, FileComputeLogManager.__name__, logs.config_yaml))
+    return dg.DagsterInstance.from_ref(ref)
 
 
 def instance_yaml() -> str | None:
@@ -407,7 +436,7 @@ def _worker_run(pk: str, run_config, assets) -> VideoStatus:
 
     global _worker_instance
     if _worker_instance is None:
-        _worker_instance = dg.DagsterInstance.get()  # DAGSTER_HOME came with the environment
+        _worker_instance = open_instance()  # DAGSTER_HOME came with the environment
     instance = _worker_instance
     result = _execute_one(defs, instance, pk, run_config, assets)
     return run_status(instance, result.run_id, pk)

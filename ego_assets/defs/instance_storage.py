@@ -18,14 +18,18 @@ same process (0.64x with the engines kept but a new connection per use). The con
 Dagster's: the same busy timeout, lock and schema initialisation (SQLite's file locks order several
 processes' writes as before; a kept connection holds no lock between transactions), the same files under
 ``<instance root>/history/runs`` (homes made before keep their history), plus ``synchronous=NORMAL``
-(:func:`_sync_normal`). Only dagster is imported here: the webserver and the daemon
-load this module.
+(:func:`_sync_normal`).
+
+:class:`FileComputeLogManager`: Dagster's local compute logs, kept in their files only (the CLI's runs).
+
+Only dagster is imported here: the webserver and the daemon load this module.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import threading
 import time
 from collections import OrderedDict
@@ -33,11 +37,15 @@ from collections.abc import Iterator
 from functools import lru_cache
 
 from dagster import Field, StringSource
+from dagster._core.execution.compute_logs import redirect_to_file
+from dagster._core.storage.compute_log_manager import CapturedLogContext, ComputeIOType
+from dagster._core.storage.local_compute_log_manager import IO_TYPE_EXTENSION, LocalComputeLogManager
 from dagster._core.storage.event_log.schema import SqlEventLogStorageMetadata
 from dagster._core.storage.event_log.sqlite import sqlite_event_log
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME, SqliteEventLogStorage
 from dagster._core.storage.sql import get_alembic_config, safe_commit
 from dagster._core.storage.sqlite import SQLITE_BUSY_TIMEOUT_SECONDS, create_db_conn_string
+from dagster._utils import ensure_file, touch_file
 from sqlalchemy import create_engine, event, text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import QueuePool
@@ -227,3 +235,26 @@ class EventLogStorage(SqliteEventLogStorage):
     def dispose(self) -> None:
         self._forget_engines()
         super().dispose()
+
+
+class FileComputeLogManager(LocalComputeLogManager):
+    """Dagster's local compute logs, the same files (the UI shows them), without their copy to the
+    process's own terminal. Dagster's ``capture_logs`` sends each captured stream back to the terminal
+    through a ``tail -F`` and a Python watcher process: four processes per run (~40 ms of CPU), and the
+    steps' library messages (MediaPipe's, FFmpeg's) then interleave with ``ego-assets run``'s own lines and
+    progress bar. The CLI's runs use this class (``defs.execute.open_instance``) unless
+    ``EGO_ASSETS_SHOW_STEP_OUTPUT`` is set (``-v``); the UI's runs keep Dagster's."""
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):  # (Dagster's names its own class)
+        return cls(inst_data=inst_data, **config_value)
+
+    @contextlib.contextmanager
+    def capture_logs(self, log_key):
+        out = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDOUT])
+        err = self.get_captured_local_path(log_key, IO_TYPE_EXTENSION[ComputeIOType.STDERR])
+        ensure_file(out)
+        ensure_file(err)
+        with redirect_to_file(sys.stdout, out), redirect_to_file(sys.stderr, err):
+            yield CapturedLogContext(log_key)
+        touch_file(self.complete_artifact_path(log_key))  # as Dagster's: the capture is complete

@@ -83,6 +83,9 @@ _ALL = [
             "How the UI's run queue starts a run's process: warm (forked from a process that imported the runs' "
             "libraries once) or fresh (Dagster's own: a new interpreter per run)."),
     Setting("LOG_LEVEL", str, "CRITICAL", "Dagster's console log level in `ego-assets run`."),
+    Setting("SHOW_STEP_OUTPUT", _flag, False,
+            "`ego-assets run` also prints what the steps write to stdout and stderr (libraries' messages) as they "
+            "run (`-v` sets it); it is always in each run's compute logs (the UI's run page)."),
     Setting("DEBUG", _flag, False, "The CLI prints the traceback of an error."),
     # -- backends and models
     Setting("PLUGINS", str, "", "Comma-separated modules that register more backends."),

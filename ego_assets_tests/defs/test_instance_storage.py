@@ -200,3 +200,65 @@ def test_a_partition_found_is_known_for_a_while_and_a_deletion_is_seen(tmp_path,
     assert not ours.has_dynamic_partition("videos", "a")
     ours.dispose()
     other.dispose()
+
+
+@dg.asset
+def talks():
+    """A step whose libraries write: Python's print and a native library's write on file descriptor 2."""
+    import os
+
+    print("marker-on-stdout", flush=True)
+    os.write(2, b"marker-on-fd-2\n")
+
+
+_TALK = ("import os, sys, dagster as dg\n"
+         "from ego_assets.defs.execute import open_instance\n"
+         "from ego_assets_tests.defs.test_instance_storage import talks\n"
+         "i = open_instance()\n"
+         "print(type(i.compute_log_manager).__name__, file=sys.stderr)\n"
+         "r = dg.materialize([talks], instance=i)\n"
+         "print('run', r.run_id, r.success)\n")
+
+
+def _talk(home: Path, **env) -> tuple[str, str, str]:
+    """(the manager's class, the process's own stdout + stderr, the run's compute log files)."""
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", _TALK], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "DAGSTER_HOME": str(home), **env})
+    assert r.returncode == 0 and " True" in r.stdout, r.stderr[-3000:]
+    run_id = r.stdout.split("run ")[1].split()[0]
+    logs = "".join(p.read_text() for p in (home / "storage" / run_id / "compute_logs").iterdir() if p.is_file())
+    return r.stderr.splitlines()[0], r.stdout + r.stderr, logs
+
+
+def test_the_clis_runs_keep_the_steps_output_in_their_compute_logs_only(tmp_path):
+    """The CLI's instance (execute.open_instance): the steps' stdout and stderr, Python's and a native
+    library's, are in the run's compute log files (what the UI shows) and not on the process's own
+    terminal; EGO_ASSETS_SHOW_STEP_OUTPUT (`ego-assets run -v`) keeps Dagster's own capture, which
+    copies them there too; a dagster.yaml's own compute log manager is left as it is."""
+    home = _instance_home(tmp_path)
+    cls, printed, logs = _talk(home)
+    assert cls == "FileComputeLogManager"
+    assert "marker-on-stdout" in logs and "marker-on-fd-2" in logs
+    assert "marker-on-" not in printed
+    cls, _, logs = _talk(home, EGO_ASSETS_SHOW_STEP_OUTPUT="1")
+    assert cls == "LocalComputeLogManager" and "marker-on-fd-2" in logs
+    with open(home / "dagster.yaml", "a") as f:
+        f.write("\ncompute_logs:\n  module: dagster._core.storage.noop_compute_log_manager\n"
+                "  class: NoOpComputeLogManager\n")
+    assert _talk_class(home) == "NoOpComputeLogManager"
+
+
+def _talk_class(home: Path) -> str:
+    import os
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", "import sys\nfrom ego_assets.defs.execute import open_instance\n"
+                        "print(type(open_instance().compute_log_manager).__name__)"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "DAGSTER_HOME": str(home)})
+    assert r.returncode == 0, r.stderr[-3000:]
+    return r.stdout.strip()

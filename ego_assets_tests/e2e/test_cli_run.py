@@ -58,6 +58,11 @@ def test_good_folder_runs_ok(runs):
     assert len(lines) == 2 and all(_through_every_asset(ln) for ln in lines), r.stdout + r.stderr[-3000:]
     assert r.returncode == (0 if all(ln.startswith("ok") for ln in lines) else 1)
     assert any("same content again.mp4" in ln and "vidéo de test 1.mp4" in ln for ln in lines)
+    # the steps' libraries (MediaPipe's landmarker as it loads) write to stderr: that goes to the runs' compute
+    # logs, not between the CLI's own lines (ego-assets run -v prints it too)
+    assert "XNNPACK" not in r.stderr and "inference_feedback_manager" not in r.stderr, r.stderr[-3000:]
+    logs = "".join(p.read_text(errors="replace") for p in (runs["home"] / "dagster" / "storage").glob("*/compute_logs/*.err"))
+    assert "XNNPACK" in logs
 
 
 def test_mixed_folder_fails_bad_videos_only(runs):
