@@ -262,3 +262,60 @@ def _talk_class(home: Path) -> str:
                        cwd=ROOT, capture_output=True, text=True, timeout=120, env={**os.environ, "DAGSTER_HOME": str(home)})
     assert r.returncode == 0, r.stderr[-3000:]
     return r.stdout.strip()
+
+
+def test_a_checks_target_is_the_materialization_just_stored_without_a_query(tmp_path, monkeypatch):
+    """The target of a check result (Dagster asks for the partition's latest materialization twice per
+    result) is the materialization the step just stored, the one Dagster's own class finds in the files,
+    with no query; another process's later materialization of the partition is the answer once
+    PARTITION_SEEN_S has passed, and at once to any other query."""
+    from dagster._core.event_api import AssetRecordsFilter
+    from dagster._core.storage.event_log.sql_event_log import SqlEventLogStorage
+
+    from ego_assets.defs import instance_storage
+
+    home = _instance_home(tmp_path)
+    asked = []
+    real = SqlEventLogStorage.fetch_materializations
+    monkeypatch.setattr(SqlEventLogStorage, "fetch_materializations",
+                        lambda self, f, limit, cursor=None, ascending=False:
+                        asked.append(f) or real(self, f, limit, cursor, ascending))
+    clock = [1000.0]
+    monkeypatch.setattr(instance_storage, "_clock", lambda: clock[0])
+    run_id = _runs(str(home), ["v1"])[0]
+    assert not asked  # both asks of the check's result answered without a query
+    plain = SqliteEventLogStorage(str(home / "history" / "runs"))
+    target = AssetRecordsFilter(dg.AssetKey("first"), asset_partitions=["v1"])
+    stored = plain.fetch_materializations(target, limit=1).records[0]
+    assert stored.run_id == run_id
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        (ev,) = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+        assert ev.event_log_entry.dagster_event.event_specific_data.target_materialization_data.storage_id == \
+            stored.storage_id
+
+    base = str(home / "history" / "runs")
+    ours, other = EventLogStorage(base), EventLogStorage(base)  # two processes' storages on one instance
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        ours.register_instance(instance)
+        other.register_instance(instance)
+    for s in (ours, other):
+        s.store_event(_materialization("v2", "r-ours" if s is ours else "r-other"))
+        clock[0] += 1.0
+    assert ours.fetch_materializations(AssetRecordsFilter(dg.AssetKey("first"), ["v2"]), limit=1).records[0].run_id == "r-ours"
+    latest = ours.fetch_materializations(dg.AssetKey("first"), limit=1).records[0]  # another query: asked
+    assert latest.run_id == "r-other"
+    clock[0] += instance_storage.PARTITION_SEEN_S
+    assert ours.fetch_materializations(AssetRecordsFilter(dg.AssetKey("first"), ["v2"]), limit=1).records[0].run_id == "r-other"
+    ours.dispose()
+    other.dispose()
+
+
+def _materialization(pk: str, run_id: str):
+    """A materialization event of ``first``'s partition ``pk`` as a run ``run_id`` stores it."""
+    from dagster._core.events import DagsterEvent, StepMaterializationData
+    from dagster._core.events.log import EventLogEntry
+
+    ev = DagsterEvent(event_type_value=dg.DagsterEventType.ASSET_MATERIALIZATION.value, job_name="t_job",
+                      event_specific_data=StepMaterializationData(dg.AssetMaterialization("first", partition=pk)))
+    return EventLogEntry(error_info=None, level=20, user_message="", run_id=run_id, timestamp=1.0,
+                         dagster_event=ev)
