@@ -234,6 +234,30 @@ def in_run_gaps(rows: list[dict]) -> float:
     return gaps
 
 
+def idle_cores(rows: list[dict], workers: int) -> tuple[float, float]:
+    """Core-seconds of the videos phase when fewer than ``workers`` videos had a run going (a video's run:
+    its first step's start to its last step's end): (in all, from the last video's start on: the last
+    videos alone at the end). The rest is between a worker's runs (a run's end, the next one's set-up)."""
+    spans = []
+    by: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["asset"] not in DATASET_STEPS and r.get("started_at") is not None:
+            by.setdefault(r["partition_key"], []).append(r)
+    for rs in by.values():
+        spans.append((min(r["started_at"].timestamp() for r in rs), max(r["finished_at"].timestamp() for r in rs)))
+    if not spans:
+        return 0.0, 0.0
+    edges = sorted({t for sp in spans for t in sp})
+    last_start = max(s for s, _ in spans)
+    total = at_end = 0.0
+    for a, b in zip(edges, edges[1:]):
+        active = sum(1 for s, e in spans if s <= a and e >= b)
+        idle = max(0, workers - active) * (b - a)
+        total += idle
+        at_end += idle if a >= last_start else 0.0
+    return total, at_end
+
+
 # the steps of the dataset job (one run over every video, after them)
 DATASET_STEPS = ("skills", "lerobot_dataset")
 CATALOG_STEP = "catalog_views"  # the dataset job's last step (no lineage row)
@@ -459,6 +483,7 @@ def cli_report(a, clip_dir: Path, home: Path, env: dict, workers: int, dec_wall:
     older = sum(v for k, v in per_asset.items() if k != "lerobot_dataset")  # as measured before: the dataset step outside
     video_bodies = sum(v for k, v in per_asset.items() if k not in DATASET_STEPS)
     in_videos = phase.get("videos", 0.0) * workers - video_bodies  # the workers' time between their steps
+    idle, idle_end = idle_cores(rows, workers)
     core_time = first["wall"] * workers
     rows = [
         ("videos x seconds (1080p30)", f"{a.videos} x {a.seconds:g} s = {video_s:.0f} s of video"),
@@ -476,6 +501,8 @@ def cli_report(a, clip_dir: Path, home: Path, env: dict, workers: int, dec_wall:
         ("videos phase: workers' time outside the steps' bodies",
          f"{in_videos:.1f} core-s ({100 * in_videos / max(1e-9, phase.get('videos', 0.0) * workers):.0f} % of it)"),
         ("Dagster between a run's steps (summed over videos)", f"{gaps:.1f} core-s ({100 * gaps / core_time:.0f} %)"),
+        ("cores without a video's run: between runs / the last videos alone",
+         f"{idle - idle_end:.1f} / {idle_end:.1f} core-s ({100 * idle / core_time:.0f} % in all)"),
         ("Dagster in a video's run outside its steps (summed)",
          f"{per_run.get('outside_steps', 0.0):.1f} core-s ({100 * per_run.get('outside_steps', 0.0) / core_time:.0f} %, "
          f"{per_run.get('runs', 0)} runs)"),
