@@ -91,10 +91,10 @@ class EventLogStorage(SqliteEventLogStorage):
         self._tables: set[str] = set()  # index tables known to exist (has_table)
         self._key_columns: set[str] = set()  # asset key table columns known to exist
         self._partitions_seen: dict[tuple[str, str], float] = {}  # (definition, key) -> when found
-        # (asset key, partition) -> (the latest materialization this process stored, when); a stored event's
-        # record waits in _pending (by the event's id) until its transaction is committed
+        # (asset key, partition) -> (the latest materialization this process stored, when); the event a
+        # thread is storing, and its record once the index has its id, wait in _storing until committed
         self._materialized: dict[tuple[AssetKey, str], tuple[EventLogRecord, float]] = {}
-        self._pending: dict[int, tuple[tuple[AssetKey, str], EventLogRecord]] = {}
+        self._storing = threading.local()
         self._pid = os.getpid()
         # guards the engines (not Dagster's _db_lock: has_table runs inside a connection holding it)
         self._engines_lock = threading.RLock()
@@ -196,12 +196,12 @@ class EventLogStorage(SqliteEventLogStorage):
         super().delete_dynamic_partition(partitions_def_name, partition_key)
 
     def store_event(self, event) -> None:
+        self._storing.event, self._storing.done = event, None
         try:
             super().store_event(event)
-        except BaseException:
-            self._pending.pop(id(event), None)
-            raise
-        done = self._pending.pop(id(event), None)
+            done = self._storing.done
+        finally:
+            self._storing.event = self._storing.done = None
         if done is not None:  # committed: the partition's latest materialization, as the index has it
             self._materialized[done[0]] = (done[1], _clock())
             if len(self._materialized) > 10_000:  # only recent ones count
@@ -211,9 +211,9 @@ class EventLogStorage(SqliteEventLogStorage):
     def _store_asset_event(self, conn: Connection, event, event_id: int) -> None:
         super()._store_asset_event(conn, event, event_id)
         ev = event.dagster_event
-        if ev is not None and ev.event_type == DagsterEventType.ASSET_MATERIALIZATION and ev.partition is not None:
-            self._pending[id(event)] = ((ev.asset_key, ev.partition),
-                                        EventLogRecord(storage_id=event_id, event_log_entry=event))
+        if (getattr(self._storing, "event", None) is event and ev is not None and ev.partition is not None
+                and ev.event_type == DagsterEventType.ASSET_MATERIALIZATION):
+            self._storing.done = ((ev.asset_key, ev.partition), EventLogRecord(storage_id=event_id, event_log_entry=event))
 
     def fetch_materializations(self, records_filter, limit: int, cursor: str | None = None,
                                ascending: bool = False) -> EventRecordsResult:
