@@ -38,7 +38,7 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from functools import lru_cache
 
-from dagster import AssetKey, DagsterEventType, Field, StringSource
+from dagster import DagsterEventType, Field, StringSource
 from dagster._core.event_api import AssetRecordsFilter, EventLogRecord, EventRecordsResult
 from dagster._core.storage.event_log.base import EventLogCursor
 from dagster._core.execution.compute_logs import redirect_to_file
@@ -73,6 +73,31 @@ def _sync_normal(dbapi_conn, _record) -> None:
     cur.close()
 
 
+class _Recent:
+    """What this process found (or stored) lately: a value is known for :data:`PARTITION_SEEN_S` after it
+    was put, then asked again (only recent ones are kept)."""
+
+    def __init__(self, most: int = 10_000):
+        self._items: dict = {}  # key -> (value, when put)
+        self._most = most
+
+    def get(self, key):
+        item = self._items.get(key)
+        return item[0] if item is not None and _clock() - item[1] < PARTITION_SEEN_S else None
+
+    def put(self, key, value) -> None:
+        now = _clock()
+        self._items[key] = (value, now)
+        if len(self._items) > self._most:
+            self._items = {k: v for k, v in self._items.items() if now - v[1] < PARTITION_SEEN_S}
+
+    def pop(self, key) -> None:
+        self._items.pop(key, None)
+
+    def clear(self) -> None:
+        self._items.clear()
+
+
 @lru_cache(maxsize=1)
 def _alembic_scripts():
     """Alembic's scripts of Dagster's SQLite event log (the revisions read once per process)."""
@@ -90,10 +115,10 @@ class EventLogStorage(SqliteEventLogStorage):
         self._engines: OrderedDict[str, Engine] = OrderedDict()
         self._tables: set[str] = set()  # index tables known to exist (has_table)
         self._key_columns: set[str] = set()  # asset key table columns known to exist
-        self._partitions_seen: dict[tuple[str, str], float] = {}  # (definition, key) -> when found
-        # (asset key, partition) -> (the latest materialization this process stored, when); the event a
-        # thread is storing, and its record once the index has its id, wait in _storing until committed
-        self._materialized: dict[tuple[AssetKey, str], tuple[EventLogRecord, float]] = {}
+        self._partitions_seen = _Recent()  # (definition, key) -> True: found
+        # (asset key, partition) -> the latest materialization this process stored; the event a thread is
+        # storing, and its record once the index has its id, wait in _storing until committed
+        self._materialized = _Recent()
         self._storing = threading.local()
         self._pid = os.getpid()
         # guards the engines (not Dagster's _db_lock: has_table runs inside a connection holding it)
@@ -178,21 +203,18 @@ class EventLogStorage(SqliteEventLogStorage):
 
     def has_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> bool:
         """As Dagster's; a partition found is known for :data:`PARTITION_SEEN_S` (module doc)."""
-        key, now = (partitions_def_name, partition_key), _clock()
-        seen = self._partitions_seen.get(key)
-        if seen is not None and now - seen < PARTITION_SEEN_S:
+        key = (partitions_def_name, partition_key)
+        if self._partitions_seen.get(key):
             return True
         found = super().has_dynamic_partition(partitions_def_name, partition_key)
-        if len(self._partitions_seen) > 10_000:  # only recent ones count
-            self._partitions_seen = {k: t for k, t in self._partitions_seen.items() if now - t < PARTITION_SEEN_S}
         if found:
-            self._partitions_seen[key] = now
+            self._partitions_seen.put(key, True)
         else:
-            self._partitions_seen.pop(key, None)
+            self._partitions_seen.pop(key)
         return found
 
     def delete_dynamic_partition(self, partitions_def_name: str, partition_key: str) -> None:
-        self._partitions_seen.pop((partitions_def_name, partition_key), None)
+        self._partitions_seen.pop((partitions_def_name, partition_key))
         super().delete_dynamic_partition(partitions_def_name, partition_key)
 
     def store_event(self, event) -> None:
@@ -203,10 +225,7 @@ class EventLogStorage(SqliteEventLogStorage):
         finally:
             self._storing.event = self._storing.done = None
         if done is not None:  # committed: the partition's latest materialization, as the index has it
-            self._materialized[done[0]] = (done[1], _clock())
-            if len(self._materialized) > 10_000:  # only recent ones count
-                now = _clock()
-                self._materialized = {k: v for k, v in self._materialized.items() if now - v[1] < PARTITION_SEEN_S}
+            self._materialized.put(*done)
 
     def _store_asset_event(self, conn: Connection, event, event_id: int) -> None:
         super()._store_asset_event(conn, event, event_id)
@@ -226,9 +245,9 @@ class EventLogStorage(SqliteEventLogStorage):
                 and f.after_timestamp is None and f.before_timestamp is None and f.after_storage_id is None
                 and f.before_storage_id is None and f.storage_ids is None):
             hit = self._materialized.get((f.asset_key, f.asset_partitions[0]))
-            if hit is not None and _clock() - hit[1] < PARTITION_SEEN_S:
-                cursor = EventLogCursor.from_storage_id(hit[0].storage_id).to_string()
-                return EventRecordsResult([hit[0]], cursor=cursor, has_more=True)  # (as Dagster's: one of 1)
+            if hit is not None:
+                cursor = EventLogCursor.from_storage_id(hit.storage_id).to_string()
+                return EventRecordsResult([hit], cursor=cursor, has_more=True)  # (as Dagster's: one of 1)
         return super().fetch_materializations(records_filter, limit, cursor, ascending)
 
     def wipe_asset(self, asset_key) -> None:
